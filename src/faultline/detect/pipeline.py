@@ -1,0 +1,47 @@
+"""Runs the configured detectors over a batch and combines their verdicts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from faultline.detect.base import Detector
+from faultline.schema import IS_ANOMALY, MODEL_VERSION, SENSOR_MASK, score_column
+
+
+class DetectorPipeline:
+    """A reading is anomalous when any detector says so; the responsible sensors are pooled."""
+
+    def __init__(self, detectors: Sequence[Detector]) -> None:
+        if not detectors:
+            raise ValueError("a pipeline needs at least one detector")
+        names = [d.name for d in detectors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"detector names must be unique, got {names}")
+        self.detectors = tuple(detectors)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.detectors)
+
+    @property
+    def model_version(self) -> str:
+        return ",".join(d.version for d in self.detectors if d.version)
+
+    def run(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """A copy of `frame` with IS_ANOMALY, SENSOR_MASK, MODEL_VERSION and score columns."""
+        n = len(frame)
+        out = frame.copy()
+        anomaly = np.zeros(n, bool)
+        mask = np.zeros(n, np.int64)
+        for detector in self.detectors:
+            scores = detector.process(frame)
+            out[score_column(detector.name)] = scores.score
+            anomaly |= scores.is_anomaly
+            mask |= np.where(scores.is_anomaly, scores.sensor_mask, 0)
+        out[IS_ANOMALY] = anomaly
+        out[SENSOR_MASK] = mask
+        out[MODEL_VERSION] = self.model_version
+        return out

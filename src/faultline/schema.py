@@ -1,0 +1,92 @@
+"""The shapes data takes between layers.
+
+A batch of readings is a pandas DataFrame with the columns below, one float column per configured
+sensor (NaN where a station did not carry that sensor). Times are epoch milliseconds, UTC:
+`ts` is event time (stamped by the station), `received_at` processing time (when Faultline's bus
+accepted the message). Keeping them as int64 columns keeps every layer vectorised and lets the
+same frame cross into Spark's `mapInPandas` unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+STATION_ID = "station_id"
+TS = "ts"
+SEQ = "seq"
+TS_ASSIGNED = "ts_assigned"  # True when the station sent no ts and ingest time stands in
+RECEIVED_AT = "received_at"
+READING_COLUMNS: tuple[str, ...] = (STATION_ID, TS, SEQ, TS_ASSIGNED, RECEIVED_AT)
+
+IS_ANOMALY = "is_anomaly"
+SENSOR_MASK = "sensor_mask"  # bit i set: sensor i (in configured order) is responsible
+MODEL_VERSION = "model_version"
+SCORE_PREFIX = "score_"
+
+
+def score_column(detector: str) -> str:
+    return f"{SCORE_PREFIX}{detector}"
+
+
+def empty_readings(sensors: Sequence[str]) -> pd.DataFrame:
+    """A zero-row batch with the right columns and dtypes."""
+    frame = pd.DataFrame(
+        {
+            STATION_ID: pd.Series([], dtype=object),
+            TS: np.empty(0, np.int64),
+            SEQ: np.empty(0, np.int64),
+            TS_ASSIGNED: np.empty(0, bool),
+            RECEIVED_AT: np.empty(0, np.int64),
+        }
+    )
+    for name in sensors:
+        frame[name] = np.empty(0, np.float64)
+    return frame
+
+
+def mask_to_sensors(mask: int, sensors: Sequence[str]) -> list[str]:
+    return [name for i, name in enumerate(sensors) if mask >> i & 1]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not become a reading, kept whole with the reason."""
+
+    payload: bytes
+    reason: str
+    source: str  # where it came from, unique per message: "<topic>/<partition>/<offset>"
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class FaultLabel:
+    """Ground truth: the simulator injected `kind` into `sensor` of `station_id` over [start, end].
+
+    `sensor` is "*" for faults that hit the whole station (dropout).
+    """
+
+    station_id: str
+    sensor: str
+    kind: str
+    start_ts: int
+    end_ts: int
+
+
+@dataclass(frozen=True)
+class WriteBatch:
+    """Everything one engine step commits atomically.
+
+    `readings` carries the reading columns, the sensor columns, and the verdict columns
+    (IS_ANOMALY, SENSOR_MASK, MODEL_VERSION and one score column per detector).
+    """
+
+    sensors: tuple[str, ...]
+    detectors: tuple[str, ...]
+    readings: pd.DataFrame
+    processed_at: int
+    dead_letters: Sequence[DeadLetter] = field(default_factory=tuple)
+    faults: Sequence[FaultLabel] = field(default_factory=tuple)

@@ -1,0 +1,150 @@
+"""The store protocol: `write` what the engine decided, `query` it back.
+
+`write` is atomic and idempotent: a batch is committed whole or not at all, and writing the same
+batch again changes nothing (readings are keyed by (station_id, ts, seq), dead letters by their
+source, fault labels by (station_id, sensor, kind, start_ts)). That is what makes the engine's
+at-least-once delivery safe. Queries are typed objects; `query(q)` returns `q`'s result type, and
+every query is served from an index, never a full scan.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import pandas as pd
+
+from faultline.schema import FaultLabel, WriteBatch
+
+R = TypeVar("R")
+
+
+class StoreError(RuntimeError):
+    """The store could not complete an operation."""
+
+
+class Query(Generic[R]):
+    """Base of every query; `R` is what `Store.query` returns for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingRow:
+    station_id: str
+    ts: int
+    seq: int
+    ts_assigned: bool
+    received_at: int
+    processed_at: int
+    values: dict[str, float]
+    is_anomaly: bool
+    scores: dict[str, float | None]
+    sensors: list[str]  # the sensors responsible for the anomaly
+    model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class StationSummary:
+    station_id: str
+    last_ts: int
+    last_received_at: int
+    last_values: dict[str, float]
+    last_is_anomaly: bool
+    readings: int
+    anomalies: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    id: int
+    received_at: int
+    source: str
+    reason: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingPage:
+    rows: list[ReadingRow]
+    next_cursor: tuple[int, int] | None  # (ts, seq) to pass as `after` for the next page
+
+
+@dataclass(frozen=True, slots=True)
+class LatestAnomalies(Query[list[ReadingRow]]):
+    """Anomalous readings, newest event time first."""
+
+    limit: int = 10
+    station_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyCount(Query[int]):
+    """Anomalous readings with start_ms <= ts < end_ms."""
+
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StationReadings(Query[ReadingPage]):
+    """One station's readings with start_ms <= ts < end_ms, oldest first, paginated."""
+
+    station_id: str
+    start_ms: int
+    end_ms: int
+    limit: int = 1000
+    after: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stations(Query[list[StationSummary]]):
+    """Every station seen, with its latest reading."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetters(Query[list[DeadLetterRow]]):
+    """Dead letters, newest first."""
+
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterCount(Query[int]):
+    """How many dead letters are stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class FaultLabels(Query[list[FaultLabel]]):
+    """Injected faults overlapping [start_ms, end_ms), oldest first."""
+
+    start_ms: int
+    end_ms: int
+    station_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecentReadings(Query[pd.DataFrame]):
+    """The newest `limit` readings as a frame of station_id, ts and sensor columns (for drift)."""
+
+    limit: int = 5000
+    sensors: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Store(ABC):
+    """Where readings, verdicts, dead letters and fault labels live."""
+
+    @abstractmethod
+    def write(self, batch: WriteBatch) -> None:
+        """Commit the whole batch atomically; replaying a batch adds nothing."""
+
+    @abstractmethod
+    def query(self, q: Query[R]) -> R:
+        """Answer a query; raises TypeError for query types the store does not know."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def ping(self) -> None:
+        """Raise StoreError when the store cannot answer (used by health checks)."""
+        self.query(DeadLetterCount())
