@@ -1,0 +1,1 @@
+"""Model training, tracking (MLflow) and drift checks."""
