@@ -15,7 +15,7 @@ checks after decoding are vectorised over the batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -35,7 +35,12 @@ from faultline.schema import (
     DeadLetter,
 )
 
-StationId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+StationId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+]
+
+
+Sequence_ = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class WireReading(msgspec.Struct, omit_defaults=True):
@@ -43,8 +48,8 @@ class WireReading(msgspec.Struct, omit_defaults=True):
 
     station_id: StationId
     ts: int | float | datetime | None = None
-    seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    values: dict[str, float | None] | None = None
+    seq: Sequence_ | None = None
+    values: Mapping[str, float | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +68,7 @@ class Decoded:
     dead_letters: list[DeadLetter]
 
 
-def encode_reading(
-    station_id: str, ts: int, seq: int, values: dict[str, float]
-) -> bytes:
+def encode_reading(station_id: str, ts: int, seq: int, values: dict[str, float]) -> bytes:
     return _ENCODER.encode(WireReading(station_id=station_id, ts=ts, seq=seq, values=values))
 
 
@@ -83,14 +86,14 @@ class ReadingDecoder:
         self._max_future_ms = round(ingest.max_future_s * 1000)
         self._max_late_ms = round(ingest.max_late_s * 1000)
         # The seed's flat form: configured sensors as optional top-level fields.
-        flat = msgspec.defstruct(
-            "FlatWireReading",
-            [("station_id", StationId)]
-            + [("ts", int | float | datetime | None, None)]  # type: ignore[list-item]
-            + [("seq", int | None, None)]  # type: ignore[list-item]
-            + [("values", dict[str, float | None] | None, None)]  # type: ignore[list-item]
-            + [(name, float | None, None) for name in self._sensors],  # type: ignore[misc]
-        )
+        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+            ("station_id", StationId),
+            ("ts", int | float | datetime | None, None),
+            ("seq", Sequence_ | None, None),
+            ("values", dict[str, float | None] | None, None),
+        ]
+        fields += [(name, float | None, None) for name in self._sensors]
+        flat = msgspec.defstruct("FlatWireReading", fields)
         self._decoder = msgspec.json.Decoder(flat)
 
     @property
@@ -106,7 +109,7 @@ class ReadingDecoder:
         assigned = np.zeros(n, bool)
         received = np.fromiter((m.received_at for m in messages), np.int64, n)
         values = np.full((n, n_sensors), np.nan)
-        reasons: list[str | None] = [None] * n
+        reasons: list[tuple[str, str] | None] = [None] * n
         decode = self._decoder.decode
         index = self._index
         sensors = self._sensors
@@ -124,7 +127,10 @@ class ReadingDecoder:
                 assigned[i] = True
             elif isinstance(raw_ts, datetime):
                 if raw_ts.tzinfo is None:
-                    reasons[i] = "ts has no timezone: send epoch milliseconds or ISO 8601 with Z"
+                    reasons[i] = (
+                        "time",
+                        "ts has no timezone: send epoch milliseconds or ISO 8601 with Z",
+                    )
                     continue
                 ts[i] = round(raw_ts.timestamp() * 1000)
             else:
@@ -137,28 +143,27 @@ class ReadingDecoder:
                     row[j] = flat_value
             if wire.values:
                 for name, value in wire.values.items():
-                    j = index.get(name)
-                    if j is None:
+                    column = index.get(name)
+                    if column is None:
                         reasons[i] = (
-                            f"unknown sensor {name!r}: configured sensors are {', '.join(sensors)}"
+                            "sensor",
+                            f"unknown sensor {name!r}: configured sensors are {', '.join(sensors)}",
                         )
                         break
                     if value is not None:
-                        row[j] = value
+                        row[column] = value
 
         self._check_values(values, reasons)
         self._check_times(ts, received, assigned, reasons)
 
         bad = np.fromiter((r is not None for r in reasons), bool, n)
-        dead = [
-            DeadLetter(
-                payload=messages[i].payload,
-                reason=reasons[i] or "",
-                source=messages[i].source,
-                received_at=messages[i].received_at,
+        dead = []
+        for k in np.flatnonzero(bad).tolist():
+            kind, reason = reasons[k] or ("invalid", "")
+            message = messages[k]
+            dead.append(
+                DeadLetter(message.payload, reason, message.source, message.received_at, kind)
             )
-            for i in np.flatnonzero(bad)
-        ]
         good = ~bad
         frame = pd.DataFrame(
             {
@@ -175,7 +180,7 @@ class ReadingDecoder:
             frame[name] = good_values[:, j]
         return Decoded(readings=frame, dead_letters=dead)
 
-    def _check_values(self, values: np.ndarray, reasons: list[str | None]) -> None:
+    def _check_values(self, values: np.ndarray, reasons: list[tuple[str, str] | None]) -> None:
         present = ~np.isnan(values)
         no_values = ~present.any(axis=1)
         # NaN cannot arrive through JSON, but ±inf and NaN can from other producers of frames.
@@ -186,16 +191,20 @@ class ReadingDecoder:
             if reasons[i] is not None:
                 continue
             if no_values[i]:
-                reasons[i] = f"no sensor values: expected some of {', '.join(self._sensors)}"
+                reasons[i] = (
+                    "sensor",
+                    f"no sensor values: expected some of {', '.join(self._sensors)}",
+                )
                 continue
             j = int(np.flatnonzero(nonfinite[i] | out_of_range[i])[0])
             name, value = self._sensors[j], values[i, j]
             if nonfinite[i, j]:
-                reasons[i] = f"{name} is not a finite number ({value})"
+                reasons[i] = ("nonfinite", f"{name} is not a finite number ({value})")
             else:
                 reasons[i] = (
+                    "range",
                     f"{name}={value:g} outside physical range "
-                    f"[{self._low[j]:g}, {self._high[j]:g}]"
+                    f"[{self._low[j]:g}, {self._high[j]:g}]",
                 )
 
     def _check_times(
@@ -203,7 +212,7 @@ class ReadingDecoder:
         ts: np.ndarray,
         received: np.ndarray,
         assigned: np.ndarray,
-        reasons: list[str | None],
+        reasons: list[tuple[str, str] | None],
     ) -> None:
         ahead = ts - received
         future = ~assigned & (ahead > self._max_future_ms)
@@ -213,18 +222,20 @@ class ReadingDecoder:
                 continue
             if future[i]:
                 reasons[i] = (
+                    "time",
                     f"ts is {ahead[i] / 1000:.0f} s in the future "
-                    f"(at most {self._max_future_ms / 1000:.0f} s allowed)"
+                    f"(at most {self._max_future_ms / 1000:.0f} s allowed)",
                 )
             else:
                 reasons[i] = (
+                    "time",
                     f"ts is {-ahead[i] / 1000:.0f} s late "
-                    f"(at most {self._max_late_ms / 1000:.0f} s allowed)"
+                    f"(at most {self._max_late_ms / 1000:.0f} s allowed)",
                 )
 
 
-def _describe(exc: msgspec.DecodeError) -> str:
+def _describe(exc: msgspec.DecodeError) -> tuple[str, str]:
     text = str(exc)
     if isinstance(exc, msgspec.ValidationError):
-        return f"invalid field: {text}"
-    return f"malformed JSON: {text}"
+        return "field", f"invalid field: {text}"
+    return "malformed", f"malformed JSON: {text}"

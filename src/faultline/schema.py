@@ -60,6 +60,7 @@ class DeadLetter:
     reason: str
     source: str  # where it came from, unique per message: "<topic>/<partition>/<offset>"
     received_at: int
+    kind: str = "invalid"  # a short class of reason, for metrics: malformed, field, range, ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from faultline.bus.base import Bus, BusError, Consumer, Message, Record
 from faultline.bus.memory import MemoryBus
 
-__all__ = ["Bus", "BusError", "Consumer", "Message", "MemoryBus", "Record", "open_bus"]
+__all__ = ["Bus", "BusError", "Consumer", "MemoryBus", "Message", "Record", "open_bus"]
 
 
 def open_bus(url: str) -> Bus:

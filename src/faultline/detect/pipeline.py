@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,3 +46,13 @@ class DetectorPipeline:
         out[SENSOR_MASK] = mask
         out[MODEL_VERSION] = self.model_version
         return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every detector's state, keyed by detector name."""
+        return {d.name: d.snapshot() for d in self.detectors}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Restore the detectors a snapshot names; detectors it lacks keep their state."""
+        for detector in self.detectors:
+            if detector.name in snapshot:
+                detector.restore(snapshot[detector.name])
