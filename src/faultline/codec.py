@@ -90,7 +90,9 @@ class ReadingDecoder:
             ("station_id", StationId),
             ("ts", int | float | datetime | None, None),
             ("seq", Sequence_ | None, None),
-            ("values", dict[str, float | None] | None, None),
+            # Any, not float: msgspec's errors do not name dict keys, and the sensor at fault
+            # is what an operator needs to see.
+            ("values", dict[str, Any] | None, None),
         ]
         fields += [(name, float | None, None) for name in self._sensors]
         flat = msgspec.defstruct("FlatWireReading", fields)
@@ -150,8 +152,16 @@ class ReadingDecoder:
                             f"unknown sensor {name!r}: configured sensors are {', '.join(sensors)}",
                         )
                         break
-                    if value is not None:
-                        row[column] = value
+                    if value is None:
+                        continue
+                    if isinstance(value, bool) or not isinstance(value, int | float):
+                        reasons[i] = (
+                            "field",
+                            f"invalid field: values.{name} must be a number or null, "
+                            f"got {type(value).__name__}",
+                        )
+                        break
+                    row[column] = value
 
         self._check_values(values, reasons)
         self._check_times(ts, received, assigned, reasons)
