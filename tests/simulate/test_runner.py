@@ -127,7 +127,7 @@ def test_stop_is_prompt_with_the_wall_clock() -> None:
     stop.set()
     worker.join(timeout=5)
     assert not worker.is_alive()
-    assert time.monotonic() - begun < 0.5
+    assert time.monotonic() - begun < 1.0  # the next tick was 5 s away
 
 
 def test_a_set_stop_event_publishes_nothing() -> None:
