@@ -1,0 +1,190 @@
+"""The in-process engine: consume a micro-batch, decode, detect, store, then acknowledge.
+
+Acknowledging only after the store has committed gives at-least-once delivery; the store's
+idempotent keys turn the duplicates a crash can cause into no-ops. Detection runs once per batch:
+if the store write fails, the same computed batch is retried (detector state has already learned
+it, so recomputing would learn it twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from faultline.bus import Bus, Consumer, Message
+from faultline.clock import Clock, SystemClock
+from faultline.codec import RawMessage, ReadingDecoder
+from faultline.config import EngineSettings
+from faultline.detect import DetectorPipeline
+from faultline.metrics import Metrics, observe_many
+from faultline.schema import IS_ANOMALY, RECEIVED_AT, SENSOR_MASK, WriteBatch
+from faultline.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    messages: int
+    readings: int
+    anomalies: int
+    dead_letters: int
+
+
+class Engine:
+    """Runs the detector pipeline over a bus topic into a store."""
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        topic: str,
+        store: Store,
+        decoder: ReadingDecoder,
+        pipeline: Callable[[], DetectorPipeline] | DetectorPipeline,
+        settings: EngineSettings,
+        metrics: Metrics,
+        clock: Clock | None = None,
+        retry_backoff_s: float = 0.5,
+    ) -> None:
+        self._bus = bus
+        self._topic = topic
+        self._store = store
+        self._decoder = decoder
+        # A callable lets the pipeline follow the registry's champion without the engine
+        # knowing about models: it is asked again before every batch.
+        if isinstance(pipeline, DetectorPipeline):
+            fixed = pipeline
+            self._pipeline: Callable[[], DetectorPipeline] = lambda: fixed
+        else:
+            self._pipeline = pipeline
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock or SystemClock()
+        self._retry_backoff_s = retry_backoff_s
+        self._consumer: Consumer | None = None
+        self.last_commit_ms: int | None = None
+        self.last_error: str | None = None
+
+    @property
+    def consumer(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = self._bus.consumer(self._topic, self._settings.consumer_group)
+        return self._consumer
+
+    def poll(self) -> list[Message]:
+        """A micro-batch: up to `batch_max_records`, waiting at most `batch_max_wait_s`."""
+        limit = self._settings.batch_max_records
+        deadline = time.monotonic() + self._settings.batch_max_wait_s
+        batch: list[Message] = []
+        while len(batch) < limit:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and batch:
+                break
+            got = self.consumer.consume(limit - len(batch), max(remaining, 0.0))
+            if not got:
+                break
+            batch.extend(got)
+        return batch
+
+    def prepare(self, messages: list[Message]) -> WriteBatch:
+        """Decode and score a batch; pure computation apart from detector state."""
+        decoded = self._decoder.decode(
+            [RawMessage(m.value, m.source, m.timestamp_ms, m.offset) for m in messages]
+        )
+        pipeline = self._pipeline()
+        verdicts = pipeline.run(decoded.readings)
+        return WriteBatch(
+            sensors=self._decoder.sensors,
+            detectors=pipeline.names,
+            readings=verdicts,
+            processed_at=self._clock.now_ms(),
+            dead_letters=decoded.dead_letters,
+        )
+
+    def commit(self, messages: list[Message], batch: WriteBatch, stop: threading.Event) -> bool:
+        """Store the batch (retrying while the store fails) and acknowledge it.
+
+        Returns False when asked to stop before the store accepted it: the messages stay
+        unacknowledged and will be delivered again.
+        """
+        while True:
+            try:
+                self._store.write(batch)
+                break
+            except Exception as exc:  # any store failure: keep the batch, retry, never drop it
+                self.last_error = f"store write failed: {exc}"
+                self._metrics.batch_failures.inc()
+                log.warning("store write failed, retrying: %s", exc)
+                if stop.wait(self._retry_backoff_s):
+                    return False
+        self.consumer.ack(messages)
+        self.last_error = None
+        self.last_commit_ms = self._clock.now_ms()
+        self._observe(messages, batch)
+        return True
+
+    def step(self, stop: threading.Event | None = None) -> StepResult | None:
+        """One micro-batch end to end; None when there was nothing to do or it was abandoned."""
+        stop = stop or threading.Event()
+        messages = self.poll()
+        if not messages:
+            return None
+        started = time.perf_counter()
+        batch = self.prepare(messages)
+        if not self.commit(messages, batch, stop):
+            return None
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        readings = batch.readings
+        return StepResult(
+            messages=len(messages),
+            readings=len(readings),
+            anomalies=int(readings[IS_ANOMALY].sum()),
+            dead_letters=len(batch.dead_letters),
+        )
+
+    def run(self, stop: threading.Event, drain_s: float = 5.0) -> None:
+        """Process until `stop` is set, then drain what is already waiting for up to `drain_s`.
+
+        The batch in flight is always finished, never dropped; a drain cut short leaves the
+        rest unacknowledged on the bus, to be delivered again.
+        """
+        try:
+            while not stop.is_set():
+                self.step(stop)
+            deadline = time.monotonic() + drain_s
+            while time.monotonic() < deadline and self.step(stop) is not None:
+                pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def _observe(self, messages: list[Message], batch: WriteBatch) -> None:
+        m = self._metrics
+        readings = batch.readings
+        m.batches.inc()
+        m.batch_size.observe(len(messages))
+        m.readings.inc(len(readings))
+        m.ingest_rate.add(len(readings))
+        for letter in batch.dead_letters:
+            m.dead_letters.labels(kind=letter.kind).inc()
+        if len(readings):
+            latency = (batch.processed_at - readings[RECEIVED_AT].to_numpy()) / 1000.0
+            observe_many(m.latency, np.maximum(latency, 0.0))
+            masks = readings[SENSOR_MASK].to_numpy()[readings[IS_ANOMALY].to_numpy()]
+            unattributed = int(np.count_nonzero(masks == 0))
+            if unattributed:
+                m.anomalies.labels(sensor="none").inc(unattributed)
+            for i, sensor in enumerate(batch.sensors):
+                hits = int(np.count_nonzero(masks >> i & 1))
+                if hits:
+                    m.anomalies.labels(sensor=sensor).inc(hits)
