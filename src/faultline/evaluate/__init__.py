@@ -1,0 +1,1 @@
+"""Measuring detection quality: replay labelled data through detectors and score it."""
