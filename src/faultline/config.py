@@ -62,7 +62,7 @@ class IngestSettings(_Frozen):
 
 class EngineSettings(_Frozen):
     batch_max_records: int = Field(default=5000, ge=1)
-    batch_max_wait_s: float = Field(default=0.5, gt=0)
+    batch_max_wait_s: float = Field(default=0.2, gt=0)
     consumer_group: str = "faultline-engine"
     metrics_port: int = Field(default=9108, ge=0, le=65535)
 
