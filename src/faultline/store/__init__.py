@@ -1,6 +1,12 @@
-"""Stores, chosen by URL: `memory://`, `sqlite:///path` (later `postgresql://`, `cassandra://`)."""
+"""Stores, chosen by URL: `memory://`, `sqlite:///relative.db`, `sqlite:////absolute.db`.
+
+Later backends (`postgresql://`, `cassandra://`) register an opener in `_OPENERS`.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 from faultline.store.base import (
     AnomalyCount,
@@ -19,6 +25,52 @@ from faultline.store.base import (
     Store,
     StoreError,
 )
+from faultline.store.memory import MemoryStore
+from faultline.store.sqlite import SqliteStore
+
+_SUPPORTED = "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db"
+
+
+def _open_memory(rest: str, url: str) -> Store:
+    if rest:
+        raise ValueError(f"store URL {url!r}: memory:// takes nothing after the scheme")
+    return MemoryStore()
+
+
+def _open_sqlite(rest: str, url: str) -> Store:
+    # sqlite:///x.db -> rest "/x.db" (relative x.db); sqlite:////abs/x.db -> "//abs/x.db"
+    if not rest.startswith("/"):
+        raise ValueError(
+            f"store URL {url!r}: a SQLite URL has no host; write sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    name = rest[1:]
+    if not name or name.endswith("/"):
+        raise ValueError(f"store URL {url!r} names no database file")
+    if name == ":memory:":
+        raise ValueError(f"store URL {url!r}: for a store in memory use memory://")
+    path = Path(name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the directory for {path}: {exc}") from exc
+    return SqliteStore(path)
+
+
+_OPENERS: dict[str, Callable[[str, str], Store]] = {
+    "memory": _open_memory,
+    "sqlite": _open_sqlite,
+}
+
+
+def open_store(url: str) -> Store:
+    """The store a URL names; ValueError for URLs no store understands."""
+    scheme, separator, rest = url.partition("://")
+    opener = _OPENERS.get(scheme.lower()) if separator else None
+    if opener is None:
+        raise ValueError(f"unsupported store URL {url!r}: supported are {_SUPPORTED}")
+    return opener(rest, url)
+
 
 __all__ = [
     "AnomalyCount",
@@ -27,13 +79,16 @@ __all__ = [
     "DeadLetters",
     "FaultLabels",
     "LatestAnomalies",
+    "MemoryStore",
     "Query",
     "ReadingPage",
     "ReadingRow",
     "RecentReadings",
+    "SqliteStore",
     "StationReadings",
     "StationSummary",
     "Stations",
     "Store",
     "StoreError",
+    "open_store",
 ]

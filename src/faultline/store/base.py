@@ -28,6 +28,11 @@ class Query(Generic[R]):
     """Base of every query; `R` is what `Store.query` returns for it."""
 
 
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+
+
 @dataclass(frozen=True, slots=True)
 class ReadingRow:
     station_id: str
@@ -38,7 +43,7 @@ class ReadingRow:
     processed_at: int
     values: dict[str, float]
     is_anomaly: bool
-    scores: dict[str, float | None]
+    scores: dict[str, float | None]  # None: the detector gave no verdict
     sensors: list[str]  # the sensors responsible for the anomaly
     model_version: str
 
@@ -71,10 +76,13 @@ class ReadingPage:
 
 @dataclass(frozen=True, slots=True)
 class LatestAnomalies(Query[list[ReadingRow]]):
-    """Anomalous readings, newest event time first."""
+    """Anomalous readings, newest event time first (ties: station_id, then seq, descending)."""
 
     limit: int = 10
     station_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_limit(self.limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,17 +103,23 @@ class StationReadings(Query[ReadingPage]):
     limit: int = 1000
     after: tuple[int, int] | None = None
 
+    def __post_init__(self) -> None:
+        _check_limit(self.limit)
+
 
 @dataclass(frozen=True, slots=True)
 class Stations(Query[list[StationSummary]]):
-    """Every station seen, with its latest reading."""
+    """Every station seen, with its latest reading (newest (ts, seq)), by station_id."""
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetters(Query[list[DeadLetterRow]]):
-    """Dead letters, newest first."""
+    """Dead letters, newest `received_at` first (ties: the later stored first)."""
 
     limit: int = 100
+
+    def __post_init__(self) -> None:
+        _check_limit(self.limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +129,11 @@ class DeadLetterCount(Query[int]):
 
 @dataclass(frozen=True, slots=True)
 class FaultLabels(Query[list[FaultLabel]]):
-    """Injected faults overlapping [start_ms, end_ms), oldest first."""
+    """Injected faults overlapping [start_ms, end_ms), oldest first.
+
+    A label covers [start_ts, end_ts] (both ends included), so it overlaps when
+    start_ts < end_ms and end_ts >= start_ms. Writing a label again with a later end_ts extends it.
+    """
 
     start_ms: int
     end_ms: int
@@ -124,10 +142,15 @@ class FaultLabels(Query[list[FaultLabel]]):
 
 @dataclass(frozen=True, slots=True)
 class RecentReadings(Query[pd.DataFrame]):
-    """The newest `limit` readings as a frame of station_id, ts and sensor columns (for drift)."""
+    """The newest `limit` readings, oldest first, as a frame of station_id, ts and float sensor
+    columns (for drift): `sensors` when given (NaN where a reading lacks one), else every sensor
+    those readings carry."""
 
     limit: int = 5000
     sensors: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        _check_limit(self.limit)
 
 
 class Store(ABC):
@@ -135,7 +158,13 @@ class Store(ABC):
 
     @abstractmethod
     def write(self, batch: WriteBatch) -> None:
-        """Commit the whole batch atomically; replaying a batch adds nothing."""
+        """Commit the whole batch atomically; replaying a batch adds nothing.
+
+        Raises StoreError, having committed nothing, when any part of the batch cannot be stored
+        (missing or malformed columns, non-finite sensor values, a fault label ending before it
+        starts, an unreachable backend). Within one batch the first of several readings with the
+        same key wins, as it does across batches.
+        """
 
     @abstractmethod
     def query(self, q: Query[R]) -> R:
@@ -143,7 +172,7 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Release connections."""
+        """Release connections; afterwards every call raises StoreError."""
 
     def ping(self) -> None:
         """Raise StoreError when the store cannot answer (used by health checks)."""

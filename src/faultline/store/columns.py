@@ -1,0 +1,237 @@
+"""A WriteBatch checked and taken apart into numpy columns: the form every store writes from.
+
+Checking happens here, before any backend is touched, so every store rejects the same bad batches
+with the same messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import pandas as pd
+
+from faultline.schema import (
+    IS_ANOMALY,
+    MODEL_VERSION,
+    READING_COLUMNS,
+    RECEIVED_AT,
+    SENSOR_MASK,
+    SEQ,
+    STATION_ID,
+    TS,
+    TS_ASSIGNED,
+    DeadLetter,
+    FaultLabel,
+    WriteBatch,
+    mask_to_sensors,
+    score_column,
+)
+from faultline.store.base import StoreError
+
+
+@dataclass(frozen=True)
+class BatchColumns:
+    """The readings of one batch, one row per key (station_id, ts, seq)."""
+
+    sensors: tuple[str, ...]
+    detectors: tuple[str, ...]
+    station_id: np.ndarray  # object array of str
+    ts: np.ndarray  # int64
+    seq: np.ndarray  # int64
+    ts_assigned: np.ndarray  # bool
+    received_at: np.ndarray  # int64
+    values: np.ndarray  # float64 (rows, sensors); NaN where the station does not carry a sensor
+    is_anomaly: np.ndarray  # bool
+    sensor_mask: np.ndarray  # int64
+    model_version: np.ndarray  # object array of str
+    scores: np.ndarray  # float64 (rows, detectors); NaN where a detector gave no verdict
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def latest_per_station(self) -> np.ndarray:
+        """Positions of each station's newest row, newest meaning the greatest (ts, seq)."""
+        keys = pd.DataFrame({"station": self.station_id, "ts": self.ts, "seq": self.seq})
+        newest = keys.sort_values(["ts", "seq"], kind="stable").drop_duplicates(
+            "station", keep="last"
+        )
+        return newest.index.to_numpy()
+
+    def responsible_sensors(self) -> tuple[list[list[str]], np.ndarray]:
+        """The distinct sensor-name lists the masks stand for, and each row's index into them."""
+        masks, inverse = np.unique(self.sensor_mask, return_inverse=True)
+        names = [mask_to_sensors(int(mask), self.sensors) for mask in masks]
+        return names, inverse.reshape(-1)
+
+
+def batch_columns(batch: WriteBatch) -> BatchColumns:
+    """Check `batch.readings` and return its columns; duplicate keys keep their first row.
+
+    Raises StoreError naming the column at fault. A zero-row frame needs no columns at all, so a
+    batch made only of dead letters or fault labels can carry an empty DataFrame.
+    """
+    sensors, detectors = tuple(batch.sensors), tuple(batch.detectors)
+    _check_unique("sensors", sensors)
+    _check_unique("detectors", detectors)
+    frame = batch.readings
+    if len(frame) == 0:
+        return _empty(sensors, detectors)
+    scores = [score_column(d) for d in detectors]
+    required = [*READING_COLUMNS, *sensors, IS_ANOMALY, SENSOR_MASK, MODEL_VERSION, *scores]
+    missing = [name for name in required if name not in frame.columns]
+    if missing:
+        raise StoreError(f"readings frame lacks columns: {', '.join(missing)}")
+    columns = BatchColumns(
+        sensors=sensors,
+        detectors=detectors,
+        station_id=_strings(frame, STATION_ID),
+        ts=_integers(frame, TS),
+        seq=_integers(frame, SEQ),
+        ts_assigned=_flags(frame, TS_ASSIGNED),
+        received_at=_integers(frame, RECEIVED_AT),
+        values=_floats(frame, sensors),
+        is_anomaly=_flags(frame, IS_ANOMALY),
+        sensor_mask=_integers(frame, SENSOR_MASK),
+        model_version=_strings(frame, MODEL_VERSION),
+        scores=_floats(frame, scores),
+    )
+    _check_values(columns)
+    _check_masks(columns)
+    return _first_per_key(columns)
+
+
+def check_faults(faults: Sequence[FaultLabel]) -> None:
+    """Refuse fault labels that end before they start (stores with constraints refuse them too)."""
+    for label in faults:
+        if label.end_ts < label.start_ts:
+            raise StoreError(
+                f"fault label {label.kind} on {label.station_id}/{label.sensor} ends "
+                f"({label.end_ts}) before it starts ({label.start_ts})"
+            )
+
+
+def dead_letter_fields(letters: Sequence[DeadLetter]) -> list[tuple[int, str, str, bytes]]:
+    """(received_at, source, reason, payload) per dead letter, checked before any is stored."""
+    out = []
+    for letter in letters:
+        payload = letter.payload
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise StoreError(
+                f"dead letter {letter.source!r} has a {type(payload).__name__} payload, not bytes"
+            )
+        if not isinstance(letter.source, str) or not isinstance(letter.reason, str):
+            raise StoreError(f"dead letter {letter.source!r} needs a str source and reason")
+        out.append((int(letter.received_at), letter.source, letter.reason, bytes(payload)))
+    return out
+
+
+def recent_frame(
+    station_ids: list[str], ts: list[int], values: list[dict[str, float]], sensors: Sequence[str]
+) -> pd.DataFrame:
+    """The RecentReadings result: station_id, ts, then float sensor columns.
+
+    With no `sensors` asked for, the columns are every sensor the readings carry, in the order
+    first seen.
+    """
+    names = list(sensors) or list(dict.fromkeys(name for row in values for name in row))
+    frame = pd.DataFrame.from_records(values, columns=names, nrows=len(values)).astype(np.float64)
+    frame.insert(0, TS, np.array(ts, dtype=np.int64))
+    frame.insert(0, STATION_ID, pd.Series(station_ids, dtype=object))
+    return frame
+
+
+def _empty(sensors: tuple[str, ...], detectors: tuple[str, ...]) -> BatchColumns:
+    ints = np.empty(0, np.int64)
+    return BatchColumns(
+        sensors=sensors,
+        detectors=detectors,
+        station_id=np.empty(0, object),
+        ts=ints,
+        seq=ints,
+        ts_assigned=np.empty(0, bool),
+        received_at=ints,
+        values=np.empty((0, len(sensors))),
+        is_anomaly=np.empty(0, bool),
+        sensor_mask=ints,
+        model_version=np.empty(0, object),
+        scores=np.empty((0, len(detectors))),
+    )
+
+
+def _check_unique(what: str, names: tuple[str, ...]) -> None:
+    if len(set(names)) != len(names):
+        raise StoreError(f"batch {what} must be unique, got {list(names)}")
+
+
+def _strings(frame: pd.DataFrame, name: str) -> np.ndarray:
+    column = frame[name]
+    kind = pd.api.types.infer_dtype(column, skipna=False)
+    if kind != "string":
+        raise StoreError(f"column {name!r} must hold strings, found {kind} values")
+    return column.to_numpy(dtype=object)
+
+
+def _integers(frame: pd.DataFrame, name: str) -> np.ndarray:
+    column = frame[name]
+    if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_integer_dtype(column):
+        raise StoreError(f"column {name!r} must hold integers, found dtype {column.dtype}")
+    if column.hasnans:
+        raise StoreError(f"column {name!r} has missing values")
+    return column.to_numpy(dtype=np.int64)
+
+
+def _flags(frame: pd.DataFrame, name: str) -> np.ndarray:
+    column = frame[name]
+    if not pd.api.types.is_bool_dtype(column):
+        raise StoreError(f"column {name!r} must hold booleans, found dtype {column.dtype}")
+    if column.hasnans:
+        raise StoreError(f"column {name!r} has missing values")
+    return column.to_numpy(dtype=bool)
+
+
+def _floats(frame: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
+    for name in names:
+        column = frame[name]
+        if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+            raise StoreError(f"column {name!r} must hold numbers, found dtype {column.dtype}")
+    return (
+        frame[list(names)]
+        .to_numpy(dtype=np.float64, na_value=np.nan)
+        .reshape(len(frame), len(names))
+    )
+
+
+def _check_values(columns: BatchColumns) -> None:
+    infinite = np.isinf(columns.values)
+    if infinite.any():
+        row, col = (int(i[0]) for i in np.nonzero(infinite))
+        raise StoreError(
+            f"sensor {columns.sensors[col]!r} of station {columns.station_id[row]!r} at "
+            f"ts={columns.ts[row]} is {columns.values[row, col]}: sensor values must be finite"
+        )
+
+
+def _check_masks(columns: BatchColumns) -> None:
+    beyond = (columns.sensor_mask < 0) | (columns.sensor_mask >> len(columns.sensors) != 0)
+    if beyond.any():
+        mask = int(columns.sensor_mask[np.flatnonzero(beyond)[0]])
+        raise StoreError(
+            f"{SENSOR_MASK} {mask:#b} names sensors beyond the {len(columns.sensors)} "
+            f"in this batch ({', '.join(columns.sensors)})"
+        )
+
+
+def _first_per_key(columns: BatchColumns) -> BatchColumns:
+    keys = pd.DataFrame({"station": columns.station_id, "ts": columns.ts, "seq": columns.seq})
+    repeated = keys.duplicated().to_numpy()
+    if not repeated.any():
+        return columns
+    keep = ~repeated
+    per_row = {
+        f.name: getattr(columns, f.name)[keep]
+        for f in fields(columns)
+        if f.name not in ("sensors", "detectors")
+    }
+    return replace(columns, **per_row)

@@ -1,0 +1,229 @@
+"""An in-process store (`memory://`): the reference for the store contract and for fast tests.
+
+Everything lives in dicts and sorted key lists behind one lock. A write builds every new object
+first and only then, under the lock, mutates, so a batch that fails leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, cast
+
+import pandas as pd
+
+from faultline.schema import FaultLabel, WriteBatch
+from faultline.store.base import (
+    AnomalyCount,
+    DeadLetterCount,
+    DeadLetterRow,
+    DeadLetters,
+    FaultLabels,
+    LatestAnomalies,
+    Query,
+    R,
+    ReadingPage,
+    ReadingRow,
+    RecentReadings,
+    StationReadings,
+    Stations,
+    StationSummary,
+    Store,
+    StoreError,
+)
+from faultline.store.columns import (
+    BatchColumns,
+    batch_columns,
+    check_faults,
+    dead_letter_fields,
+    recent_frame,
+)
+
+_TimeKey = tuple[int, str, int]  # (ts, station_id, seq): the global order
+_StationKey = tuple[int, int]  # (ts, seq): the order within a station
+_FaultKey = tuple[str, str, str, int]
+
+
+class MemoryStore(Store):
+    """A thread-safe Store held in memory; gone when the process ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+        self._readings: dict[_TimeKey, ReadingRow] = {}
+        self._timeline: list[_TimeKey] = []
+        self._anomalies: list[_TimeKey] = []
+        self._by_station: dict[str, list[_StationKey]] = {}
+        self._anomalies_by_station: dict[str, list[_StationKey]] = {}
+        self._stations: dict[str, StationSummary] = {}
+        self._latest: dict[str, _StationKey] = {}
+        self._dead_letters: list[DeadLetterRow] = []
+        self._dead_letter_sources: set[str] = set()
+        self._faults: dict[_FaultKey, FaultLabel] = {}
+        self._handlers: dict[type[Any], Callable[[Any], Any]] = {
+            LatestAnomalies: self._latest_anomalies,
+            AnomalyCount: self._anomaly_count,
+            StationReadings: self._station_readings,
+            Stations: self._station_summaries,
+            DeadLetters: self._dead_letter_rows,
+            DeadLetterCount: lambda _q: len(self._dead_letters),
+            FaultLabels: self._fault_labels,
+            RecentReadings: self._recent_readings,
+        }
+
+    def write(self, batch: WriteBatch) -> None:
+        columns = batch_columns(batch)
+        letters = dead_letter_fields(batch.dead_letters)
+        check_faults(batch.faults)
+        rows = _reading_rows(columns, batch.processed_at)
+        latest = [rows[i] for i in columns.latest_per_station()]
+        with self._lock:
+            self._check_open()
+            for row in latest:
+                self._offer_latest(row)
+            for row in rows:
+                self._insert(row)
+            for received_at, source, reason, payload in letters:
+                if source not in self._dead_letter_sources:
+                    self._dead_letter_sources.add(source)
+                    letter_id = len(self._dead_letters) + 1
+                    self._dead_letters.append(
+                        DeadLetterRow(letter_id, received_at, source, reason, payload)
+                    )
+            for label in batch.faults:
+                key = (label.station_id, label.sensor, label.kind, label.start_ts)
+                known = self._faults.get(key)
+                if known is None or label.end_ts > known.end_ts:
+                    self._faults[key] = label
+
+    def query(self, q: Query[R]) -> R:
+        handler = self._handlers.get(type(q))
+        if handler is None:
+            raise TypeError(f"{type(self).__name__} cannot answer {type(q).__name__}")
+        with self._lock:
+            self._check_open()
+            return cast(R, handler(q))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    def _offer_latest(self, row: ReadingRow) -> None:
+        key = (row.ts, row.seq)
+        known = self._stations.get(row.station_id)
+        if known is not None and key <= self._latest[row.station_id]:
+            return
+        self._latest[row.station_id] = key
+        self._stations[row.station_id] = StationSummary(
+            station_id=row.station_id,
+            last_ts=row.ts,
+            last_received_at=row.received_at,
+            last_values=row.values,
+            last_is_anomaly=row.is_anomaly,
+            readings=known.readings if known else 0,
+            anomalies=known.anomalies if known else 0,
+        )
+
+    def _insert(self, row: ReadingRow) -> None:
+        key = (row.ts, row.station_id, row.seq)
+        if key in self._readings:
+            return
+        self._readings[key] = row
+        insort(self._timeline, key)
+        insort(self._by_station.setdefault(row.station_id, []), (row.ts, row.seq))
+        summary = self._stations[row.station_id]
+        self._stations[row.station_id] = replace(
+            summary,
+            readings=summary.readings + 1,
+            anomalies=summary.anomalies + row.is_anomaly,
+        )
+        if row.is_anomaly:
+            insort(self._anomalies, key)
+            insort(self._anomalies_by_station.setdefault(row.station_id, []), (row.ts, row.seq))
+
+    def _latest_anomalies(self, q: LatestAnomalies) -> list[ReadingRow]:
+        if q.station_id is None:
+            keys = self._anomalies[-q.limit :]
+        else:
+            station = self._anomalies_by_station.get(q.station_id, [])
+            keys = [(ts, q.station_id, seq) for ts, seq in station[-q.limit :]]
+        return [self._readings[key] for key in reversed(keys)]
+
+    def _anomaly_count(self, q: AnomalyCount) -> int:
+        first = bisect_left(self._anomalies, (q.start_ms,))
+        return max(0, bisect_left(self._anomalies, (q.end_ms,)) - first)
+
+    def _station_readings(self, q: StationReadings) -> ReadingPage:
+        keys = self._by_station.get(q.station_id, [])
+        first = bisect_left(keys, (q.start_ms,))
+        if q.after is not None:
+            first = max(first, bisect_right(keys, q.after))
+        stop = bisect_left(keys, (q.end_ms,))
+        page = keys[first : min(stop, first + q.limit)]
+        more = first + q.limit < stop
+        return ReadingPage(
+            rows=[self._readings[(ts, q.station_id, seq)] for ts, seq in page],
+            next_cursor=page[-1] if more else None,
+        )
+
+    def _station_summaries(self, _q: Stations) -> list[StationSummary]:
+        return [self._stations[s] for s in sorted(self._stations)]
+
+    def _dead_letter_rows(self, q: DeadLetters) -> list[DeadLetterRow]:
+        newest = sorted(self._dead_letters, key=lambda d: (d.received_at, d.id), reverse=True)
+        return newest[: q.limit]
+
+    def _fault_labels(self, q: FaultLabels) -> list[FaultLabel]:
+        overlapping = [
+            label
+            for label in self._faults.values()
+            if label.start_ts < q.end_ms
+            and label.end_ts >= q.start_ms
+            and (q.station_id is None or label.station_id == q.station_id)
+        ]
+        return sorted(overlapping, key=lambda f: (f.start_ts, f.station_id, f.sensor, f.kind))
+
+    def _recent_readings(self, q: RecentReadings) -> pd.DataFrame:
+        rows = [self._readings[key] for key in self._timeline[-q.limit :]]
+        return recent_frame(
+            [r.station_id for r in rows], [r.ts for r in rows], [r.values for r in rows], q.sensors
+        )
+
+
+def _reading_rows(columns: BatchColumns, processed_at: int) -> list[ReadingRow]:
+    names, which = columns.responsible_sensors()
+    sensors, detectors = columns.sensors, columns.detectors
+    return [
+        ReadingRow(
+            station_id=station,
+            ts=ts,
+            seq=seq,
+            ts_assigned=assigned,
+            received_at=received,
+            processed_at=processed_at,
+            values={name: v for name, v in zip(sensors, values, strict=True) if v == v},
+            is_anomaly=anomaly,
+            scores={name: s if s == s else None for name, s in zip(detectors, scores, strict=True)},
+            sensors=list(names[w]),
+            model_version=version,
+        )
+        for station, ts, seq, assigned, received, values, anomaly, scores, w, version in zip(
+            columns.station_id.tolist(),
+            columns.ts.tolist(),
+            columns.seq.tolist(),
+            columns.ts_assigned.tolist(),
+            columns.received_at.tolist(),
+            columns.values.tolist(),
+            columns.is_anomaly.tolist(),
+            columns.scores.tolist(),
+            which.tolist(),
+            columns.model_version.tolist(),
+            strict=True,
+        )
+    ]

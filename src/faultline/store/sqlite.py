@@ -1,0 +1,444 @@
+"""The SQLite store: one file in WAL mode, its tables and indexes shaped by the queries it serves.
+
+Layout, and why:
+
+* `readings` is keyed (ts, station_id, seq) WITHOUT ROWID. That is the idempotency key
+  (station_id, ts, seq) in the column order that makes live inserts append at the right edge of
+  the tree: a batch holds the newest times of every station, so keying by station first would
+  scatter each batch over every station's part of the file (measured about 5x slower).
+  `readings_by_station` serves one station's time range; two partial indexes hold only anomalous
+  rows, so anomaly queries never touch normal readings.
+* `stations` keeps each station's newest reading and its counts, updated in the same transaction
+  as the readings it summarises.
+* `dead_letters` is unique by source, `fault_labels` by (station_id, sensor, kind, start_ts).
+
+A write stages the batch's readings in a temporary table, drops the ones already stored, and
+moves the rest in; so the station counts are taken from exactly the rows this write inserted and a
+replayed batch counts nothing twice. Everything happens in one transaction.
+
+One connection writes, behind a lock (the engine); readers (API threads) borrow connections from
+a pool, and WAL lets them read while the writer writes.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import pandas as pd
+
+from faultline.schema import FaultLabel, WriteBatch
+from faultline.store.base import (
+    AnomalyCount,
+    DeadLetterCount,
+    DeadLetterRow,
+    DeadLetters,
+    FaultLabels,
+    LatestAnomalies,
+    Query,
+    R,
+    ReadingPage,
+    ReadingRow,
+    RecentReadings,
+    StationReadings,
+    Stations,
+    StationSummary,
+    Store,
+    StoreError,
+)
+from faultline.store.columns import BatchColumns, batch_columns, dead_letter_fields, recent_frame
+from faultline.store.json_text import json_list, json_objects
+
+_READING_COLUMNS = (
+    'ts, station_id, seq, ts_assigned, received_at, processed_at, "values", is_anomaly, scores, '
+    "sensors, model_version"
+)
+
+# Migration N (1-based) brings a database from user_version N-1 to N. Append, never edit.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE readings (
+            ts INTEGER NOT NULL,
+            station_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            ts_assigned INTEGER NOT NULL,
+            received_at INTEGER NOT NULL,
+            processed_at INTEGER NOT NULL,
+            "values" TEXT NOT NULL,
+            is_anomaly INTEGER NOT NULL CHECK (is_anomaly IN (0, 1)),
+            scores TEXT NOT NULL,
+            sensors TEXT NOT NULL,
+            model_version TEXT NOT NULL,
+            PRIMARY KEY (ts, station_id, seq)
+        ) STRICT, WITHOUT ROWID""",
+        "CREATE INDEX readings_by_station ON readings (station_id, ts, seq)",
+        # is_anomaly is carried so that counting in a time range reads the index alone.
+        """CREATE INDEX anomalies_by_time ON readings (ts, station_id, seq, is_anomaly)
+            WHERE is_anomaly = 1""",
+        "CREATE INDEX anomalies_by_station ON readings (station_id, ts, seq) WHERE is_anomaly = 1",
+        """CREATE TABLE stations (
+            station_id TEXT PRIMARY KEY,
+            last_ts INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL,
+            last_received_at INTEGER NOT NULL,
+            last_values TEXT NOT NULL,
+            last_is_anomaly INTEGER NOT NULL,
+            readings INTEGER NOT NULL,
+            anomalies INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID""",
+        """CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY,
+            received_at INTEGER NOT NULL,
+            source TEXT NOT NULL UNIQUE,
+            reason TEXT NOT NULL,
+            payload BLOB NOT NULL
+        ) STRICT""",
+        "CREATE INDEX dead_letters_by_time ON dead_letters (received_at)",
+        """CREATE TABLE fault_labels (
+            station_id TEXT NOT NULL,
+            sensor TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            start_ts INTEGER NOT NULL,
+            end_ts INTEGER NOT NULL CHECK (end_ts >= start_ts),
+            PRIMARY KEY (station_id, sensor, kind, start_ts)
+        ) STRICT, WITHOUT ROWID""",
+        "CREATE INDEX fault_labels_by_start ON fault_labels (start_ts)",
+    ),
+)
+
+_STAGE = """CREATE TEMP TABLE staged_readings (
+    ts INTEGER, station_id TEXT, seq INTEGER, ts_assigned INTEGER, received_at INTEGER,
+    processed_at INTEGER, "values" TEXT, is_anomaly INTEGER, scores TEXT, sensors TEXT,
+    model_version TEXT
+)"""
+_STAGE_ROWS = (
+    f"INSERT INTO temp.staged_readings ({_READING_COLUMNS}) VALUES ({', '.join('?' * 11)})"
+)
+_DROP_STORED = """DELETE FROM temp.staged_readings AS s WHERE EXISTS (
+    SELECT 1 FROM main.readings AS r WHERE r.ts = s.ts AND r.station_id = s.station_id
+    AND r.seq = s.seq)"""
+_MOVE_STAGED = (
+    f"INSERT INTO main.readings ({_READING_COLUMNS}) "
+    f"SELECT {_READING_COLUMNS} FROM temp.staged_readings"
+)
+_OFFER_LATEST = """INSERT INTO stations (station_id, last_ts, last_seq, last_received_at,
+    last_values, last_is_anomaly, readings, anomalies) VALUES (?, ?, ?, ?, ?, ?, 0, 0)
+    ON CONFLICT (station_id) DO UPDATE SET last_ts = excluded.last_ts,
+    last_seq = excluded.last_seq, last_received_at = excluded.last_received_at,
+    last_values = excluded.last_values, last_is_anomaly = excluded.last_is_anomaly
+    WHERE (excluded.last_ts, excluded.last_seq) > (stations.last_ts, stations.last_seq)"""
+_COUNT_STAGED = """UPDATE stations SET readings = stations.readings + added.n,
+    anomalies = stations.anomalies + added.a
+    FROM (SELECT station_id, count(*) AS n, sum(is_anomaly) AS a
+          FROM temp.staged_readings GROUP BY station_id) AS added
+    WHERE stations.station_id = added.station_id"""
+_CLEAR_STAGE = "DELETE FROM temp.staged_readings"
+_ADD_DEAD_LETTER = """INSERT INTO dead_letters (received_at, source, reason, payload)
+    VALUES (?, ?, ?, ?) ON CONFLICT (source) DO NOTHING"""
+_ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
+    VALUES (?, ?, ?, ?, ?) ON CONFLICT (station_id, sensor, kind, start_ts)
+    DO UPDATE SET end_ts = max(end_ts, excluded.end_ts)"""
+
+_Sql = tuple[str, tuple[Any, ...]]
+
+
+class SqliteStore(Store):
+    """A Store in one SQLite file; safe for one writing thread and many reading threads."""
+
+    def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
+        self.path = Path(path)
+        self._busy_timeout_s = busy_timeout_s
+        self._write_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._closed = False
+        self._writer = self._connect()
+        try:
+            self._prepare_writer()
+        except (sqlite3.Error, StoreError) as exc:
+            self._writer.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"cannot open {self.path} as a Faultline store: {exc}") from exc
+
+    def write(self, batch: WriteBatch) -> None:
+        columns = batch_columns(batch)
+        readings = _reading_tuples(columns, batch.processed_at)
+        latest = _latest_tuples(columns, readings)
+        letters = dead_letter_fields(batch.dead_letters)
+        faults = [(f.station_id, f.sensor, f.kind, f.start_ts, f.end_ts) for f in batch.faults]
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("the store is closed")
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                if readings:
+                    conn.executemany(_STAGE_ROWS, readings)
+                    conn.execute(_DROP_STORED)
+                    conn.execute(_MOVE_STAGED)
+                    conn.executemany(_OFFER_LATEST, latest)
+                    conn.execute(_COUNT_STAGED)
+                    conn.execute(_CLEAR_STAGE)
+                conn.executemany(_ADD_DEAD_LETTER, letters)
+                conn.executemany(_ADD_FAULT, faults)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"write failed, nothing was stored: {exc}") from exc
+                raise
+
+    def query(self, q: Query[R]) -> R:
+        sql, params = self._sql(q)
+        with self._reader() as conn:
+            try:
+                rows = conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"{type(q).__name__} failed: {exc}") from exc
+        return cast(R, _RESULTS[type(q)](q, rows))
+
+    def explain(self, q: Query[Any]) -> list[str]:
+        """SQLite's query plan for `q`, one line per step (to check that indexes serve it)."""
+        sql, params = self._sql(q)
+        with self._reader() as conn:
+            return [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+
+    def close(self) -> None:
+        with self._write_lock, self._pool_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._writer.close()
+            while True:
+                try:
+                    self._idle.get_nowait().close()
+                except queue.Empty:
+                    break
+
+    def _sql(self, q: Query[Any]) -> _Sql:
+        build = _SQL.get(type(q))
+        if build is None:
+            raise TypeError(f"{type(self).__name__} cannot answer {type(q).__name__}")
+        return build(q)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout_s,
+                isolation_level=None,  # transactions are begun and ended explicitly
+                check_same_thread=False,  # each connection is used by one thread at a time
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        try:
+            # Under WAL the file stays consistent; NORMAL risks only the last commits on power loss.
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        return conn
+
+    def _prepare_writer(self) -> None:
+        conn = self._writer
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"{self.path} cannot use WAL mode (journal_mode is {mode})")
+        conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: keeps the indexes' hot pages
+        conn.execute("PRAGMA temp_store = MEMORY")
+        self._migrate()
+        conn.execute(_STAGE)
+
+    def _migrate(self) -> None:
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")  # re-read the version under the lock: others may migrate
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than this Faultline "
+                    f"knows ({len(MIGRATIONS)}): upgrade Faultline to open it"
+                )
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        with self._pool_lock:
+            if self._closed:
+                raise StoreError("the store is closed")
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = self._connect()
+                conn.execute("PRAGMA query_only = ON")
+        try:
+            yield conn
+        finally:
+            with self._pool_lock:
+                if self._closed:
+                    conn.close()
+                else:
+                    self._idle.put(conn)
+
+
+def _reading_tuples(columns: BatchColumns, processed_at: int) -> list[tuple[Any, ...]]:
+    names, which = columns.responsible_sensors()
+    sensor_texts = [json_list(group) for group in names]
+    return list(
+        zip(
+            columns.ts.tolist(),
+            columns.station_id.tolist(),
+            columns.seq.tolist(),
+            columns.ts_assigned.tolist(),
+            columns.received_at.tolist(),
+            [int(processed_at)] * len(columns),
+            json_objects(columns.values, columns.sensors, omit_nan=True).tolist(),
+            columns.is_anomaly.tolist(),
+            json_objects(columns.scores, columns.detectors, omit_nan=False).tolist(),
+            [sensor_texts[w] for w in which.tolist()],
+            columns.model_version.tolist(),
+            strict=True,
+        )
+    )
+
+
+def _latest_tuples(
+    columns: BatchColumns, readings: Sequence[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """(station_id, ts, seq, received_at, values, is_anomaly) of each station's newest row."""
+    return [
+        (r[1], r[0], r[2], r[4], r[6], r[7])
+        for r in (readings[i] for i in columns.latest_per_station().tolist())
+    ]
+
+
+def _latest_anomalies_sql(q: LatestAnomalies) -> _Sql:
+    if q.station_id is None:
+        return (
+            f"SELECT {_READING_COLUMNS} FROM readings WHERE is_anomaly = 1 "
+            "ORDER BY ts DESC, station_id DESC, seq DESC LIMIT ?",
+            (q.limit,),
+        )
+    return (
+        f"SELECT {_READING_COLUMNS} FROM readings WHERE is_anomaly = 1 AND station_id = ? "
+        "ORDER BY ts DESC, seq DESC LIMIT ?",
+        (q.station_id, q.limit),
+    )
+
+
+def _station_readings_sql(q: StationReadings) -> _Sql:
+    # One lower bound, so the index search starts right at the page instead of at start_ms.
+    bound: tuple[int, ...]
+    if q.after is None or q.after[0] < q.start_ms:
+        lower, bound = "ts >= ?", (q.start_ms,)
+    else:
+        lower, bound = "(ts, seq) > (?, ?)", q.after
+    return (
+        f"SELECT {_READING_COLUMNS} FROM readings WHERE station_id = ? AND {lower} AND ts < ? "
+        "ORDER BY ts, seq LIMIT ?",
+        (q.station_id, *bound, q.end_ms, q.limit + 1),  # one more tells whether a page follows
+    )
+
+
+def _fault_labels_sql(q: FaultLabels) -> _Sql:
+    station, params = ("", ()) if q.station_id is None else (" AND station_id = ?", (q.station_id,))
+    return (
+        "SELECT station_id, sensor, kind, start_ts, end_ts FROM fault_labels "
+        f"WHERE start_ts < ? AND end_ts >= ?{station} ORDER BY start_ts, station_id, sensor, kind",
+        (q.end_ms, q.start_ms, *params),
+    )
+
+
+_SQL: dict[type[Any], Callable[[Any], _Sql]] = {
+    LatestAnomalies: _latest_anomalies_sql,
+    AnomalyCount: lambda q: (
+        "SELECT count(*) FROM readings WHERE is_anomaly = 1 AND ts >= ? AND ts < ?",
+        (q.start_ms, q.end_ms),
+    ),
+    StationReadings: _station_readings_sql,
+    Stations: lambda _q: (
+        "SELECT station_id, last_ts, last_received_at, last_values, last_is_anomaly, readings, "
+        "anomalies FROM stations ORDER BY station_id",
+        (),
+    ),
+    DeadLetters: lambda q: (
+        "SELECT id, received_at, source, reason, payload FROM dead_letters "
+        "ORDER BY received_at DESC, id DESC LIMIT ?",
+        (q.limit,),
+    ),
+    DeadLetterCount: lambda _q: ("SELECT count(*) FROM dead_letters", ()),
+    FaultLabels: _fault_labels_sql,
+    RecentReadings: lambda q: (
+        'SELECT station_id, ts, "values" FROM readings '
+        "ORDER BY ts DESC, station_id DESC, seq DESC LIMIT ?",
+        (q.limit,),
+    ),
+}
+
+
+def _reading(row: tuple[Any, ...]) -> ReadingRow:
+    ts, station, seq, assigned, received, processed, values, anomaly, scores, sensors, version = row
+    return ReadingRow(
+        station_id=station,
+        ts=ts,
+        seq=seq,
+        ts_assigned=bool(assigned),
+        received_at=received,
+        processed_at=processed,
+        values=json.loads(values),
+        is_anomaly=bool(anomaly),
+        scores=json.loads(scores),
+        sensors=json.loads(sensors),
+        model_version=version,
+    )
+
+
+def _station_page(q: StationReadings, rows: list[tuple[Any, ...]]) -> ReadingPage:
+    page = [_reading(row) for row in rows[: q.limit]]
+    more = len(rows) > q.limit
+    return ReadingPage(rows=page, next_cursor=(page[-1].ts, page[-1].seq) if more else None)
+
+
+def _recent(q: RecentReadings, rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    rows.reverse()
+    return recent_frame(
+        [r[0] for r in rows], [r[1] for r in rows], [json.loads(r[2]) for r in rows], q.sensors
+    )
+
+
+_RESULTS: dict[type[Any], Callable[[Any, list[tuple[Any, ...]]], Any]] = {
+    LatestAnomalies: lambda _q, rows: [_reading(row) for row in rows],
+    AnomalyCount: lambda _q, rows: rows[0][0],
+    StationReadings: _station_page,
+    Stations: lambda _q, rows: [
+        StationSummary(
+            station_id=station,
+            last_ts=ts,
+            last_received_at=received,
+            last_values=json.loads(values),
+            last_is_anomaly=bool(anomaly),
+            readings=readings,
+            anomalies=anomalies,
+        )
+        for station, ts, received, values, anomaly, readings, anomalies in rows
+    ],
+    DeadLetters: lambda _q, rows: [DeadLetterRow(*row) for row in rows],
+    DeadLetterCount: lambda _q, rows: rows[0][0],
+    FaultLabels: lambda _q, rows: [FaultLabel(*row) for row in rows],
+    RecentReadings: _recent,
+}

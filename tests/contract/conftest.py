@@ -1,0 +1,36 @@
+"""The stores the contract suite runs on: add a backend by adding a factory here.
+
+A factory gets the requesting test's `request` (for fixtures such as tmp_path or a running
+server) and returns an empty, open store; the fixture closes it afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from faultline.store import MemoryStore, SqliteStore, Store
+
+StoreFactory = Callable[[pytest.FixtureRequest], Store]
+
+
+def _memory(request: pytest.FixtureRequest) -> Store:
+    return MemoryStore()
+
+
+def _sqlite(request: pytest.FixtureRequest) -> Store:
+    return SqliteStore(request.getfixturevalue("tmp_path") / "faultline.db")
+
+
+STORE_FACTORIES: dict[str, StoreFactory] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+}
+
+
+@pytest.fixture(params=list(STORE_FACTORIES))
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    opened = STORE_FACTORIES[request.param](request)
+    yield opened
+    opened.close()
