@@ -14,4 +14,8 @@ def open_bus(url: str) -> Bus:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryBus()
-    raise ValueError(f"unsupported bus URL {url!r}: use memory://")
+    if scheme == "kafka":  # imported lazily: confluent-kafka is an optional extra
+        from faultline.bus.kafka import KafkaBus
+
+        return KafkaBus.from_url(url)
+    raise ValueError(f"unsupported bus URL {url!r}: use memory:// or kafka://host:port,...")
