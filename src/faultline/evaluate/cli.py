@@ -1,0 +1,134 @@
+"""`faultline eval nab` and `faultline eval csv`: mounted by the main CLI via `add_eval_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from faultline.evaluate.benchmark import NabRun, run_nab, write_results
+from faultline.evaluate.classification import Classification, classify
+from faultline.evaluate.detectors import DEFAULT_DETECTOR, EVAL_DETECTORS, eval_detector
+from faultline.evaluate.labelled_csv import read_labelled_csvs
+from faultline.evaluate.nab import PROFILES, default_root, load_corpus
+from faultline.evaluate.replay import readings_frame, replay_after_training
+
+PUBLISHED_BEST = "ARTime 74.9 / 65.1 / 80.4 (published best, NAB scoreboard)"
+
+
+def add_eval_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: Sequence[argparse.ArgumentParser] = (),
+) -> argparse.ArgumentParser:
+    """Add `eval` with its `nab` and `csv` sources; each sets `handler` (args -> exit code)."""
+    text = "Measure detection quality on labelled data (NAB, any labelled CSV)."
+    parser = subparsers.add_parser("eval", help=text, description=text)
+    sources = parser.add_subparsers(dest="eval_source", required=True, metavar="SOURCE")
+    detectors = ", ".join(f"{d.name} ({d.summary})" for d in EVAL_DETECTORS.values())
+
+    text = "Score a detector on the Numenta Anomaly Benchmark (58 series, 116 windows)."
+    nab = sources.add_parser("nab", parents=list(parents), help=text, description=text)
+    nab.add_argument("--data", type=Path, help="the NAB corpus (default: ../shared/nab)")
+    nab.add_argument(
+        "--detector", default=DEFAULT_DETECTOR, choices=sorted(EVAL_DETECTORS),
+        help=f"default {DEFAULT_DETECTOR}; one of: {detectors}",
+    )
+    nab.add_argument("--json", action="store_true", help="print only a JSON object of scores")
+    nab.add_argument("--out", type=Path, help="write NAB-layout CSVs, PNGs and a summary here")
+    nab.set_defaults(handler=cmd_eval_nab)
+
+    text = "Score a detector on labelled CSV files (metrics pooled over all files' rows)."
+    csv = sources.add_parser("csv", parents=list(parents), help=text, description=text)
+    csv.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    csv.add_argument("--time-column", required=True)
+    csv.add_argument("--label-column", required=True)
+    csv.add_argument("--sep", default=",", help="field separator (default ',')")
+    csv.add_argument(
+        "--train-rows", type=int, default=0,
+        help="the first N rows of each file fit/warm the detector and are not scored",
+    )
+    csv.add_argument(
+        "--detector", default=DEFAULT_DETECTOR, choices=sorted(EVAL_DETECTORS),
+        help=f"default {DEFAULT_DETECTOR}",
+    )
+    csv.add_argument("--json", action="store_true", help="print only a JSON object of metrics")
+    csv.set_defaults(handler=cmd_eval_csv)
+    return parser
+
+
+def cmd_eval_nab(args: argparse.Namespace) -> int:
+    root = args.data or default_root()
+    if root is None:
+        raise FileNotFoundError("NAB corpus not found: pass --data or set FAULTLINE_SHARED")
+    corpus = load_corpus(Path(root))
+    run = run_nab(corpus, eval_detector(args.detector))
+    if args.out:
+        write_results(run, corpus, args.out)
+    if args.json:
+        print(json.dumps(run.summary()))
+    else:
+        print(nab_table(run, len(corpus.files), corpus.windows))
+        if args.out:
+            print(f"results written to {args.out}")
+    return 0
+
+
+def nab_table(run: NabRun, files: int, windows: int) -> str:
+    lines = [
+        f"NAB: {files} series, {windows} windows; detector {run.detector}; "
+        f"{run.readings:,} readings replayed in {run.seconds:.1f} s "
+        f"({run.readings / max(run.seconds, 1e-9):,.0f}/s)",
+        f"{'profile':<20} {'score':>7} {'threshold':>10} {'detected':>9} {'missed':>7} "
+        f"{'false pos.':>10}",
+    ]
+    for name in PROFILES:
+        r = run.results[name]
+        lines.append(
+            f"{name:<20} {r.score:7.2f} {r.threshold:10.4g} "
+            f"{sum(f.detected_windows for f in r.files):9d} "
+            f"{sum(f.missed_windows for f in r.files):7d} "
+            f"{sum(f.false_positives for f in r.files):10d}"
+        )
+    lines.append(PUBLISHED_BEST)
+    return "\n".join(lines)
+
+
+def cmd_eval_csv(args: argparse.Namespace) -> int:
+    if args.train_rows < 0:
+        raise ValueError(f"--train-rows must be >= 0, got {args.train_rows}")
+    labelled = read_labelled_csvs(args.files, args.time_column, args.label_column, args.sep)
+    sensors = sorted({c for item in labelled for c in item.series.values.columns})
+    spec = eval_detector(args.detector)
+    heads = [item.series.head(args.train_rows) for item in labelled]
+    detector = spec.build(sensors, readings_frame(heads, sensors))
+    scored = replay_after_training(detector, [item.series for item in labelled], args.train_rows)
+    result = classify(
+        [item.labels[args.train_rows :] for item in labelled],
+        [s.is_anomaly for s in scored],
+    )
+    if result.counts.tp + result.counts.fp + result.counts.fn + result.counts.tn == 0:
+        raise ValueError("no rows left to score after --train-rows")
+    if args.json:
+        print(json.dumps(result.as_json()))
+    else:
+        print(csv_table(result, args.detector, len(labelled), sensors))
+    return 0
+
+
+def csv_table(result: Classification, detector: str, files: int, sensors: list[str]) -> str:
+    c = result.counts
+
+    def show(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    return "\n".join(
+        [
+            f"{files} file(s), features {', '.join(sensors)}; detector {detector}",
+            f"scored rows {c.tp + c.fp + c.fn + c.tn:,}: anomalous {c.tp + c.fn:,}, "
+            f"flagged {c.tp + c.fp:,}; events {c.events} (found {c.events_found}), "
+            f"alarms {c.alarms} (true {c.alarms_true})",
+            f"f1_point {show(result.f1_point)}  f1_event {show(result.f1_event)}  "
+            f"far {show(result.far)}  mar {show(result.mar)}",
+        ]
+    )
