@@ -7,8 +7,13 @@
     svc.py status [SERVICE...]    one line per process; exit 1 when any is not ready
     svc.py env [SERVICE...]       `export FAULTLINE_TEST_...=...` lines for the tests
 
-Services: kafka (one KRaft node), kafka-cluster (three KRaft nodes, replication 3,
-min.insync.replicas 2), cassandra, postgres, mosquitto. Everything binds to 127.0.0.1.
+Services, all on 127.0.0.1 (ports shifted by $FAULTLINE_SERVICES_PORT_OFFSET):
+    kafka          one KRaft node (broker + controller), 19092       FAULTLINE_TEST_KAFKA
+    kafka-cluster  three KRaft nodes, replication 3,                FAULTLINE_TEST_KAFKA_CLUSTER
+                   min.insync.replicas 2, 19192-19194
+    cassandra      one node, CQL on 19042                           FAULTLINE_TEST_CASSANDRA
+    postgres       throwaway cluster, 15432, database faultline     FAULTLINE_TEST_POSTGRES
+    mosquitto      MQTT on 11883                                    FAULTLINE_TEST_MQTT
 State (data, logs, pid files) lives in $FAULTLINE_SERVICES_DIR (default .cache/services),
 downloads in $FAULTLINE_ARTIFACTS_DIR (default .cache/artifacts) and Maven's ~/.m2.
 Uses the standard library only, so it runs before the project's virtualenv exists.
@@ -42,6 +47,9 @@ HERE = Path(__file__).resolve().parent
 STATE = Path(os.environ.get("FAULTLINE_SERVICES_DIR", ROOT / ".cache" / "services")).resolve()
 ARTIFACTS = Path(os.environ.get("FAULTLINE_ARTIFACTS_DIR", ROOT / ".cache" / "artifacts")).resolve()
 HOST = "127.0.0.1"
+# Shifts every port, so a second set of services (another checkout, svc.py's own tests) can run
+# beside the first.
+PORT_OFFSET = int(os.environ.get("FAULTLINE_SERVICES_PORT_OFFSET", "0"))
 
 
 class ServiceError(RuntimeError):
@@ -332,8 +340,8 @@ class Kafka(Service):
 class Cassandra(Service):
     def __init__(self) -> None:
         super().__init__("cassandra", "FAULTLINE_TEST_CASSANDRA", [Process("cassandra")])
-        self.native_port = 19042
-        self.storage_port = 17000
+        self.native_port = 19042 + PORT_OFFSET
+        self.storage_port = 17000 + PORT_OFFSET
 
     def install(self) -> None:
         java_binary()
@@ -391,7 +399,7 @@ class Postgres(Service):
         # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client to leave.
         proc = Process("postgres", stop_signal=signal.SIGINT)
         super().__init__("postgres", "FAULTLINE_TEST_POSTGRES", [proc])
-        self.port = 15432
+        self.port = 15432 + PORT_OFFSET
 
     def install(self) -> None:
         if postgres_bin() is None:
@@ -467,7 +475,7 @@ class Postgres(Service):
 class Mosquitto(Service):
     def __init__(self) -> None:
         super().__init__("mosquitto", "FAULTLINE_TEST_MQTT", [Process("mosquitto")])
-        self.port = 11883
+        self.port = 11883 + PORT_OFFSET
 
     def install(self) -> None:
         if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
@@ -494,8 +502,8 @@ class Mosquitto(Service):
 
 
 def all_services() -> dict[str, Service]:
-    single = [KafkaNode(1, 19092, 19093)]
-    cluster = [KafkaNode(i, 19191 + i, 19291 + i) for i in (1, 2, 3)]
+    single = [KafkaNode(1, 19092 + PORT_OFFSET, 19093 + PORT_OFFSET)]
+    cluster = [KafkaNode(i, 19191 + i + PORT_OFFSET, 19291 + i + PORT_OFFSET) for i in (1, 2, 3)]
     services: list[Service] = [
         Kafka("kafka", "FAULTLINE_TEST_KAFKA", single, replication=1),
         Kafka("kafka-cluster", "FAULTLINE_TEST_KAFKA_CLUSTER", cluster, replication=3),
@@ -511,7 +519,9 @@ def all_services() -> dict[str, Service]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     services = all_services()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["install", "start", "stop", "status", "env"])
     parser.add_argument(
         "services", nargs="*", metavar="SERVICE",

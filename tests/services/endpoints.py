@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -43,6 +44,11 @@ def require_endpoint(env_var: str) -> str:
                 return value
         except (OSError, ValueError) as exc:
             problem = f"{env_var}={value} unreachable: {exc}"
+    missing(problem)
+
+
+def missing(problem: str) -> NoReturn:
+    """A server or tool a test needs is not there: skip, except in CI where it must be."""
     if os.environ.get("CI") == "true":
         pytest.fail(problem)
     pytest.skip(problem)

@@ -151,6 +151,11 @@ class KafkaBus(Bus):
                             f"producer queue full for {timeout_s:g} s publishing to {topic!r}"
                         ) from None
                     self._producer.poll(0.05)
+                except KafkaException as exc:  # refused locally, e.g. larger than message.max.bytes
+                    raise BusError(
+                        f"record refused for {topic!r} (those before it may be published): "
+                        f"{exc.args[0].str()}"
+                    ) from exc
         undelivered = self._producer.flush(max(0.0, deadline - time.monotonic()))
         if undelivered:
             raise BusError(
