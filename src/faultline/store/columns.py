@@ -59,6 +59,16 @@ class BatchColumns:
         )
         return newest.index.to_numpy()
 
+    def counts_per_station(self) -> dict[str, tuple[int, int]]:
+        """(readings, anomalies) of each station in the batch."""
+        per_station = (
+            pd.DataFrame({"station": self.station_id, "anomaly": self.is_anomaly})
+            .groupby("station", sort=False)["anomaly"]
+            .agg(["size", "sum"])
+        )
+        pairs = zip(per_station["size"].tolist(), per_station["sum"].tolist(), strict=True)
+        return dict(zip(per_station.index.tolist(), pairs, strict=True))
+
     def responsible_sensors(self) -> tuple[list[list[str]], np.ndarray]:
         """The distinct sensor-name lists the masks stand for, and each row's index into them."""
         masks, inverse = np.unique(self.sensor_mask, return_inverse=True)

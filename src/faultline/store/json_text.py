@@ -35,8 +35,11 @@ def json_objects(matrix: np.ndarray, names: Sequence[str], *, omit_nan: bool) ->
     keys = [_ENCODER.encode(name).decode() for name in names]
     texts = [json_numbers(matrix[:, j]) for j in range(len(names))]
     carried = ~np.isnan(matrix) if omit_nan else np.ones(matrix.shape, bool)
-    patterns, group = np.unique(carried, axis=0, return_inverse=True)
-    group = group.reshape(-1)
+    if carried.all():  # the usual case, and sorting rows to find their patterns is not cheap
+        patterns, group = carried[:1], np.zeros(rows, np.int64)
+    else:
+        patterns, group = np.unique(carried, axis=0, return_inverse=True)
+        group = group.reshape(-1)
     out = np.empty(rows, dtype=object)
     for g, pattern in enumerate(patterns):
         members = np.flatnonzero(group == g)

@@ -12,9 +12,14 @@ Layout, and why:
   as the readings it summarises.
 * `dead_letters` is unique by source, `fault_labels` by (station_id, sensor, kind, start_ts).
 
-A write stages the batch's readings in a temporary table, drops the ones already stored, and
-moves the rest in; so the station counts are taken from exactly the rows this write inserted and a
-replayed batch counts nothing twice. Everything happens in one transaction.
+Station counts must grow by exactly the rows a write inserts, or replays would count twice. A
+write inserts with INSERT OR IGNORE and looks at how many rows went in: all of them (a fresh
+batch) or none (a replay) say which rows were new. Only a partial overlap needs more: the insert
+is undone to a savepoint, the keys are staged in a temporary table to count the new ones per
+station, and the insert is repeated. Then one upsert per station adds the counts and moves the
+latest reading forward (never back: an older batch replayed late leaves it alone). A station
+that gained no rows needs no upsert, since every stored row was offered as latest when it was
+inserted. Everything happens in one transaction.
 
 One connection writes, behind a lock (the engine); readers (API threads) borrow connections from
 a pool, and WAL lets them read while the writer writes.
@@ -26,7 +31,7 @@ import json
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -112,33 +117,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
-_STAGE = """CREATE TEMP TABLE staged_readings (
-    ts INTEGER, station_id TEXT, seq INTEGER, ts_assigned INTEGER, received_at INTEGER,
-    processed_at INTEGER, "values" TEXT, is_anomaly INTEGER, scores TEXT, sensors TEXT,
-    model_version TEXT
-)"""
-_STAGE_ROWS = (
-    f"INSERT INTO temp.staged_readings ({_READING_COLUMNS}) VALUES ({', '.join('?' * 11)})"
+_INSERT_READINGS = (
+    f"INSERT OR IGNORE INTO readings ({_READING_COLUMNS}) VALUES ({', '.join('?' * 11)})"
 )
-_DROP_STORED = """DELETE FROM temp.staged_readings AS s WHERE EXISTS (
-    SELECT 1 FROM main.readings AS r WHERE r.ts = s.ts AND r.station_id = s.station_id
-    AND r.seq = s.seq)"""
-_MOVE_STAGED = (
-    f"INSERT INTO main.readings ({_READING_COLUMNS}) "
-    f"SELECT {_READING_COLUMNS} FROM temp.staged_readings"
-)
-_OFFER_LATEST = """INSERT INTO stations (station_id, last_ts, last_seq, last_received_at,
-    last_values, last_is_anomaly, readings, anomalies) VALUES (?, ?, ?, ?, ?, ?, 0, 0)
-    ON CONFLICT (station_id) DO UPDATE SET last_ts = excluded.last_ts,
-    last_seq = excluded.last_seq, last_received_at = excluded.last_received_at,
-    last_values = excluded.last_values, last_is_anomaly = excluded.last_is_anomaly
-    WHERE (excluded.last_ts, excluded.last_seq) > (stations.last_ts, stations.last_seq)"""
-_COUNT_STAGED = """UPDATE stations SET readings = stations.readings + added.n,
-    anomalies = stations.anomalies + added.a
-    FROM (SELECT station_id, count(*) AS n, sum(is_anomaly) AS a
-          FROM temp.staged_readings GROUP BY station_id) AS added
-    WHERE stations.station_id = added.station_id"""
-_CLEAR_STAGE = "DELETE FROM temp.staged_readings"
+_STAGE = """CREATE TEMP TABLE staged_keys (
+    ts INTEGER, station_id TEXT, seq INTEGER, is_anomaly INTEGER)"""
+_STAGE_KEYS = "INSERT INTO temp.staged_keys VALUES (?, ?, ?, ?)"
+_COUNT_NEW = """SELECT count(*), sum(is_anomaly), station_id FROM temp.staged_keys AS s
+    WHERE NOT EXISTS (SELECT 1 FROM main.readings AS r
+                      WHERE r.ts = s.ts AND r.station_id = s.station_id AND r.seq = s.seq)
+    GROUP BY station_id"""
+_CLEAR_STAGE = "DELETE FROM temp.staged_keys"
+_LAST = ("last_ts", "last_seq", "last_received_at", "last_values", "last_is_anomaly")
+_NEWER = "(excluded.last_ts, excluded.last_seq) > (stations.last_ts, stations.last_seq)"
+_UPDATE_STATION = f"""INSERT INTO stations (station_id, {", ".join(_LAST)}, readings, anomalies)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station_id) DO UPDATE SET
+    readings = stations.readings + excluded.readings,
+    anomalies = stations.anomalies + excluded.anomalies,
+    {", ".join(f"{c} = iif({_NEWER}, excluded.{c}, stations.{c})" for c in _LAST)}"""
 _ADD_DEAD_LETTER = """INSERT INTO dead_letters (received_at, source, reason, payload)
     VALUES (?, ?, ?, ?) ON CONFLICT (source) DO NOTHING"""
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
@@ -170,7 +166,6 @@ class SqliteStore(Store):
     def write(self, batch: WriteBatch) -> None:
         columns = batch_columns(batch)
         readings = _reading_tuples(columns, batch.processed_at)
-        latest = _latest_tuples(columns, readings)
         letters = dead_letter_fields(batch.dead_letters)
         faults = [(f.station_id, f.sensor, f.kind, f.start_ts, f.end_ts) for f in batch.faults]
         with self._write_lock:
@@ -180,12 +175,8 @@ class SqliteStore(Store):
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 if readings:
-                    conn.executemany(_STAGE_ROWS, readings)
-                    conn.execute(_DROP_STORED)
-                    conn.execute(_MOVE_STAGED)
-                    conn.executemany(_OFFER_LATEST, latest)
-                    conn.execute(_COUNT_STAGED)
-                    conn.execute(_CLEAR_STAGE)
+                    added = _insert_readings(conn, columns, readings)
+                    conn.executemany(_UPDATE_STATION, _station_rows(columns, readings, added))
                 conn.executemany(_ADD_DEAD_LETTER, letters)
                 conn.executemany(_ADD_FAULT, faults)
                 conn.execute("COMMIT")
@@ -317,14 +308,34 @@ def _reading_tuples(columns: BatchColumns, processed_at: int) -> list[tuple[Any,
     )
 
 
-def _latest_tuples(
-    columns: BatchColumns, readings: Sequence[tuple[Any, ...]]
+def _insert_readings(
+    conn: sqlite3.Connection, columns: BatchColumns, readings: list[tuple[Any, ...]]
+) -> dict[str, tuple[int, int]]:
+    """Insert the readings not stored yet; (readings, anomalies) added, by station."""
+    conn.execute("SAVEPOINT readings")
+    inserted = conn.executemany(_INSERT_READINGS, readings).rowcount
+    if inserted == 0:
+        return {}
+    if inserted == len(readings):
+        return columns.counts_per_station()
+    conn.execute("ROLLBACK TO readings")
+    conn.executemany(_STAGE_KEYS, ((r[0], r[1], r[2], r[7]) for r in readings))
+    added = {station: (n, a) for n, a, station in conn.execute(_COUNT_NEW)}
+    conn.execute(_CLEAR_STAGE)
+    conn.executemany(_INSERT_READINGS, readings)
+    return added
+
+
+def _station_rows(
+    columns: BatchColumns, readings: list[tuple[Any, ...]], added: dict[str, tuple[int, int]]
 ) -> list[tuple[Any, ...]]:
-    """(station_id, ts, seq, received_at, values, is_anomaly) of each station's newest row."""
-    return [
-        (r[1], r[0], r[2], r[4], r[6], r[7])
-        for r in (readings[i] for i in columns.latest_per_station().tolist())
-    ]
+    """The _UPDATE_STATION rows: each station's newest reading in the batch, with its counts."""
+    rows = []
+    for i in columns.latest_per_station().tolist():
+        ts, station, seq, _, received, _, values, anomaly, *_ = readings[i]
+        if station in added:
+            rows.append((station, ts, seq, received, values, anomaly, *added[station]))
+    return rows
 
 
 def _latest_anomalies_sql(q: LatestAnomalies) -> _Sql:
