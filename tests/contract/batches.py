@@ -111,4 +111,5 @@ def dead_letter(n: int, *, received_at: int | None = None) -> DeadLetter:
         reason=f"malformed JSON #{n}",
         source=f"faultline.readings/0/{n}",
         received_at=T0 + n if received_at is None else received_at,
+        kind=("malformed", "field", "range")[n % 3],
     )

@@ -389,7 +389,7 @@ def test_dead_letters_newest_first_unique_by_source(store: Store) -> None:
     by_source = {r.source: r for r in rows}
     for letter in letters:
         row = by_source[letter.source]
-        assert (row.payload, row.reason) == (letter.payload, letter.reason)
+        assert (row.payload, row.reason, row.kind) == (letter.payload, letter.reason, letter.kind)
     assert [r.source for r in store.query(DeadLetters(limit=3))] == [r.source for r in rows[:3]]
 
 

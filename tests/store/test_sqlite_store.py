@@ -14,6 +14,7 @@ from faultline.schema import FaultLabel
 from faultline.store import (
     AnomalyCount,
     DeadLetterCount,
+    DeadLetters,
     LatestAnomalies,
     Query,
     RecentReadings,
@@ -123,6 +124,27 @@ def test_an_older_database_is_migrated_in_order(
         assert raw.execute("PRAGMA user_version").fetchone()[0] == len(later)
         columns = [row[1] for row in raw.execute("PRAGMA table_info(notes)")]
     assert columns == ["id", "text", "author"]
+
+
+def test_a_first_version_database_gains_dead_letter_kinds(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:1])
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as raw:
+        raw.execute(
+            "INSERT INTO dead_letters (received_at, source, reason, payload) "
+            "VALUES (1, 'bus/0/1', 'malformed JSON', x'00')"
+        )
+    monkeypatch.undo()
+
+    store = SqliteStore(path)
+    try:
+        (row,) = store.query(DeadLetters())
+    finally:
+        store.close()
+
+    assert (row.source, row.kind, row.payload) == ("bus/0/1", "invalid", b"\x00")
 
 
 def test_a_failing_migration_changes_nothing(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -66,6 +66,7 @@ class DeadLetterRow:
     source: str
     reason: str
     payload: bytes
+    kind: str = "invalid"  # the class of reason (faultline.schema.DeadLetter.kind)
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,8 +122,10 @@ def check_faults(faults: Sequence[FaultLabel]) -> None:
             )
 
 
-def dead_letter_fields(letters: Sequence[DeadLetter]) -> list[tuple[int, str, str, bytes]]:
-    """(received_at, source, reason, payload) per dead letter, checked before any is stored."""
+def dead_letter_fields(
+    letters: Sequence[DeadLetter],
+) -> list[tuple[int, str, str, bytes, str]]:
+    """(received_at, source, reason, payload, kind) of each dead letter, checked before storing."""
     out = []
     for letter in letters:
         payload = letter.payload
@@ -131,9 +133,12 @@ def dead_letter_fields(letters: Sequence[DeadLetter]) -> list[tuple[int, str, st
             raise StoreError(
                 f"dead letter {letter.source!r} has a {type(payload).__name__} payload, not bytes"
             )
-        if not isinstance(letter.source, str) or not isinstance(letter.reason, str):
-            raise StoreError(f"dead letter {letter.source!r} needs a str source and reason")
-        out.append((int(letter.received_at), letter.source, letter.reason, bytes(payload)))
+        texts = (letter.source, letter.reason, letter.kind)
+        if not all(isinstance(text, str) for text in texts):
+            raise StoreError(f"dead letter {letter.source!r} needs str source, reason and kind")
+        out.append(
+            (int(letter.received_at), letter.source, letter.reason, bytes(payload), letter.kind)
+        )
     return out
 
 

@@ -85,12 +85,12 @@ class MemoryStore(Store):
                 self._offer_latest(row)
             for row in rows:
                 self._insert(row)
-            for received_at, source, reason, payload in letters:
+            for received_at, source, reason, payload, kind in letters:
                 if source not in self._dead_letter_sources:
                     self._dead_letter_sources.add(source)
                     letter_id = len(self._dead_letters) + 1
                     self._dead_letters.append(
-                        DeadLetterRow(letter_id, received_at, source, reason, payload)
+                        DeadLetterRow(letter_id, received_at, source, reason, payload, kind)
                     )
             for label in batch.faults:
                 key = (label.station_id, label.sensor, label.kind, label.start_ts)

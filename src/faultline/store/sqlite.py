@@ -115,6 +115,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) STRICT, WITHOUT ROWID""",
         "CREATE INDEX fault_labels_by_start ON fault_labels (start_ts)",
     ),
+    ("ALTER TABLE dead_letters ADD COLUMN kind TEXT NOT NULL DEFAULT 'invalid'",),
 )
 
 _INSERT_READINGS = (
@@ -135,8 +136,8 @@ _UPDATE_STATION = f"""INSERT INTO stations (station_id, {", ".join(_LAST)}, read
     readings = stations.readings + excluded.readings,
     anomalies = stations.anomalies + excluded.anomalies,
     {", ".join(f"{c} = iif({_NEWER}, excluded.{c}, stations.{c})" for c in _LAST)}"""
-_ADD_DEAD_LETTER = """INSERT INTO dead_letters (received_at, source, reason, payload)
-    VALUES (?, ?, ?, ?) ON CONFLICT (source) DO NOTHING"""
+_ADD_DEAD_LETTER = """INSERT INTO dead_letters (received_at, source, reason, payload, kind)
+    VALUES (?, ?, ?, ?, ?) ON CONFLICT (source) DO NOTHING"""
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
     VALUES (?, ?, ?, ?, ?) ON CONFLICT (station_id, sensor, kind, start_ts)
     DO UPDATE SET end_ts = max(end_ts, excluded.end_ts)"""
@@ -388,7 +389,7 @@ _SQL: dict[type[Any], Callable[[Any], _Sql]] = {
         (),
     ),
     DeadLetters: lambda q: (
-        "SELECT id, received_at, source, reason, payload FROM dead_letters "
+        "SELECT id, received_at, source, reason, payload, kind FROM dead_letters "
         "ORDER BY received_at DESC, id DESC LIMIT ?",
         (q.limit,),
     ),
