@@ -1,0 +1,225 @@
+"""Assembles Faultline's parts from the settings and runs them until told to stop.
+
+This is the only place that knows which concrete bus, store, model registry and detectors a
+deployment uses; each part below it only sees protocols.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from faultline.bus import Bus, open_bus
+from faultline.clock import Clock, SystemClock
+from faultline.codec import ReadingDecoder
+from faultline.config import Settings
+from faultline.detect import DetectorPipeline
+from faultline.detect.factory import build_detectors
+from faultline.engine import Engine
+from faultline.metrics import Metrics
+from faultline.models.base import ModelInfo
+from faultline.models.registry import MlflowModelRegistry
+from faultline.schema import FaultLabel, WriteBatch, empty_readings
+from faultline.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "engine-state.json"
+
+
+def model_registry(settings: Settings) -> MlflowModelRegistry:
+    return MlflowModelRegistry(
+        tracking_uri=settings.mlflow_uri,
+        artifact_root=settings.data_dir / "mlartifacts",
+        name=settings.model.name,
+        alias=settings.model.alias,
+    )
+
+
+def train_model(settings: Settings, registry: MlflowModelRegistry) -> ModelInfo:
+    """Train seed 000's model on fault-free simulated data and promote it to the alias."""
+    from faultline.models.isolation_forest import train_isolation_forest
+    from faultline.simulate import normal_frame
+
+    m = settings.model
+    frame = normal_frame(settings.sensors, m.train_samples, seed=m.seed)
+    pipeline = train_isolation_forest(
+        frame,
+        settings.sensor_names,
+        n_estimators=m.n_estimators,
+        contamination=m.contamination,
+        seed=m.seed,
+    )
+    params = {
+        "n_estimators": str(m.n_estimators),
+        "contamination": str(m.contamination),
+        "train_samples": str(m.train_samples),
+        "seed": str(m.seed),
+        "training_data": "simulated, fault-free",
+    }
+    return registry.register(pipeline, settings.sensor_names, frame, params)
+
+
+def ensure_model(settings: Settings, registry: MlflowModelRegistry) -> ModelInfo:
+    """The registered champion, training one first when the store has none."""
+    if registry.has_champion():
+        return registry.current().info
+    log.info("no %s model registered yet: training one", settings.model.name)
+    return train_model(settings, registry)
+
+
+def fault_sink(store: Store, sensors: Sequence[str]) -> Callable[[list[FaultLabel]], None]:
+    """Stores the simulator's ground-truth labels as they are injected."""
+
+    def write(labels: list[FaultLabel]) -> None:
+        if labels:
+            store.write(
+                WriteBatch(
+                    sensors=tuple(sensors),
+                    detectors=(),
+                    readings=empty_readings(sensors),
+                    processed_at=0,
+                    faults=labels,
+                )
+            )
+
+    return write
+
+
+@dataclass
+class Runtime:
+    """The running parts of one Faultline process."""
+
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    metrics: Metrics = field(default_factory=Metrics)
+    store: Store = field(init=False)
+    bus: Bus = field(init=False)
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    engine: Engine | None = None
+    pipeline: DetectorPipeline | None = None
+    registry: MlflowModelRegistry | None = None
+
+    def __post_init__(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = open_store(self.settings.store_url)
+        self.bus = open_bus(self.settings.bus_url)
+
+    def load_model(self) -> MlflowModelRegistry:
+        registry = model_registry(self.settings)
+        info = ensure_model(self.settings, registry)
+        self.metrics.model_info.labels(name=info.name, version=info.run_id).set(1)
+        self.registry = registry
+        return registry
+
+    def start_engine(self) -> Engine:
+        registry = self.registry or self.load_model()
+        s = self.settings
+        self.pipeline = DetectorPipeline(build_detectors(s, registry.current()))
+        self._restore_state(self.pipeline)
+        self.engine = Engine(
+            bus=self.bus,
+            topic=s.readings_topic,
+            store=self.store,
+            decoder=ReadingDecoder(s.sensors, s.ingest),
+            pipeline=self.pipeline,
+            settings=s.engine,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+        self._spawn("engine", self.engine.run)
+        return self.engine
+
+    def start_simulator(self, stations: int | None = None, rate_hz: float | None = None) -> None:
+        from faultline.simulate import Simulator, run_simulator
+
+        s = self.settings.simulate
+        rate = s.rate_hz if rate_hz is None else rate_hz
+        sim = Simulator(
+            self.settings.sensors,
+            stations=stations or s.stations,
+            seed=s.seed,
+            faults_per_station_hour=s.faults_per_station_hour,
+            tick_s=1.0 / rate if rate > 0 else 1.0,
+        )
+
+        def simulate(stop: threading.Event) -> None:
+            run_simulator(
+                sim,
+                self.bus,
+                self.settings.readings_topic,
+                clock=self.clock,
+                rate_hz=rate,
+                stop=stop,
+                on_labels=fault_sink(self.store, self.settings.sensor_names),
+                metrics=self.metrics,
+            )
+
+        self._spawn("simulator", simulate)
+
+    def probes(self) -> dict[str, Callable[[], str | None]]:
+        """Health checks the API reports: a dead thread or a stuck engine is not healthy."""
+        checks: dict[str, Callable[[], str | None]] = {}
+        for thread in self.threads:
+            checks[thread.name] = self._thread_probe(thread)
+        if self.engine is not None:
+            engine = self.engine
+            checks["engine_store"] = lambda: engine.last_error
+        return checks
+
+    def _thread_probe(self, thread: threading.Thread) -> Callable[[], str | None]:
+        def probe() -> str | None:
+            return None if thread.is_alive() or self.stop.is_set() else "stopped unexpectedly"
+
+        return probe
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Stop producers first, let the engine finish its batch, then save state and close."""
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout_s)
+            if thread.is_alive():
+                log.warning("%s did not stop within %.0f s", thread.name, timeout_s)
+        if self.pipeline is not None:
+            self._save_state(self.pipeline)
+        self.bus.close()
+        self.store.close()
+
+    def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        def run() -> None:
+            try:
+                target(self.stop)
+            except Exception:
+                log.exception("%s crashed", name)
+                raise
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _state_path(self) -> Path:
+        return self.settings.data_dir / STATE_FILE
+
+    def _restore_state(self, pipeline: DetectorPipeline) -> None:
+        path = self._state_path()
+        if not path.is_file():
+            return
+        try:
+            snapshot: dict[str, Any] = json.loads(path.read_text())
+            pipeline.restore(snapshot)
+            log.info("restored detector state from %s", path)
+        except (ValueError, KeyError, TypeError) as exc:
+            # A stale or foreign snapshot must not keep the engine from starting: warm up again.
+            log.warning("ignoring detector state in %s: %s", path, exc)
+
+    def _save_state(self, pipeline: DetectorPipeline) -> None:
+        path = self._state_path()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(pipeline.snapshot()))
+        tmp.replace(path)
