@@ -1,0 +1,259 @@
+"""MLflow model registry over a local store: SQLite backend, artifacts inside the data directory.
+
+Only this module touches MLflow, and it imports MLflow and scikit-learn lazily: together they
+cost about two seconds, which commands that never load a model should not pay. Everything goes
+through an `MlflowClient` bound to this store rather than MLflow's process-global tracking URI,
+so two registries (two tests, or engine and API over different data directories) cannot cross.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from faultline.models.base import ModelInfo
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+    from sklearn.pipeline import Pipeline
+
+    from faultline.models.isolation_forest import SklearnModel
+
+EXPERIMENT = "faultline"
+MODEL_ARTIFACT = "model"
+REFERENCE_ARTIFACT = "reference.csv"
+# skops (MLflow's safe default format) refuses tree internals unless told to trust them; the
+# files are our own, written by `register` into our own store.
+_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
+# Raised by MLflow when the registered model, or the alias on it, does not exist.
+_ABSENT = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+class ModelNotFoundError(LookupError):
+    """No model version carries the requested alias."""
+
+
+def _quiet_offline_mlflow() -> None:
+    """Settings that must be in place before MLflow is first imported (so: at import time).
+
+    There is no network here: telemetry would try to phone home. MLflow's INFO lines (creating
+    tables, "Successfully registered model") are noise in a service's log. Users can still
+    override both through the environment.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+_quiet_offline_mlflow()
+
+
+class MlflowModelRegistry:
+    """Registers trained pipelines and hands out the version under `alias` (`ModelSource`)."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path, name: str, alias: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_root = Path(artifact_root).resolve()
+        self.name = name
+        self.alias = alias
+        self._client_instance: MlflowClient | None = None
+        self._cached: SklearnModel | None = None
+        self._lock = threading.Lock()
+
+    def register(
+        self,
+        pipeline: Pipeline,
+        sensors: Sequence[str],
+        reference: pd.DataFrame,
+        params: Mapping[str, Any],
+    ) -> ModelInfo:
+        """Log `pipeline` and its reference sample in a run, register it, point the alias at it."""
+        import mlflow.sklearn
+        from mlflow.entities import Metric, Param, RunStatus
+
+        from faultline.models.isolation_forest import SklearnModel
+
+        client = self._client()
+        candidate = SklearnModel(
+            pipeline,
+            ModelInfo(self.name, "", "", self.alias, 0),
+            sensors,
+            reference,
+        )
+        run = client.create_run(self._experiment_id(), run_name=f"{self.name}-train")
+        run_id = run.info.run_id
+        try:
+            logged = {str(k): str(v) for k, v in params.items()}
+            logged["sensors"] = ",".join(candidate.sensors)
+            features = candidate.reference.to_numpy()
+            metrics = {
+                "reference_rows": float(len(features)),
+                "anomaly_threshold": candidate.anomaly_threshold,
+                "reference_anomaly_rate": float(candidate.is_anomaly(features).mean()),
+            }
+            now = run.info.start_time
+            client.log_batch(
+                run_id,
+                metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                params=[Param(k, v) for k, v in logged.items()],
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                model_dir = Path(tmp, MODEL_ARTIFACT)
+                mlflow.sklearn.save_model(
+                    pipeline,
+                    model_dir,
+                    serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+                    skops_trusted_types=_TRUSTED_TYPES,
+                    # Explicit requirements: inferring them would load the model in a subprocess.
+                    pip_requirements=mlflow.sklearn.get_default_pip_requirements(
+                        include_skops=True
+                    ),
+                )
+                client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT)
+                reference_file = Path(tmp, REFERENCE_ARTIFACT)
+                candidate.reference.to_csv(reference_file, index=False)
+                client.log_artifact(run_id, str(reference_file))
+            self._ensure_registered_model()
+            version = client.create_model_version(
+                self.name,
+                source=f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}",
+                run_id=run_id,
+            )
+            client.set_registered_model_alias(self.name, self.alias, version.version)
+        except BaseException:
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            raise
+        client.set_terminated(run_id)
+        return self._info(version, alias=self.alias)
+
+    def load(self, alias: str | None = None) -> SklearnModel:
+        """The model version that `alias` (default: this registry's alias) points to."""
+        return self._load_version(self._version(alias or self.alias), alias or self.alias)
+
+    def current(self) -> SklearnModel:
+        """The serving model; reloaded only when the alias has moved to another version."""
+        with self._lock:
+            version = self._version(self.alias)
+            if self._cached is None or self._cached.info.version != str(version.version):
+                self._cached = self._load_version(version, self.alias)
+            return self._cached
+
+    def has_champion(self) -> bool:
+        try:
+            self._version(self.alias)
+        except ModelNotFoundError:
+            return False
+        return True
+
+    def ensure_champion(
+        self,
+        train: Callable[[], tuple[Pipeline, pd.DataFrame]],
+        sensors: Sequence[str],
+        params: Mapping[str, Any],
+    ) -> ModelInfo:
+        """The aliased model's identity, training and registering one first if there is none.
+
+        A file lock makes processes starting together (engine and API) train only once.
+        """
+        with self._exclusive():
+            try:
+                return self._info(self._version(self.alias), alias=self.alias)
+            except ModelNotFoundError:
+                pipeline, reference = train()
+                return self.register(pipeline, sensors, reference, params)
+
+    def _client(self) -> MlflowClient:
+        if self._client_instance is None:
+            from mlflow import MlflowClient
+
+            prefix = "sqlite:///"
+            if self.tracking_uri.startswith(prefix):
+                Path(self.tracking_uri[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+            self._client_instance = MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
+        return self._client_instance
+
+    def _experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        client = self._client()
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        self.artifact_root.mkdir(parents=True, exist_ok=True)
+        try:
+            return str(
+                client.create_experiment(EXPERIMENT, artifact_location=self.artifact_root.as_uri())
+            )
+        except MlflowException:
+            # Another process created it between our lookup and our create.
+            experiment = client.get_experiment_by_name(EXPERIMENT)
+            if experiment is None:
+                raise
+            return str(experiment.experiment_id)
+
+    def _ensure_registered_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        client = self._client()
+        try:
+            client.create_registered_model(self.name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+    def _version(self, alias: str) -> ModelVersion:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._client().get_model_version_by_alias(self.name, alias)
+        except MlflowException as exc:
+            if exc.error_code in _ABSENT:
+                raise ModelNotFoundError(
+                    f"no version of model {self.name!r} has alias {alias!r} in {self.tracking_uri}"
+                ) from exc
+            raise
+
+    def _info(self, version: ModelVersion, alias: str) -> ModelInfo:
+        run = self._client().get_run(str(version.run_id))
+        return ModelInfo(
+            name=self.name,
+            version=str(version.version),
+            run_id=str(version.run_id),
+            alias=alias,
+            trained_at_ms=int(run.info.start_time),
+            params=dict(run.data.params),
+        )
+
+    def _load_version(self, version: ModelVersion, alias: str) -> SklearnModel:
+        import mlflow.sklearn
+
+        from faultline.models.isolation_forest import SklearnModel
+
+        info = self._info(version, alias)
+        pipeline = mlflow.sklearn.load_model(version.source)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self._client().download_artifacts(str(version.run_id), REFERENCE_ARTIFACT, tmp)
+            reference = pd.read_csv(path, float_precision="round_trip")
+        # The reference sample was saved with one column per sensor, in the model's order.
+        return SklearnModel(pipeline, info, list(reference.columns), reference)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        self.artifact_root.mkdir(parents=True, exist_ok=True)
+        with open(self.artifact_root / ".registry.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
