@@ -24,8 +24,9 @@ MQTT_PORT = 11883 + OFFSET
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    outer = {k: v for k, v in os.environ.items() if not k.startswith("FAULTLINE_TEST_")}
     isolated = {
-        **os.environ,
+        **outer,
         "FAULTLINE_SERVICES_DIR": str(tmp_path / "services"),
         "FAULTLINE_SERVICES_PORT_OFFSET": str(OFFSET),
     }
@@ -86,3 +87,28 @@ def test_an_unknown_service_is_refused() -> None:
     done = run(dict(os.environ), "start", "kafak")
     assert done.returncode == 2
     assert "unknown service(s) kafak" in done.stderr
+
+
+def test_run_hands_the_command_the_addresses_and_stops_after(env: dict[str, str]) -> None:
+    require_mosquitto()
+    show = "import os; print('GOT', os.environ['FAULTLINE_TEST_MQTT'])"
+    done = run(env, "run", "mosquitto", "--", sys.executable, "-c", show)
+    assert done.returncode == 0, done.stderr
+    assert f"GOT 127.0.0.1:{MQTT_PORT}" in done.stdout
+    assert "mosquitto: stopped" in run(env, "status", "mosquitto").stdout
+
+
+def test_run_leaves_out_a_broken_service_except_in_ci(env: dict[str, str]) -> None:
+    if shutil.which("java") is None and not os.environ.get("FAULTLINE_JAVA"):
+        missing("no Java: Cassandra cannot run here")
+    broken = {**env, "FAULTLINE_CASSANDRA_HEAP": "1x", "CI": "false"}
+    show = "import os; print('GOT', os.environ.get('FAULTLINE_TEST_CASSANDRA'))"
+    laptop = run(broken, "run", "cassandra", "--", sys.executable, "-c", show)
+    assert laptop.returncode == 0
+    assert "GOT None" in laptop.stdout
+    assert "cassandra: NOT STARTED" in laptop.stdout
+
+    ci = run({**broken, "CI": "true"}, "run", "cassandra", "--", sys.executable, "-c", show)
+    assert ci.returncode == 1
+    assert "GOT" not in ci.stdout
+    assert "exited before cassandra was ready" in ci.stderr
