@@ -29,45 +29,44 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import probes
 from processes import ServiceError, log
 from servers import Service, all_services, stop_all
 
 
-def start_all(services: Sequence[Service], strict: bool = True) -> list[Service]:
-    """Launch every service, then wait for each: the JVMs boot side by side.
-
-    Returns the services that are ready. With `strict`, the first failure raises; without, a
-    service that fails is reported and left out.
-    """
-    began = time.monotonic()
-    running = {s.name for s in services if all(p.pid() is not None for p in s.procs)}
-    launched = []
+def each(
+    services: Sequence[Service], step: Callable[[Service], object], strict: bool, failed: str
+) -> list[Service]:
+    """The services `step` succeeded for. With `strict` the first failure raises; without, a
+    failing service is reported and left out (its tests will skip)."""
+    done = []
     for service in services:
         try:
-            service.launch()
-            launched.append(service)
+            step(service)
         except ServiceError as exc:
             if strict:
                 raise
-            log(f"{service.name}: NOT STARTED, its tests will skip: {exc}")
-    ready = []
-    for service in launched:
-        try:
-            answer = service.await_ready()
-        except ServiceError as exc:
-            if strict:
-                raise
-            log(f"{service.name}: NOT STARTED, its tests will skip: {exc}")
+            log(f"{service.name}: {failed}, its tests will skip: {exc}")
             continue
-        took = (
-            "already running" if service.name in running else (f"{time.monotonic() - began:.1f} s")
-        )
-        log(f"{service.name}: ready ({took}): {answer}")
-        ready.append(service)
-    return ready
+        done.append(service)
+    return done
+
+
+def start_all(services: Sequence[Service], strict: bool = True) -> list[Service]:
+    """Launch every service, then wait for each (the JVMs boot side by side); the ready ones."""
+    began = time.monotonic()
+    running = {s.name for s in services if all(p.pid() is not None for p in s.procs)}
+
+    def await_ready(service: Service) -> None:
+        answer = service.await_ready()
+        took = f"{time.monotonic() - began:.1f} s"
+        log(f"{service.name}: ready ({'already running' if service.name in running else took}): "
+            f"{answer}")  # fmt: skip
+
+    launched = each(services, lambda s: s.launch(), strict, "NOT STARTED")
+    return each(launched, await_ready, strict, "NOT READY")
 
 
 def status(chosen: Sequence[Service]) -> int:
@@ -95,15 +94,7 @@ def run(chosen: Sequence[Service], command: Sequence[str]) -> int:
     """
     strict = os.environ.get("CI") == "true"
     already = [s for s in chosen if all(p.pid() is not None for p in s.procs)]
-    installed = []
-    for service in chosen:
-        try:
-            service.install()
-            installed.append(service)
-        except ServiceError as exc:
-            if strict:
-                raise
-            log(f"{service.name}: NOT INSTALLED, its tests will skip: {exc}")
+    installed = each(chosen, lambda s: s.install(), strict, "NOT INSTALLED")
     try:
         ready = start_all(installed, strict)
         env = {**os.environ, **{s.env_var: s.endpoint() for s in ready}}

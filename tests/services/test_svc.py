@@ -106,7 +106,7 @@ def test_run_leaves_out_a_broken_service_except_in_ci(env: dict[str, str]) -> No
     laptop = run(broken, "run", "cassandra", "--", sys.executable, "-c", show)
     assert laptop.returncode == 0
     assert "GOT None" in laptop.stdout
-    assert "cassandra: NOT STARTED" in laptop.stdout
+    assert "cassandra: NOT READY" in laptop.stdout
 
     ci = run({**broken, "CI": "true"}, "run", "cassandra", "--", sys.executable, "-c", show)
     assert ci.returncode == 1
