@@ -1,0 +1,125 @@
+"""HTTP ingest, for stations that speak neither Kafka nor MQTT: readings straight onto the bus.
+
+Only the shape is checked here (JSON, an object or a list of objects, not too big). Full
+validation is the engine's: it dead-letters a bad reading with its reason, exactly as it would
+for one that came over Kafka, so there is one set of rules and one place bad input ends up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from fastapi import APIRouter, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from faultline.api.context import AppContext
+from faultline.api.responses import Accepted
+from faultline.bus import BusError, Record
+
+MAX_BODY_BYTES = 1_048_576
+PUBLISH_TIMEOUT_S = 2.0  # a full bus answers 503 after this, rather than holding the client
+
+
+class _Keyed(msgspec.Struct):
+    """Just enough of a reading to route it; msgspec skips every other field unparsed."""
+
+    station_id: Any = None
+
+
+_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+_ONE = msgspec.json.Decoder(_Keyed)
+
+
+def records(body: bytes) -> list[Record]:
+    """One record per reading, carrying the reading's own bytes, keyed by its station."""
+    text = body.lstrip()
+    if not text:
+        raise HTTPException(400, "empty body: send a reading object or a list of them")
+    try:
+        items = _LIST.decode(text) if text[:1] == b"[" else [msgspec.Raw(text)]
+        if not items:
+            raise HTTPException(400, "empty list: send at least one reading")
+        out = []
+        for i, raw in enumerate(items):
+            try:
+                station = _ONE.decode(raw).station_id
+            except msgspec.ValidationError:
+                where = f"item {i}" if text[:1] == b"[" else "the body"
+                raise HTTPException(
+                    400, f"{where} is not a JSON object: send a reading object or a list of them"
+                ) from None
+            key = station.encode() if isinstance(station, str) else None
+            out.append(Record(value=bytes(raw), key=key))
+        return out
+    except msgspec.DecodeError as exc:
+        raise HTTPException(400, f"malformed JSON: {exc}") from None
+
+
+def ingest_router(ctx: AppContext) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["ingest"])
+    topic = ctx.settings.readings_topic
+
+    @router.post(
+        "/readings",
+        status_code=202,
+        response_model=Accepted,
+        responses={
+            400: {"description": "Not JSON, or not an object or a list of objects"},
+            413: {"description": f"Body larger than {MAX_BODY_BYTES} bytes"},
+            503: {"description": "The bus is full or closed; retry later"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"oneOf": [{"type": "object"}, {"type": "array"}]},
+                        "examples": {
+                            "faultline": {
+                                "value": {
+                                    "station_id": "s-01",
+                                    "ts": "2026-01-01T12:00:00.000Z",
+                                    "seq": 7,
+                                    "values": {"temperature": 25.1, "humidity": 60.2},
+                                }
+                            },
+                            "seed 000": {
+                                "value": {
+                                    "station_id": "s-01",
+                                    "temperature": 25.1,
+                                    "humidity": 60.2,
+                                    "noise_level": 50.3,
+                                }
+                            },
+                        },
+                    }
+                },
+            }
+        },
+    )
+    async def post_readings(request: Request) -> dict[str, Any]:
+        """Accept one reading or a list of them for the engine (202: queued, not yet judged)."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise _too_large()
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise _too_large()
+        batch = records(bytes(body))
+        try:
+            await run_in_threadpool(ctx.bus.publish, topic, batch, PUBLISH_TIMEOUT_S)
+        except BusError as exc:
+            raise HTTPException(
+                503, f"readings not accepted, retry later: {exc}", headers={"Retry-After": "1"}
+            ) from exc
+        ctx.metrics.http_ingested.inc(len(batch))
+        return {"accepted": len(batch)}
+
+    return router
+
+
+def _too_large() -> HTTPException:
+    return HTTPException(413, f"body larger than {MAX_BODY_BYTES} bytes: send smaller batches")

@@ -1,0 +1,157 @@
+"""Seed 000's four endpoints, with its paths, parameters and field names.
+
+Additions over the seed are new fields only, never renamed or retyped ones, so clients written
+against the seed keep working.
+"""
+
+# No `from __future__ import annotations` here: FastAPI must see the request model built at
+# runtime as a class, not as the name of a local variable it cannot resolve.
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+
+from faultline.api.context import AppContext
+from faultline.api.model_access import current_model
+from faultline.api.params import parse_time_range
+from faultline.api.responses import DriftCheck, OutliersCount, Prediction, ReadingShape
+from faultline.clock import iso_ms
+from faultline.config import SensorSpec
+from faultline.detect.isolation_forest import ThresholdedModel
+from faultline.models.drift import check_drift
+from faultline.store import AnomalyCount, LatestAnomalies, RecentReadings
+
+DRIFT_SAMPLE = 5000  # newest readings compared with the training reference
+
+
+def _in_range(name: str, spec: SensorSpec) -> Callable[[float], float]:
+    def check(value: float) -> float:
+        if not spec.min <= value <= spec.max:
+            raise ValueError(
+                f"{name}={value:g} is outside its physical range "
+                f"[{spec.min:g}, {spec.max:g}]{' ' + spec.unit if spec.unit else ''}"
+            )
+        return value
+
+    return check
+
+
+def predict_request_model(sensors: dict[str, SensorSpec]) -> type[BaseModel]:
+    """Every configured sensor required, as a finite number inside its physical range."""
+    fields: dict[str, Any] = {
+        name: (
+            Annotated[
+                float,
+                # strict: "65.2" or true are mistakes to report, not values to guess at.
+                Field(strict=True, allow_inf_nan=False, description=f"{name} {spec.unit}".strip()),
+                AfterValidator(_in_range(name, spec)),
+            ],
+            ...,
+        )
+        for name, spec in sensors.items()
+    }
+    example: dict[str, Any] = {name: spec.mean for name, spec in sensors.items()}
+    return create_model(
+        "PredictRequest",
+        __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [example]}),
+        **fields,
+    )
+
+
+def seed_router(ctx: AppContext, shape: ReadingShape) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["seed 000"])
+    store = ctx.store
+    PredictRequest = predict_request_model(ctx.settings.sensors)
+
+    @router.get("/latest_anomalies", response_model=list[shape.model])  # type: ignore[name-defined]
+    def latest_anomalies(
+        limit: Annotated[int, Query(ge=1, le=1000, description="How many, newest first")] = 10,
+        station_id: Annotated[str | None, Query(description="Only this station")] = None,
+    ) -> list[dict[str, Any]]:
+        """The newest anomalous readings, newest event time first."""
+        rows = store.query(LatestAnomalies(limit=limit, station_id=station_id))
+        return [shape.row(row) for row in rows]
+
+    @router.get(
+        "/outliers_count",
+        response_model=OutliersCount,
+        responses={400: {"description": "time_range missing or not like 5m, 4h or 30d"}},
+    )
+    def outliers_count(
+        time_range: Annotated[
+            str | None, Query(description="How far back from now: 30s, 5m, 4h, 30d")
+        ] = None,
+    ) -> dict[str, Any]:
+        """Anomalous readings whose event time lies in [now - time_range, now)."""
+        label, span = parse_time_range(time_range)
+        end = ctx.clock.now_ms()
+        start = end - span
+        count = store.query(AnomalyCount(start_ms=start, end_ms=end))
+        return {
+            "time_range": label,
+            "outliers_count": count,
+            "from": iso_ms(start),
+            "to": iso_ms(end),
+        }
+
+    @router.post(
+        "/predict",
+        response_model=Prediction,
+        responses={503: {"description": "No model is available"}},
+    )
+    def predict(body: PredictRequest) -> dict[str, Any]:  # type: ignore[valid-type]
+        """Score one set of sensor values with the serving model."""
+        model = current_model(ctx)
+        features = body.model_dump()  # type: ignore[attr-defined]
+        row = np.array([[features[name] for name in model.sensors]], np.float64)
+        info = model.info
+        return {
+            "is_anomaly": bool(model.is_anomaly(row)[0]),
+            "features": features,
+            "model_version": info.run_id,
+            "score": float(model.anomaly_score(row)[0]),
+            "threshold": model.anomaly_threshold if isinstance(model, ThresholdedModel) else None,
+            "model_name": info.name,
+            "registry_version": info.version,
+        }
+
+    @router.get(
+        "/check_drift_retrain",
+        response_model=DriftCheck,
+        responses={503: {"description": "No model is available"}},
+    )
+    def check_drift_retrain() -> dict[str, Any]:
+        """Compare the newest readings with the model's training data, per sensor.
+
+        Only the check is real so far: retraining is not enabled, and the answer says so.
+        """
+        model = current_model(ctx)
+        recent = store.query(RecentReadings(limit=DRIFT_SAMPLE, sensors=model.sensors))
+        report = check_drift(model.reference, recent, model.sensors)
+        run_id = model.info.run_id
+        if report.drift_detected:
+            verdict = f"Model drift detected: {report.message}."
+        else:
+            verdict = f"No model drift detected: {report.message}."
+        return {
+            "msg": f"{verdict} Automatic retraining is not enabled yet; "
+            f"model {run_id} stays in service.",
+            "drift_detected": report.drift_detected,
+            "retrained": False,
+            "model_version": run_id,
+            "reference_size": report.reference_size,
+            "recent_size": report.recent_size,
+            "sensors": {
+                name: {
+                    "ks_statistic": d.ks_statistic,
+                    "p_value": d.p_value,
+                    "psi": d.psi,
+                    "drifted": d.drifted,
+                }
+                for name, d in report.sensors.items()
+            },
+        }
+
+    return router

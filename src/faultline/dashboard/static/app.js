@@ -1,0 +1,393 @@
+// Faultline dashboard: polls the JSON API and draws everything itself (no libraries, no CDN).
+"use strict";
+
+const POLL_MS = 1500;
+const HEALTH_EVERY = 4; // polls between health checks
+const WINDOW_MS = 5 * 60 * 1000;
+const GAP_MS = 5000; // a longer silence breaks the line, so dropouts are visible
+const SERIES_COLORS = ["#38bdf8", "#a78bfa", "#34d399", "#fbbf24", "#f472b6", "#60a5fa"];
+
+const state = {
+  sensors: [],
+  clockOffsetMs: 0, // server time minus browser time: charts follow the server's clock
+  selected: null,
+  series: { station: null, points: [], lastTs: null, loading: null },
+  knownAnomalies: null,
+  polls: 0,
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, props = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "className") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("data-")) node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function serverNow() {
+  return Date.now() + state.clockOffsetMs;
+}
+
+function hms(ms) {
+  return new Date(ms).toISOString().slice(11, 19);
+}
+
+function fmt(value, digits = 2) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return "–";
+  return value.toFixed(digits);
+}
+
+function compact(n) {
+  if (n >= 1e6) return (n / 1e6).toFixed(1) + "M";
+  if (n >= 1e4) return (n / 1e3).toFixed(1) + "k";
+  return String(n);
+}
+
+async function getJSON(url, acceptStatuses = []) {
+  const response = await fetch(url, { cache: "no-store" });
+  if (!response.ok && !acceptStatuses.includes(response.status)) {
+    throw new Error(`${url}: HTTP ${response.status}`);
+  }
+  return response.json();
+}
+
+// ---- header -------------------------------------------------------------------------------
+
+async function loadStats() {
+  const stats = await getJSON("/api/stats");
+  state.clockOffsetMs = stats.now_ms - Date.now();
+  if (state.sensors.length !== stats.sensors.length) {
+    state.sensors = stats.sensors;
+    buildCharts();
+    buildAnomalyHead();
+  }
+  $("ingest-rate").textContent = `${fmt(stats.ingest_rate, 1)} /s`;
+  $("station-count").textContent = compact(stats.stations);
+  $("reading-count").textContent = compact(stats.readings);
+  $("anomaly-count").textContent = compact(stats.anomalies);
+  $("dead-letter-count").textContent = compact(stats.dead_letters);
+  const model = $("model-version");
+  if (stats.model_version) {
+    model.textContent = `${stats.model_version.slice(0, 8)} · v${stats.registry_version}`;
+    model.title = `${stats.model_name} version ${stats.registry_version}, run ${stats.model_version}`;
+  } else {
+    model.textContent = "none";
+    model.title = "no model loaded";
+  }
+  $("server-time").textContent = hms(stats.now_ms);
+}
+
+async function loadHealth() {
+  const health = await getJSON("/api/health", [503]);
+  const pill = $("health");
+  pill.textContent = health.status === "ok" ? "ok" : "degraded";
+  pill.className = `pill ${health.status}`;
+  const failing = Object.entries(health.components)
+    .filter(([, c]) => c.status !== "ok")
+    .map(([name, c]) => `${name}: ${c.detail}`);
+  pill.title = failing.length ? failing.join("\n") : "all components ok";
+}
+
+// ---- stations -----------------------------------------------------------------------------
+
+const tiles = new Map();
+
+function tileFor(id) {
+  let tile = tiles.get(id);
+  if (!tile) {
+    tile = el("button", { className: "station", type: "button", "data-station-id": id }, [
+      el("div", { className: "station-id", text: id }),
+      el("div", { className: "station-line" }, [
+        el("span", { className: "station-status" }),
+        el("span", { className: "station-meta" }),
+      ]),
+    ]);
+    tile.addEventListener("click", () => select(id));
+    tiles.set(id, tile);
+  }
+  return tile;
+}
+
+async function loadStations() {
+  const body = await getJSON("/api/stations");
+  const grid = $("stations");
+  const picker = $("station-picker");
+  if (body.stations.length === 0) return;
+  const ids = body.stations.map((s) => s.station_id);
+  if (grid.querySelector(".empty")) grid.textContent = "";
+  body.stations.forEach((s, i) => {
+    const tile = tileFor(s.station_id);
+    tile.className = `station ${s.status}${s.station_id === state.selected ? " selected" : ""}`;
+    tile.dataset.status = s.status;
+    const status = s.status === "silent" ? `silent ${Math.round(s.silent_for_s)} s`
+      : s.status.replace("_", " ");
+    tile.querySelector(".station-status").textContent = status;
+    tile.querySelector(".station-meta").textContent = s.anomalies ? compact(s.anomalies) : "";
+    tile.title = `${s.station_id}: ${s.anomalies} anomalies in ${s.readings} readings; ` +
+      `last reading ${s.last_record_time}`;
+    if (grid.children[i] !== tile) grid.insertBefore(tile, grid.children[i] || null);
+  });
+  if (picker.options.length !== ids.length) {
+    picker.textContent = "";
+    for (const id of ids) picker.append(el("option", { value: id, text: id }));
+  }
+  if (state.selected === null || !ids.includes(state.selected)) select(ids[0]);
+  picker.value = state.selected;
+}
+
+function select(id) {
+  if (state.selected === id) return;
+  state.selected = id;
+  for (const [key, tile] of tiles) tile.classList.toggle("selected", key === id);
+  $("station-picker").value = id;
+  $("chart-station").textContent = id;
+  state.series = { station: id, points: [], lastTs: null, loading: null };
+  drawCharts();
+  loadReadings().then(drawCharts, showError);
+}
+
+// ---- live chart ---------------------------------------------------------------------------
+
+function loadReadings() {
+  const series = state.series;
+  if (series.station === null) return Promise.resolve();
+  // One fetch per series at a time: a poll and a station switch must not both append.
+  if (!series.loading) {
+    series.loading = fetchReadings(series).finally(() => { series.loading = null; });
+  }
+  return series.loading;
+}
+
+async function fetchReadings(series) {
+  const station = series.station;
+  const base = `/api/stations/${encodeURIComponent(station)}/readings`;
+  const from = series.lastTs === null ? serverNow() - WINDOW_MS : series.lastTs + 1;
+  let url = `${base}?from=${encodeURIComponent(new Date(from).toISOString())}&limit=1000`;
+  for (let page = 0; page < 10; page++) {
+    const body = await getJSON(url);
+    if (state.series !== series) return; // the operator picked another station meanwhile
+    for (const r of body.readings) {
+      const values = {};
+      for (const s of state.sensors) values[s.name] = r[s.name];
+      series.points.push({ ts: r.ts_ms, values, outlier: r.is_outlier, blamed: r.sensors });
+      series.lastTs = Math.max(series.lastTs ?? 0, r.ts_ms);
+    }
+    if (!body.next_cursor) break;
+    url = `${base}?from=${encodeURIComponent(body.from)}&to=${encodeURIComponent(body.to)}` +
+      `&limit=1000&cursor=${encodeURIComponent(body.next_cursor)}`;
+  }
+  const horizon = serverNow() - WINDOW_MS - 10000;
+  series.points = series.points.filter((p) => p.ts >= horizon);
+  const charts = $("charts");
+  charts.dataset.station = station;
+  charts.dataset.points = String(series.points.length);
+  charts.dataset.lastTs = String(series.lastTs ?? "");
+}
+
+function buildCharts() {
+  const charts = $("charts");
+  charts.textContent = "";
+  for (const s of state.sensors) {
+    const current = el("span", { className: "current", id: `current-${s.name}` });
+    const title = el("div", { className: "chart-title" }, [
+      el("span", { text: `${s.name.replace("_", " ")}${s.unit ? ` (${s.unit})` : ""}` }),
+      current,
+    ]);
+    const canvas = el("canvas", { id: `chart-${s.name}` });
+    charts.append(el("div", { className: "chart", "data-sensor": s.name }, [title, canvas]));
+  }
+}
+
+function drawCharts() {
+  const t1 = serverNow();
+  const t0 = t1 - WINDOW_MS;
+  const points = state.series.points.filter((p) => p.ts >= t0 && p.ts <= t1 + 60000);
+  state.sensors.forEach((sensor, i) => {
+    const canvas = $(`chart-${sensor.name}`);
+    if (canvas) drawChart(canvas, sensor, points, t0, t1, SERIES_COLORS[i % SERIES_COLORS.length]);
+    const last = points.length ? points[points.length - 1].values[sensor.name] : null;
+    const current = $(`current-${sensor.name}`);
+    if (current) current.textContent = last == null ? "–" : `${fmt(last)} ${sensor.unit}`;
+  });
+}
+
+function drawChart(canvas, sensor, points, t0, t1, color) {
+  const dpr = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth;
+  const height = canvas.clientHeight;
+  if (width === 0 || height === 0) return;
+  canvas.width = Math.round(width * dpr);
+  canvas.height = Math.round(height * dpr);
+  const g = canvas.getContext("2d");
+  g.scale(dpr, dpr);
+  const pad = { left: 52, right: 10, top: 8, bottom: 20 };
+  const w = width - pad.left - pad.right;
+  const h = height - pad.top - pad.bottom;
+
+  const values = points.map((p) => p.values[sensor.name]).filter((v) => Number.isFinite(v));
+  let lo = values.length ? Math.min(...values) : 0;
+  let hi = values.length ? Math.max(...values) : 1;
+  if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
+  const margin = (hi - lo) * 0.12;
+  lo -= margin; hi += margin;
+  const x = (ts) => pad.left + ((ts - t0) / (t1 - t0)) * w;
+  const y = (v) => pad.top + (1 - (v - lo) / (hi - lo)) * h;
+
+  g.fillStyle = "#0e1726";
+  g.fillRect(pad.left, pad.top, w, h);
+  g.font = "11px ui-monospace, 'DejaVu Sans Mono', monospace";
+  g.lineWidth = 1;
+
+  // horizontal grid with value labels
+  g.strokeStyle = "#1c2940";
+  g.fillStyle = "#8393ab";
+  g.textAlign = "right";
+  g.textBaseline = "middle";
+  for (let k = 0; k <= 4; k++) {
+    const v = lo + ((hi - lo) * k) / 4;
+    const yy = Math.round(y(v)) + 0.5;
+    g.beginPath(); g.moveTo(pad.left, yy); g.lineTo(pad.left + w, yy); g.stroke();
+    g.fillText(v.toFixed(Math.abs(hi - lo) < 10 ? 1 : 0), pad.left - 6, yy);
+  }
+  // a vertical line every minute, labelled with the UTC time
+  g.textAlign = "center";
+  g.textBaseline = "top";
+  for (let t = Math.ceil(t0 / 60000) * 60000; t <= t1; t += 60000) {
+    const xx = Math.round(x(t)) + 0.5;
+    g.beginPath(); g.moveTo(xx, pad.top); g.lineTo(xx, pad.top + h); g.stroke();
+    g.fillText(hms(t).slice(0, 5), xx, pad.top + h + 4);
+  }
+
+  g.save();
+  g.beginPath();
+  g.rect(pad.left, pad.top, w, h);
+  g.clip();
+  // every anomalous reading: a faint band on all panels, so panels line up by eye
+  g.strokeStyle = "rgba(244, 63, 94, 0.22)";
+  for (const p of points) {
+    if (!p.outlier) continue;
+    const xx = Math.round(x(p.ts)) + 0.5;
+    g.beginPath(); g.moveTo(xx, pad.top); g.lineTo(xx, pad.top + h); g.stroke();
+  }
+  // the signal, broken where the station was silent
+  g.strokeStyle = color;
+  g.lineWidth = 1.6;
+  g.beginPath();
+  let previous = null;
+  for (const p of points) {
+    const v = p.values[sensor.name];
+    if (!Number.isFinite(v)) { previous = null; continue; }
+    if (previous === null || p.ts - previous > GAP_MS) g.moveTo(x(p.ts), y(v));
+    else g.lineTo(x(p.ts), y(v));
+    previous = p.ts;
+  }
+  g.stroke();
+  // markers where this sensor was blamed (or the reading blamed no sensor in particular)
+  for (const p of points) {
+    const v = p.values[sensor.name];
+    if (!p.outlier || !Number.isFinite(v)) continue;
+    const blamed = p.blamed.length === 0 || p.blamed.includes(sensor.name);
+    g.beginPath();
+    g.arc(x(p.ts), y(v), blamed ? 4 : 2.5, 0, 2 * Math.PI);
+    if (blamed) {
+      g.fillStyle = "#f43f5e";
+      g.fill();
+      g.strokeStyle = "#fff1f2";
+      g.lineWidth = 1;
+      g.stroke();
+    } else {
+      g.strokeStyle = "#f43f5e";
+      g.lineWidth = 1;
+      g.stroke();
+    }
+  }
+  g.restore();
+  if (values.length === 0) {
+    g.fillStyle = "#8393ab";
+    g.textAlign = "center";
+    g.textBaseline = "middle";
+    g.fillText("no readings in the last 5 minutes", pad.left + w / 2, pad.top + h / 2);
+  }
+}
+
+// ---- latest anomalies ---------------------------------------------------------------------
+
+function buildAnomalyHead() {
+  const head = $("anomalies-head");
+  head.textContent = "";
+  head.append(el("th", { text: "Time (UTC)" }), el("th", { text: "Station" }),
+    el("th", { text: "Responsible" }));
+  for (const s of state.sensors) {
+    head.append(el("th", { className: "num", text: `${s.name.replace("_", " ")} ${s.unit}` }));
+  }
+  head.append(el("th", { text: "Model" }));
+}
+
+async function loadAnomalies() {
+  const rows = await getJSON("/api/latest_anomalies?limit=12");
+  const body = $("anomalies-body");
+  const seen = new Set();
+  const fresh = [];
+  body.textContent = "";
+  if (rows.length === 0) {
+    body.append(el("tr", { className: "empty-row" },
+      [el("td", { colSpan: 4 + state.sensors.length, text: "No anomalies yet." })]));
+  }
+  for (const r of rows) {
+    const key = `${r.station_id}/${r.ts_ms}/${r.seq}`;
+    seen.add(key);
+    const tags = el("td", {}, r.sensors.length
+      ? r.sensors.map((s) => el("span", { className: "tag", text: s }))
+      : [el("span", { className: "muted", text: "–" })]);
+    const cells = [
+      el("td", { className: "mono", text: r.record_time.slice(11, 23) }),
+      el("td", { className: "mono", text: r.station_id }),
+      tags,
+    ];
+    for (const s of state.sensors) {
+      const blamed = r.sensors.includes(s.name);
+      cells.push(el("td", { className: blamed ? "num blamed" : "num", text: fmt(r[s.name]) }));
+    }
+    cells.push(el("td", { className: "mono muted", text: r.mlflow_id.slice(0, 8) || "–" }));
+    const tr = el("tr", { "data-station-id": r.station_id, "data-ts": String(r.ts_ms) }, cells);
+    tr.title = `${r.record_time} · scores ${JSON.stringify(r.scores)}`;
+    tr.addEventListener("click", () => select(r.station_id));
+    if (state.knownAnomalies !== null && !state.knownAnomalies.has(key)) fresh.push(tr);
+    body.append(tr);
+  }
+  for (const tr of fresh) tr.classList.add("fresh");
+  state.knownAnomalies = seen;
+}
+
+// ---- polling ------------------------------------------------------------------------------
+
+function showError(error) {
+  const banner = $("banner");
+  banner.hidden = false;
+  banner.textContent = `Lost contact with the Faultline API (${error.message}); retrying…`;
+}
+
+async function poll() {
+  try {
+    await loadStats();
+    const work = [loadStations(), loadAnomalies(), loadReadings()];
+    if (state.polls % HEALTH_EVERY === 0) work.push(loadHealth());
+    await Promise.all(work);
+    $("banner").hidden = true;
+    drawCharts();
+  } catch (error) {
+    showError(error);
+  }
+  state.polls += 1;
+  setTimeout(poll, POLL_MS);
+}
+
+$("station-picker").addEventListener("change", (event) => select(event.target.value));
+window.addEventListener("resize", drawCharts);
+poll();

@@ -1,0 +1,101 @@
+"""Real pieces for API tests: a small trained model and a served app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from faultline.api.app import create_app
+from faultline.api.context import AppContext
+from faultline.api.server import ApiServer
+from faultline.bus import MemoryBus
+from faultline.clock import Clock
+from faultline.config import Settings, load_settings
+from faultline.metrics import Metrics
+from faultline.models.base import LoadedModel, ModelInfo
+from faultline.models.isolation_forest import SklearnModel, train_isolation_forest
+from faultline.simulate import normal_frame
+from faultline.store import SqliteStore, Store
+
+RUN_ID = "90e6bef02af84f3186e0e068e9fa4e4d"  # the seed README's example run id
+SENSORS = ("temperature", "humidity", "noise_level")
+
+
+def settings_for(tmp_path: Path) -> Settings:
+    return load_settings(data_dir=tmp_path / "data")
+
+
+@cache
+def tiny_model() -> SklearnModel:
+    """Seed 000's model shape (scaler + forest), small enough to train in a fraction of a second."""
+    settings = load_settings()
+    train = normal_frame(settings.sensors, 3000, seed=1)
+    pipeline = train_isolation_forest(
+        train, SENSORS, n_estimators=50, contamination=0.00125, seed=0
+    )
+    info = ModelInfo("faultline-isolation-forest", "3", RUN_ID, "champion", 1_767_225_600_000)
+    return SklearnModel(pipeline, info, SENSORS, train.iloc[:2000])
+
+
+class FixedModels:
+    """A ModelSource serving one model."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+
+    def current(self) -> LoadedModel:
+        return self.model
+
+
+class MissingModels:
+    """A ModelSource whose registry has no model under the alias."""
+
+    def current(self) -> LoadedModel:
+        raise LookupError("no version of faultline-isolation-forest has the alias 'champion'")
+
+
+@dataclass
+class Served:
+    ctx: AppContext
+    server: ApiServer
+    bus: MemoryBus
+    store: Store
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@contextmanager
+def serve(
+    tmp_path: Path,
+    clock: Clock,
+    *,
+    models: FixedModels | MissingModels | None = None,
+    probes: dict[str, Callable[[], str | None]] | None = None,
+    bus: MemoryBus | None = None,
+) -> Iterator[Served]:
+    """The app over a real SQLite store and an in-process bus, on a real port."""
+    settings = settings_for(tmp_path)
+    store = SqliteStore(tmp_path / "api.db")
+    bus = bus or MemoryBus()
+    ctx = AppContext(
+        settings=settings,
+        store=store,
+        bus=bus,
+        metrics=Metrics(clock),
+        clock=clock,
+        models=models,
+        probes=probes or {},
+    )
+    server = ApiServer(create_app(ctx), "127.0.0.1", 0)
+    server.start()
+    try:
+        yield Served(ctx, server, bus, store)
+    finally:
+        server.stop()
+        bus.close()
+        store.close()
