@@ -29,9 +29,12 @@ run: $(VENV)/.installed
 system-deps:
 	@bash scripts/install-system-deps.sh
 
+SERVICES ?= kafka kafka-cluster cassandra postgres mosquitto
+
 ## test: install test extras and system packages, start the real services, run the whole suite
+##       (svc.py installs and starts the services, runs pytest against them, then stops them)
 test: $(VENV)/.installed-test system-deps
-	$(BIN)/pytest $(ARGS)
+	python3 scripts/services/svc.py run $(SERVICES) -- $(BIN)/pytest $(ARGS)
 
 ## lint: ruff and mypy
 lint: $(VENV)/.installed-test
