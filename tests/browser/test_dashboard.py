@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+from playwright.sync_api import sync_playwright
 
 from faultline.clock import SystemClock
 from tests.api.helpers import RUN_ID, FixedModels, Served, serve, tiny_model
@@ -31,8 +32,6 @@ if not CHROMIUM.exists():
     if os.environ.get("CI") == "true":
         pytest.fail(f"{CHROMIUM} is missing: run `make system-deps`", pytrace=False)
     pytest.skip(f"{CHROMIUM} is missing (Debian package chromium)", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
 
 
 def _write(served: Served, station: str, ts: np.ndarray, anomalies: list[int]) -> None:
@@ -66,7 +65,7 @@ def test_the_dashboard_shows_live_data_from_local_assets_only(served: Served) ->
     requests: list[str] = []
     problems: list[str] = []
     navigations: list[str] = []
-    with sync_api.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
