@@ -11,6 +11,12 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from faultline.store import MemoryStore, SqliteStore, Store
+from tests.store.servers import (  # noqa: F401 (fixtures the server factories ask for)
+    cassandra_keyspace,
+    cassandra_store,
+    postgres_schema,
+    postgres_store,
+)
 
 StoreFactory = Callable[[pytest.FixtureRequest], Store]
 
@@ -26,6 +32,8 @@ def _sqlite(request: pytest.FixtureRequest) -> Store:
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "postgres": postgres_store,
+    "cassandra": cassandra_store,
 }
 
 

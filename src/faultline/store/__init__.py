@@ -1,6 +1,8 @@
-"""Stores, chosen by URL: `memory://`, `sqlite:///relative.db`, `sqlite:////absolute.db`.
+"""Stores, chosen by URL: `memory://`, `sqlite:///relative.db`, `sqlite:////absolute.db`,
+`postgresql://user@host:port/dbname` and `cassandra://host:port/keyspace?consistency=...`.
 
-Later backends (`postgresql://`, `cassandra://`) register an opener in `_OPENERS`.
+Server backends are imported when a URL asks for them, so their drivers (the `postgres` and
+`cassandra` extras) are needed only where they are used.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from faultline.store.base import (
 from faultline.store.memory import MemoryStore
 from faultline.store.sqlite import SqliteStore
 
-_SUPPORTED = "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db"
+_SUPPORTED = (
+    "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db, "
+    "postgresql://user@host:port/dbname, cassandra://host:port/keyspace"
+)
 
 
 def _open_memory(rest: str, url: str) -> Store:
@@ -57,9 +62,24 @@ def _open_sqlite(rest: str, url: str) -> Store:
     return SqliteStore(path)
 
 
+def _open_postgres(_rest: str, url: str) -> Store:
+    from faultline.store.postgres import PostgresStore
+
+    return PostgresStore(url)
+
+
+def _open_cassandra(_rest: str, url: str) -> Store:
+    from faultline.store.cassandra import CassandraStore
+
+    return CassandraStore(url)
+
+
 _OPENERS: dict[str, Callable[[str, str], Store]] = {
     "memory": _open_memory,
     "sqlite": _open_sqlite,
+    "postgresql": _open_postgres,
+    "postgres": _open_postgres,
+    "cassandra": _open_cassandra,
 }
 
 

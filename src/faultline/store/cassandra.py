@@ -1,0 +1,623 @@
+"""The Cassandra store, with cassandra-driver: tables and URL in faultline.store.cassandra_schema.
+
+Idempotency and counts. INSERT is an upsert: writing a reading again would replace the first one
+(which must win), and adding to a counter on every write would count replays twice. So a write
+first reads, per (station, day) partition it touches, which of its keys are stored already and
+the partition's static counts, then sends only the new rows together with the new counts as one
+conditional batch on that partition, `... SET n_readings = new IF n_readings = old`. A
+single-partition batch applies atomically and in isolation, so a partition's rows and counts
+never disagree, and a reader sees a partition's share of a write whole or not at all. The
+condition (a lightweight transaction) makes a writer racing another writer of the same
+partition (a second engine, a replay) lose instead of counting twice: the loser re-reads at the
+SERIAL level and retries with what is still new. Counters were not an option: an increment that
+times out may or may not have applied, so it cannot be retried safely. The price is one Paxos
+round per partition and chunk of a write, not per row.
+
+What is not atomic: a write spans partitions, and Cassandra has no transaction across them.
+Everything is checked before anything is sent, so only the cluster failing fails a write
+halfway; the order (indexes, then anomaly rows, then readings) keeps readers from seeing a
+reading without its index entries or its anomaly row. After such a failure the anomaly rows
+already written are visible until the batch is written again, which the engine does because it
+acknowledges a batch only once its write succeeded; the replay then completes it exactly.
+Dead letters get their ids from a sequence advanced by LWT and are unique by source with
+INSERT ... IF NOT EXISTS; their by-day index is rewritten from the stored letter on every
+replay, so it heals after a half-finished write too.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import pandas as pd
+from cassandra import (
+    DriverException,
+    ProtocolVersion,
+    RequestExecutionException,
+    RequestValidationException,
+)
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    ResultSet,
+)
+from cassandra.concurrent import execute_concurrent
+from cassandra.connection import ConnectionException
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import BatchStatement, BatchType, tuple_factory
+
+from faultline.schema import FaultLabel, WriteBatch
+from faultline.store.base import (
+    AnomalyCount,
+    DeadLetterCount,
+    DeadLetterRow,
+    DeadLetters,
+    FaultLabels,
+    LatestAnomalies,
+    Query,
+    R,
+    ReadingPage,
+    ReadingRow,
+    RecentReadings,
+    StationReadings,
+    Stations,
+    StationSummary,
+    Store,
+    StoreError,
+)
+from faultline.store.cassandra_schema import (
+    DAY_MS,
+    LONG_FAULTS,
+    CassandraOptions,
+    migrate,
+    parse_url,
+)
+from faultline.store.columns import batch_columns, check_faults, dead_letter_fields, recent_frame
+from faultline.store.encoded import EncodedReadings, decode_reading, encode_readings
+
+_ERRORS = (
+    DriverException,
+    RequestExecutionException,
+    RequestValidationException,
+    NoHostAvailable,
+    ConnectionException,
+)
+_MIN, _MAX = -(2**63), 2**63 - 1
+_CHUNK_ROWS = 500  # rows per conditional batch: one Paxos round each, and modest mutations
+_RETRIES = 20  # lost LWT races in a row before a write gives up
+
+# Series in `buckets`.
+_READINGS = "readings"
+_ANOMALIES = "anomalies"
+_STATION_ANOMALIES = "station_anomalies"
+_DEAD_LETTERS = "dead_letters"
+_FAULTS = "faults"
+_LETTER_IDS = "dead_letter_id"
+
+_COLS = (
+    "station_id, ts, seq, ts_assigned, received_at, processed_at, sensor_values, is_anomaly, "
+    "scores, sensors, model_version"
+)  # a reading in decode_reading's order
+_TWELVE = ", ".join("?" * 12)
+_CQL = {
+    "add_station": "INSERT INTO {ks}.stations (part, station_id) VALUES (0, ?)",
+    "station_ids": "SELECT station_id FROM {ks}.stations WHERE part = 0",
+    "add_bucket": "INSERT INTO {ks}.buckets (kind, owner, bucket) VALUES (?, ?, ?)",
+    "days_desc": "SELECT bucket FROM {ks}.buckets WHERE kind = ? AND owner = ? "
+    "AND bucket >= ? AND bucket <= ?",
+    "days_asc": "SELECT bucket FROM {ks}.buckets WHERE kind = ? AND owner = ? "
+    "AND bucket >= ? AND bucket <= ? ORDER BY bucket ASC",
+    "keys_in_range": "SELECT ts, seq FROM {ks}.readings WHERE station_id = ? AND day = ? "
+    "AND ts >= ? AND ts <= ?",
+    "partition_count": "SELECT n_readings, n_anomalies FROM {ks}.readings "
+    "WHERE station_id = ? AND day = ? LIMIT 1",
+    "add_reading": f"INSERT INTO {{ks}}.readings (day, {_COLS}) VALUES ({_TWELVE})",
+    "set_counts": "UPDATE {ks}.readings SET n_readings = ?, n_anomalies = ? "
+    "WHERE station_id = ? AND day = ? IF n_readings = ?",
+    "add_anomaly": f"INSERT INTO {{ks}}.anomalies (day, {_COLS}) VALUES ({_TWELVE})",
+    "add_station_anomaly": f"INSERT INTO {{ks}}.station_anomalies (day, {_COLS}) "
+    f"VALUES ({_TWELVE})",
+    "anomalies_of_day": f"SELECT {_COLS} FROM {{ks}}.anomalies WHERE day = ? LIMIT ?",
+    "station_anomalies_of_day": f"SELECT {_COLS} FROM {{ks}}.station_anomalies "
+    "WHERE station_id = ? AND day = ? LIMIT ?",
+    "count_anomalies": "SELECT count(*) FROM {ks}.anomalies WHERE day = ? AND ts >= ? AND ts < ?",
+    "readings_from": f"SELECT {_COLS} FROM {{ks}}.readings WHERE station_id = ? AND day = ? "
+    "AND ts >= ? AND ts < ? LIMIT ?",
+    "readings_after": f"SELECT {_COLS} FROM {{ks}}.readings WHERE station_id = ? AND day = ? "
+    "AND (ts, seq) > (?, ?) AND (ts) < (?) LIMIT ?",
+    "partition_counts": "SELECT day, n_readings, n_anomalies FROM {ks}.readings "
+    "WHERE station_id = ? AND day IN ? PER PARTITION LIMIT 1",
+    "newest_reading": f"SELECT {_COLS} FROM {{ks}}.readings WHERE station_id = ? AND day = ? "
+    "ORDER BY ts DESC, seq DESC LIMIT 1",
+    "recent_of_day": "SELECT ts, seq, sensor_values FROM {ks}.readings WHERE station_id = ? "
+    "AND day = ? ORDER BY ts DESC, seq DESC LIMIT ?",
+    "letter_by_source": "SELECT id, received_at, reason, payload, kind FROM {ks}.dead_letters "
+    "WHERE source = ?",
+    "add_letter": "INSERT INTO {ks}.dead_letters (source, id, received_at, reason, payload, kind) "
+    "VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+    "index_letter": "INSERT INTO {ks}.dead_letters_by_day "
+    "(day, received_at, id, source, reason, payload, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "letters_of_day": "SELECT id, received_at, source, reason, payload, kind "
+    "FROM {ks}.dead_letters_by_day WHERE day = ? LIMIT ?",
+    "count_letters": "SELECT count(*) FROM {ks}.dead_letters_by_day WHERE day = ?",
+    "last_id": "SELECT value FROM {ks}.sequences WHERE name = ?",
+    "first_ids": "INSERT INTO {ks}.sequences (name, value) VALUES (?, ?) IF NOT EXISTS",
+    "more_ids": "UPDATE {ks}.sequences SET value = ? WHERE name = ? IF value = ?",
+    "fault_end": "SELECT end_ts FROM {ks}.fault_labels WHERE day = ? AND start_ts = ? "
+    "AND station_id = ? AND sensor = ? AND kind = ?",
+    "add_fault": "INSERT INTO {ks}.fault_labels (day, start_ts, station_id, sensor, kind, end_ts) "
+    "VALUES (?, ?, ?, ?, ?, ?)",
+    "faults_of_day": "SELECT start_ts, station_id, sensor, kind, end_ts FROM {ks}.fault_labels "
+    "WHERE day = ? AND start_ts < ?",
+}
+
+_Key = tuple[str, int]  # a readings partition: (station_id, day)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """What is still to be written into one readings partition, and the counts it holds now."""
+
+    count: int | None  # None: the partition holds nothing yet
+    anomalies: int
+    positions: list[int]  # rows of the batch, all of them new to the partition
+
+
+class CassandraStore(Store):
+    """A Store in one Cassandra keyspace; safe for any number of threads, and of processes
+    writing the same keyspace."""
+
+    def __init__(self, url: str) -> None:
+        self.options: CassandraOptions = parse_url(url)
+        o = self.options
+        self.where = f"cassandra://{','.join(o.hosts)}:{o.port}/{o.keyspace}"
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+            consistency_level=o.consistency,
+            serial_consistency_level=o.serial_consistency,
+            request_timeout=o.timeout_s,
+            row_factory=tuple_factory,
+        )
+        self._cluster = Cluster(
+            list(o.hosts),
+            port=o.port,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            connect_timeout=o.timeout_s,
+            protocol_version=ProtocolVersion.V5,  # Cassandra 4.0 and later; saves a negotiation
+        )
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            self._session = self._cluster.connect()
+            migrate(self._session, o)
+            self._cql = {
+                name: self._session.prepare(text.format(ks=o.keyspace))
+                for name, text in _CQL.items()
+            }
+        except BaseException as exc:
+            self._cluster.shutdown()
+            if isinstance(exc, _ERRORS):
+                raise StoreError(f"cannot open {self.where} as a Faultline store: {exc}") from exc
+            raise
+        self._handlers: dict[type[Any], Callable[[Any], Any]] = {
+            LatestAnomalies: self._latest_anomalies,
+            AnomalyCount: self._anomaly_count,
+            StationReadings: self._station_readings,
+            Stations: self._stations,
+            DeadLetters: self._dead_letters,
+            DeadLetterCount: self._dead_letter_count,
+            FaultLabels: self._fault_labels,
+            RecentReadings: self._recent_readings,
+        }
+
+    def write(self, batch: WriteBatch) -> None:
+        columns = batch_columns(batch)
+        readings = encode_readings(columns)
+        letters = dead_letter_fields(batch.dead_letters)
+        check_faults(batch.faults)
+        self._check_open()
+        try:
+            if readings:
+                self._write_readings(readings, int(batch.processed_at))
+            if letters:
+                self._write_dead_letters(letters)
+            if batch.faults:
+                self._write_faults(batch.faults)
+        except _ERRORS as exc:
+            raise StoreError(f"write failed, part of the batch may be stored: {exc}") from exc
+
+    def query(self, q: Query[R]) -> R:
+        handler = self._handlers.get(type(q))
+        if handler is None:
+            raise TypeError(f"{type(self).__name__} cannot answer {type(q).__name__}")
+        self._check_open()
+        try:
+            return cast(R, handler(q))
+        except _ERRORS as exc:
+            raise StoreError(f"{type(q).__name__} failed: {exc}") from exc
+
+    def ping(self) -> None:
+        self._check_open()
+        try:
+            self._session.execute("SELECT release_version FROM system.local")
+        except _ERRORS as exc:
+            raise StoreError(f"{self.where} does not answer: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._cluster.shutdown()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    # Writing
+
+    def _write_readings(self, readings: EncodedReadings, processed_at: int) -> None:
+        days = [ts // DAY_MS for ts in readings.ts]
+        partitions: dict[_Key, list[int]] = {}
+        for i, key in enumerate(zip(readings.station_id, days, strict=True)):
+            partitions.setdefault(key, []).append(i)
+        anomalous = [i for i, flag in enumerate(readings.is_anomaly) if flag]
+        self._run("add_station", {(station,) for station, _ in partitions})
+        self._run(
+            "add_bucket",
+            {(_READINGS, station, day) for station, day in partitions}
+            | {(_ANOMALIES, "", days[i]) for i in anomalous}
+            | {(_STATION_ANOMALIES, readings.station_id[i], days[i]) for i in anomalous},
+        )
+        pending = self._still_new(readings, partitions, self.options.consistency)
+        new_anomalies = [
+            _row(readings, days, i, processed_at)
+            for p in pending.values()
+            for i in p.positions
+            if readings.is_anomaly[i]
+        ]
+        self._run("add_anomaly", new_anomalies)
+        self._run("add_station_anomaly", new_anomalies)
+        self._commit_readings(readings, days, pending, processed_at)
+
+    def _still_new(
+        self, readings: EncodedReadings, partitions: dict[_Key, list[int]], consistency: int
+    ) -> dict[_Key, _Pending]:
+        """Each partition's rows not stored yet, with its counts (partitions with none left out)."""
+        keys = list(partitions)
+        ranges = []
+        for station, day in keys:
+            ts = [readings.ts[i] for i in partitions[(station, day)]]
+            ranges.append((station, day, min(ts), max(ts)))
+        stored = self._run("keys_in_range", ranges, consistency=consistency)
+        counts = self._run("partition_count", keys, consistency=consistency)
+        pending = {}
+        for key, found, count in zip(keys, stored, counts, strict=True):
+            present = set(found)
+            fresh = [i for i in partitions[key] if (readings.ts[i], readings.seq[i]) not in present]
+            if fresh:
+                row = count.one()
+                n, a = (None, 0) if row is None or row[0] is None else (row[0], row[1] or 0)
+                pending[key] = _Pending(n, a, fresh)
+        return pending
+
+    def _commit_readings(
+        self,
+        readings: EncodedReadings,
+        days: list[int],
+        pending: dict[_Key, _Pending],
+        processed_at: int,
+    ) -> None:
+        """Insert the pending rows, a chunk per partition at a time, all partitions at once."""
+        lost_in_a_row = 0
+        while pending:
+            keys = list(pending)
+            chunks = [pending[key].positions[:_CHUNK_ROWS] for key in keys]
+            batches = [
+                self._conditional_batch(readings, days, key, pending[key], chunk, processed_at)
+                for key, chunk in zip(keys, chunks, strict=True)
+            ]
+            results = self._execute_all([(batch, None) for batch in batches])
+            lost: dict[_Key, list[int]] = {}
+            for key, batch, result in zip(keys, batches, results, strict=True):
+                state = pending.pop(key)
+                if not _applied(result):
+                    lost[key] = state.positions
+                    continue
+                rest = state.positions[_CHUNK_ROWS:]
+                if rest:
+                    pending[key] = _Pending(batch.count, batch.anomalies, rest)
+            if lost:
+                lost_in_a_row += 1
+                if lost_in_a_row > _RETRIES:
+                    raise StoreError(
+                        f"write failed: other writers kept changing {len(lost)} partitions "
+                        f"({_RETRIES} tries); part of the batch may be stored"
+                    )
+                # SERIAL reads see what the winners of the race committed.
+                pending.update(self._still_new(readings, lost, self.options.serial_consistency))
+            else:
+                lost_in_a_row = 0
+
+    def _conditional_batch(
+        self,
+        readings: EncodedReadings,
+        days: list[int],
+        key: _Key,
+        state: _Pending,
+        chunk: list[int],
+        processed_at: int,
+    ) -> _CountingBatch:
+        batch = _CountingBatch(
+            count=(state.count or 0) + len(chunk),
+            anomalies=state.anomalies + sum(readings.is_anomaly[i] for i in chunk),
+        )
+        insert = self._cql["add_reading"]
+        for i in chunk:
+            batch.add(insert, _row(readings, days, i, processed_at))
+        batch.add(self._cql["set_counts"], (batch.count, batch.anomalies, *key, state.count))
+        return batch
+
+    def _write_dead_letters(self, letters: Sequence[tuple[int, str, str, bytes, str]]) -> None:
+        first: dict[str, tuple[int, str, bytes, str]] = {}
+        for received, source, reason, payload, kind in letters:
+            first.setdefault(source, (received, reason, payload, kind))  # the first one wins
+        sources = list(first)
+        known = self._stored_letters(sources)
+        new = [source for source in sources if source not in known]
+        if new:
+            first_id = self._next_ids(len(new))
+            self._run(
+                "add_letter",
+                [(source, first_id + k, *first[source]) for k, source in enumerate(new)],
+            )
+            # A letter that lost an IF NOT EXISTS race is stored as the winner wrote it.
+            known.update(self._stored_letters(new))
+        stored = [(source, *known[source]) for source in sources]
+        self._run("add_bucket", {(_DEAD_LETTERS, "", row[2] // DAY_MS) for row in stored})
+        self._run(
+            "index_letter",
+            [
+                (received // DAY_MS, received, letter_id, source, reason, payload, kind)
+                for source, letter_id, received, reason, payload, kind in stored
+            ],
+        )
+
+    def _stored_letters(self, sources: list[str]) -> dict[str, tuple[Any, ...]]:
+        """(id, received_at, reason, payload, kind) of those of `sources` that are stored."""
+        results = self._run("letter_by_source", [(source,) for source in sources])
+        found = {}
+        for source, result in zip(sources, results, strict=True):
+            row = result.one()
+            if row is not None:
+                found[source] = tuple(row)
+        return found
+
+    def _next_ids(self, n: int) -> int:
+        """Reserve n dead letter ids; the first of them (they increase in the order stored)."""
+        serial = self.options.serial_consistency
+        for _ in range(_RETRIES):
+            last = self._run("last_id", [(_LETTER_IDS,)], consistency=serial)[0].one()
+            if last is None:
+                if _applied(self._run("first_ids", [(_LETTER_IDS, n)])[0]):
+                    return 1
+            elif _applied(self._run("more_ids", [(last[0] + n, _LETTER_IDS, last[0])])[0]):
+                return int(last[0]) + 1
+        raise StoreError(f"write failed: no dead letter ids after {_RETRIES} tries")
+
+    def _write_faults(self, faults: Sequence[FaultLabel]) -> None:
+        ends: dict[tuple[int, str, str, str], int] = {}
+        for f in faults:
+            key = (f.start_ts, f.station_id, f.sensor, f.kind)
+            ends[key] = max(f.end_ts, ends.get(key, f.end_ts))
+        labels = list(ends)
+        stored = self._run("fault_end", [(key[0] // DAY_MS, *key) for key in labels])
+        rows = []
+        for key, result in zip(labels, stored, strict=True):
+            row = result.one()
+            end = ends[key] if row is None else max(ends[key], row[0])
+            rows.append((key[0] // DAY_MS, *key, end))
+            if end - key[0] >= DAY_MS:
+                rows.append((LONG_FAULTS, *key, end))
+        self._run("add_bucket", {(_FAULTS, "", start // DAY_MS) for start, *_ in labels})
+        self._run("add_fault", rows)
+
+    # Reading
+
+    def _days(
+        self, kind: str, owner: str, first: int = _MIN, last: int = _MAX, *, newest_first: bool
+    ) -> list[int]:
+        """The days of a series that hold anything, between first and last (both included)."""
+        statement = self._cql["days_desc" if newest_first else "days_asc"]
+        return [row[0] for row in self._session.execute(statement, (kind, owner, first, last))]
+
+    def _until(self, name: str, key: tuple[Any, ...], days: Iterable[int], limit: int) -> list[Any]:
+        """Rows of `name` (which ends in `day = ? LIMIT ?`) day after day, until `limit`."""
+        rows: list[Any] = []
+        for day in days:
+            rows += self._session.execute(self._cql[name], (*key, day, limit - len(rows)))
+            if len(rows) >= limit:
+                break
+        return rows
+
+    def _latest_anomalies(self, q: LatestAnomalies) -> list[ReadingRow]:
+        if q.station_id is None:
+            days = self._days(_ANOMALIES, "", newest_first=True)
+            rows = self._until("anomalies_of_day", (), days, q.limit)
+        else:
+            days = self._days(_STATION_ANOMALIES, q.station_id, newest_first=True)
+            rows = self._until("station_anomalies_of_day", (q.station_id,), days, q.limit)
+        return [decode_reading(*row) for row in rows]
+
+    def _anomaly_count(self, q: AnomalyCount) -> int:
+        if q.end_ms <= q.start_ms:
+            return 0
+        first, last = q.start_ms // DAY_MS, (q.end_ms - 1) // DAY_MS
+        days = self._days(_ANOMALIES, "", first, last, newest_first=False)
+        counts = self._run("count_anomalies", [(day, q.start_ms, q.end_ms) for day in days])
+        return sum(result.one()[0] for result in counts)
+
+    def _station_readings(self, q: StationReadings) -> ReadingPage:
+        after = q.after if q.after is not None and q.after[0] >= q.start_ms else None
+        lower = q.start_ms if after is None else after[0]
+        want = q.limit + 1  # one more tells whether a page follows
+        rows: list[Any] = []
+        if lower < q.end_ms:
+            first, last = lower // DAY_MS, (q.end_ms - 1) // DAY_MS
+            for day in self._days(_READINGS, q.station_id, first, last, newest_first=False):
+                if after is None:
+                    params: tuple[Any, ...] = (q.station_id, day, q.start_ms, q.end_ms)
+                    name = "readings_from"
+                else:
+                    params, name = (q.station_id, day, *after, q.end_ms), "readings_after"
+                rows += self._session.execute(self._cql[name], (*params, want - len(rows)))
+                if len(rows) >= want:
+                    break
+        page = [decode_reading(*row) for row in rows[: q.limit]]
+        more = len(rows) > q.limit
+        return ReadingPage(rows=page, next_cursor=(page[-1].ts, page[-1].seq) if more else None)
+
+    def _station_days(self) -> tuple[list[str], list[list[int]]]:
+        """Every station, and the days its readings are in, newest first."""
+        stations = [row[0] for row in self._session.execute(self._cql["station_ids"])]
+        found = self._run("days_desc", [(_READINGS, station, _MIN, _MAX) for station in stations])
+        return stations, [[row[0] for row in result] for result in found]
+
+    def _stations(self, _q: Stations) -> list[StationSummary]:
+        stations, days = self._station_days()
+        listed = [(s, d) for s, d in zip(stations, days, strict=True) if d]
+        counted = self._run("partition_counts", listed)
+        totals = []
+        for (station, _), result in zip(listed, counted, strict=True):
+            per_day = {day: (n or 0, a or 0) for day, n, a in result}
+            filled = [day for day, (n, _) in per_day.items() if n]
+            if filled:  # else a write failed before its first reading was stored
+                n, a = (sum(c) for c in zip(*per_day.values(), strict=True))
+                totals.append((station, max(filled), n, a))
+        newest = self._run("newest_reading", [(station, day) for station, day, _, _ in totals])
+        summaries = []
+        for (station, _, n, a), result in zip(totals, newest, strict=True):
+            latest = decode_reading(*result.one())
+            summaries.append(
+                StationSummary(
+                    station_id=station,
+                    last_ts=latest.ts,
+                    last_received_at=latest.received_at,
+                    last_values=latest.values,
+                    last_is_anomaly=latest.is_anomaly,
+                    readings=n,
+                    anomalies=a,
+                )
+            )
+        return summaries
+
+    def _recent_readings(self, q: RecentReadings) -> pd.DataFrame:
+        """Each station's readings newest first, merged: only as many pages of each station are
+        read as the merge consumes."""
+        stations, days = self._station_days()
+        fetch = min(q.limit, 1000)
+
+        def newest_first(station: str, station_days: list[int]) -> Iterator[tuple[Any, ...]]:
+            for day in station_days:
+                statement = self._cql["recent_of_day"].bind((station, day, q.limit))
+                statement.fetch_size = fetch
+                for ts, seq, values in self._session.execute(statement):
+                    yield ts, station, seq, values
+
+        merged = heapq.merge(
+            *(newest_first(s, d) for s, d in zip(stations, days, strict=True)),
+            key=lambda row: row[:3],
+            reverse=True,
+        )
+        rows = list(itertools.islice(merged, q.limit))
+        rows.reverse()
+        return recent_frame(
+            [r[1] for r in rows], [r[0] for r in rows], [json.loads(r[3]) for r in rows], q.sensors
+        )
+
+    def _dead_letters(self, q: DeadLetters) -> list[DeadLetterRow]:
+        days = self._days(_DEAD_LETTERS, "", newest_first=True)
+        return [DeadLetterRow(*row) for row in self._until("letters_of_day", (), days, q.limit)]
+
+    def _dead_letter_count(self, _q: DeadLetterCount) -> int:
+        days = self._days(_DEAD_LETTERS, "", newest_first=True)
+        return sum(result.one()[0] for result in self._run("count_letters", [(d,) for d in days]))
+
+    def _fault_labels(self, q: FaultLabels) -> list[FaultLabel]:
+        # A label shorter than a day that reaches start_ms started less than a day before it.
+        first, last = (q.start_ms - DAY_MS) // DAY_MS, (q.end_ms - 1) // DAY_MS
+        days = self._days(_FAULTS, "", first, last, newest_first=False) if first <= last else []
+        results = self._run("faults_of_day", [(day, q.end_ms) for day in [*days, LONG_FAULTS]])
+        ends: dict[tuple[int, str, str, str], int] = {}
+        for result in results:
+            for start, station, sensor, kind, end in result:
+                if end >= q.start_ms and q.station_id in (None, station):
+                    key = (start, station, sensor, kind)
+                    ends[key] = max(end, ends.get(key, end))
+        return [
+            FaultLabel(station, sensor, kind, start, end)
+            for (start, station, sensor, kind), end in sorted(ends.items())
+        ]
+
+    # Running statements
+
+    def _run(
+        self, name: str, rows: Iterable[tuple[Any, ...]], *, consistency: int | None = None
+    ) -> list[ResultSet]:
+        """Run the prepared statement `name` once per parameter tuple, concurrently."""
+        statement = self._cql[name]
+        if consistency is None:
+            return self._execute_all([(statement, row) for row in rows])
+        bound = []
+        for row in rows:
+            one = statement.bind(row)
+            one.consistency_level = consistency
+            bound.append((one, None))
+        return self._execute_all(bound)
+
+    def _execute_all(self, work: list[tuple[Any, Any]]) -> list[ResultSet]:
+        if not work:
+            return []
+        return [
+            result
+            for _, result in execute_concurrent(self._session, work, raise_on_first_error=True)
+        ]
+
+
+class _CountingBatch(BatchStatement):
+    """A conditional batch on one readings partition, with the counts it sets."""
+
+    def __init__(self, count: int, anomalies: int) -> None:
+        super().__init__(batch_type=BatchType.UNLOGGED)
+        self.count = count
+        self.anomalies = anomalies
+
+
+def _row(readings: EncodedReadings, days: list[int], i: int, processed_at: int) -> tuple[Any, ...]:
+    """Reading i as the parameters of add_reading (and add_anomaly): day, then _COLS."""
+    return (
+        days[i],
+        readings.station_id[i],
+        readings.ts[i],
+        readings.seq[i],
+        readings.ts_assigned[i],
+        readings.received_at[i],
+        processed_at,
+        readings.values[i],
+        readings.is_anomaly[i],
+        readings.scores[i],
+        readings.sensors[i],
+        readings.model_version[i],
+    )
+
+
+def _applied(result: ResultSet) -> bool:
+    """Whether a lightweight transaction applied: the first column of its first row."""
+    return bool(result.one()[0])

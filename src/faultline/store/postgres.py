@@ -1,0 +1,493 @@
+"""The PostgreSQL store (`postgresql://user@host:port/dbname`), with psycopg 3.
+
+Layout, and why:
+
+* `readings` is split by event time: a TimescaleDB hypertable with one-day chunks when the
+  server has the extension, else native range partitions of one day each, created by the write
+  path before the first reading of a day arrives (there is no default partition: a reading never
+  lands anywhere but in its day). Which of the two a schema uses is chosen once, when it is
+  created, and recorded beside the schema version. The key (station_id, ts, seq) serves one
+  station's time range; `readings_by_time` serves "the newest readings"; two partial indexes hold
+  only anomalous rows, so anomaly queries never touch normal readings. Every query names ts or an
+  indexed prefix, so PostgreSQL prunes partitions and reads each remaining one by index.
+* `stations` keeps each station's newest reading and its counts, updated in the same
+  transaction as the readings it summarises.
+* `dead_letters` is unique by source, `fault_labels` by (station_id, sensor, kind, start_ts).
+* Text that queries sort by uses the "C" collation, so the order is by code point, as in every
+  other store, whatever the database's locale.
+
+A write is one transaction: the batch is copied into a temporary staging table, then a single
+statement inserts it with ON CONFLICT DO NOTHING and, from the rows the insert RETURNs (exactly
+the new ones), adds each station's counts and offers its newest new reading as the latest. A
+replay therefore inserts nothing and counts nothing, and a partial overlap counts only the new
+rows. One connection writes, behind a lock (the engine); readers borrow autocommit connections
+from a pool, and each query sees one committed state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+import pandas as pd
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from faultline.schema import FaultLabel, WriteBatch
+from faultline.store.base import (
+    AnomalyCount,
+    DeadLetterCount,
+    DeadLetterRow,
+    DeadLetters,
+    FaultLabels,
+    LatestAnomalies,
+    Query,
+    R,
+    ReadingPage,
+    RecentReadings,
+    StationReadings,
+    Stations,
+    StationSummary,
+    Store,
+    StoreError,
+)
+from faultline.store.columns import batch_columns, dead_letter_fields, recent_frame
+from faultline.store.encoded import EncodedReadings, decode_reading, encode_readings
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+NATIVE = "native"
+TIMESCALEDB = "timescaledb"
+
+_READING_COLUMNS = (
+    'station_id, ts, seq, ts_assigned, received_at, processed_at, "values", is_anomaly, scores, '
+    "sensors, model_version"
+)
+
+
+def migrations(partitioning: str) -> tuple[tuple[str, ...], ...]:
+    """Migration N (1-based) brings a schema from version N-1 to N. Append, never edit."""
+    native = partitioning == NATIVE
+    return (
+        (
+            f"""CREATE TABLE readings (
+                station_id text COLLATE "C" NOT NULL,
+                ts bigint NOT NULL,
+                seq bigint NOT NULL,
+                ts_assigned boolean NOT NULL,
+                received_at bigint NOT NULL,
+                processed_at bigint NOT NULL,
+                "values" text NOT NULL,
+                is_anomaly boolean NOT NULL,
+                scores text NOT NULL,
+                sensors text NOT NULL,
+                model_version text NOT NULL,
+                PRIMARY KEY (station_id, ts, seq)
+            ){" PARTITION BY RANGE (ts)" if native else ""}""",
+            *(
+                ()
+                if native
+                else (
+                    f"""SELECT create_hypertable('readings', 'ts', chunk_time_interval => {DAY_MS},
+                        create_default_indexes => false)""",
+                )
+            ),
+            "CREATE INDEX readings_by_time ON readings (ts, station_id, seq)",
+            "CREATE INDEX anomalies_by_time ON readings (ts, station_id, seq) WHERE is_anomaly",
+            "CREATE INDEX anomalies_by_station ON readings (station_id, ts, seq) WHERE is_anomaly",
+            """CREATE TABLE stations (
+                station_id text COLLATE "C" PRIMARY KEY,
+                last_ts bigint NOT NULL,
+                last_seq bigint NOT NULL,
+                last_received_at bigint NOT NULL,
+                last_values text NOT NULL,
+                last_is_anomaly boolean NOT NULL,
+                readings bigint NOT NULL,
+                anomalies bigint NOT NULL
+            )""",
+            """CREATE TABLE dead_letters (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                received_at bigint NOT NULL,
+                source text NOT NULL UNIQUE,
+                reason text NOT NULL,
+                payload bytea NOT NULL,
+                kind text NOT NULL
+            )""",
+            "CREATE INDEX dead_letters_by_time ON dead_letters (received_at, id)",
+            """CREATE TABLE fault_labels (
+                station_id text COLLATE "C" NOT NULL,
+                sensor text COLLATE "C" NOT NULL,
+                kind text COLLATE "C" NOT NULL,
+                start_ts bigint NOT NULL,
+                end_ts bigint NOT NULL CHECK (end_ts >= start_ts),
+                PRIMARY KEY (station_id, sensor, kind, start_ts)
+            )""",
+            "CREATE INDEX fault_labels_by_start ON fault_labels (start_ts, end_ts)",
+        ),
+    )
+
+
+SCHEMA_VERSION = len(migrations(NATIVE))
+
+# Serialises schema changes of one PostgreSQL schema across every process that opens it.
+_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('faultline-schema:' || current_schema()))"
+_META = """CREATE TABLE IF NOT EXISTS faultline_schema (
+    version integer NOT NULL, partitioning text NOT NULL)"""
+_STAGE = "CREATE TEMP TABLE staged (LIKE readings) ON COMMIT DELETE ROWS"
+_COPY_STAGED = f"COPY staged ({_READING_COLUMNS}) FROM STDIN"
+_LAST = ("last_ts", "last_seq", "last_received_at", "last_values", "last_is_anomaly")
+_NEWER = "(excluded.last_ts, excluded.last_seq) > (stations.last_ts, stations.last_seq)"
+_MOVE_LATEST = ", ".join(
+    f"{c} = CASE WHEN {_NEWER} THEN excluded.{c} ELSE stations.{c} END" for c in _LAST
+)
+_MERGE_STAGED = f"""WITH inserted AS (
+        INSERT INTO readings ({_READING_COLUMNS}) SELECT {_READING_COLUMNS} FROM staged
+        ON CONFLICT DO NOTHING
+        RETURNING station_id, ts, seq, received_at, "values", is_anomaly
+    ), added AS (
+        SELECT station_id, count(*) AS readings, count(*) FILTER (WHERE is_anomaly) AS anomalies
+        FROM inserted GROUP BY station_id
+    ), newest AS (
+        SELECT DISTINCT ON (station_id) station_id, ts, seq, received_at, "values", is_anomaly
+        FROM inserted ORDER BY station_id, ts DESC, seq DESC
+    )
+    INSERT INTO stations (station_id, {", ".join(_LAST)}, readings, anomalies)
+    SELECT station_id, n.ts, n.seq, n.received_at, n."values", n.is_anomaly, a.readings,
+        a.anomalies
+    FROM newest AS n JOIN added AS a USING (station_id)
+    ORDER BY station_id
+    ON CONFLICT (station_id) DO UPDATE SET
+        readings = stations.readings + excluded.readings,
+        anomalies = stations.anomalies + excluded.anomalies,
+        {_MOVE_LATEST}
+"""
+_ADD_DEAD_LETTER = """INSERT INTO dead_letters (received_at, source, reason, payload, kind)
+    VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source) DO NOTHING"""
+_ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
+    VALUES (%s, %s, %s, %s, %s) ON CONFLICT (station_id, sensor, kind, start_ts)
+    DO UPDATE SET end_ts = greatest(fault_labels.end_ts, excluded.end_ts)"""
+_PARTITION_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtext('faultline-partitions:' || current_schema()))"
+)
+_ADD_PARTITION = "CREATE TABLE IF NOT EXISTS {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})"
+
+_Sql = tuple[str, tuple[Any, ...]]
+
+
+class PostgresStore(Store):
+    """A Store in a PostgreSQL schema (the first of the URL's search_path, else `public`).
+
+    Safe for one writing thread and many reading threads; `readers` bounds the reading pool.
+    """
+
+    def __init__(self, url: str, *, readers: int = 4, connect_timeout_s: float = 10.0) -> None:
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            raise ValueError(f"not a PostgreSQL URL: {exc}") from None
+        defaults: dict[str, str | int] = {
+            "connect_timeout": max(1, round(connect_timeout_s)),
+            "application_name": "faultline",
+        }
+        self._conninfo = make_conninfo(
+            url, **{k: v for k, v in defaults.items() if k not in params}
+        )
+        # For messages: the URL less user and password.
+        self.where = (
+            f"postgresql://{params.get('host', '')}:{params.get('port', 5432)}"
+            f"/{params.get('dbname', '')}"
+        )
+        self._write_lock = threading.Lock()
+        self._closed = False
+        self._days: set[int] = set()  # native partitions known to exist
+        self._writer = self._connect()
+        try:
+            self.partitioning = self._migrate()
+            self._writer.execute(_STAGE)
+        except BaseException as exc:
+            self._writer.close()
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(f"cannot open {self.where} as a Faultline store: {exc}") from exc
+            raise
+        self._pool = psycopg_pool.ConnectionPool(
+            self._conninfo,
+            kwargs={"autocommit": True},
+            min_size=1,
+            max_size=max(1, readers),
+            check=psycopg_pool.ConnectionPool.check_connection,  # drops connections gone bad
+            name="faultline-readers",
+            open=True,
+        )
+
+    def write(self, batch: WriteBatch) -> None:
+        columns = batch_columns(batch)
+        readings = encode_readings(columns)
+        letters = dead_letter_fields(batch.dead_letters)
+        faults = [(f.station_id, f.sensor, f.kind, f.start_ts, f.end_ts) for f in batch.faults]
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("the store is closed")
+            try:
+                conn = self._live_writer()
+                if readings and self.partitioning == NATIVE:
+                    self._add_partitions(conn, {ts // DAY_MS for ts in readings.ts})
+                with conn.transaction(), conn.cursor() as cur:
+                    if readings:
+                        _insert_readings(cur, readings, batch.processed_at)
+                    if letters:
+                        cur.executemany(_ADD_DEAD_LETTER, letters)
+                    if faults:
+                        cur.executemany(_ADD_FAULT, faults)
+            except psycopg.Error as exc:
+                raise StoreError(f"write failed, nothing was stored: {exc}") from exc
+
+    def query(self, q: Query[R]) -> R:
+        statement, params = self._sql(q)
+        with self._reader() as conn:
+            try:
+                rows = conn.execute(statement, params).fetchall()
+            except psycopg.Error as exc:
+                raise StoreError(f"{type(q).__name__} failed: {exc}") from exc
+        return cast(R, _RESULTS[type(q)](q, rows))
+
+    def explain(self, q: Query[Any], *settings: str) -> list[str]:
+        """PostgreSQL's plan for `q`, one line per row of EXPLAIN; `settings` such as
+        "enable_seqscan = off" apply to this plan only."""
+        statement, params = self._sql(q)
+        with self._reader() as conn, conn.transaction():
+            for setting in settings:
+                conn.execute(f"SET LOCAL {setting}")
+            return [row[0] for row in conn.execute(f"EXPLAIN {statement}", params)]
+
+    def close(self) -> None:
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._writer.close()
+            self._pool.close()
+
+    def _sql(self, q: Query[Any]) -> _Sql:
+        build = _SQL.get(type(q))
+        if build is None:
+            raise TypeError(f"{type(self).__name__} cannot answer {type(q).__name__}")
+        return build(q)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            # Autocommit: transactions are begun and ended explicitly, by conn.transaction().
+            return psycopg.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to {self.where}: {exc}") from exc
+
+    def _live_writer(self) -> psycopg.Connection[Any]:
+        """The writing connection, replaced first when the server dropped the last one."""
+        if self._writer.closed or self._writer.broken:
+            self._writer.close()
+            self._writer = self._connect()
+            self._writer.execute(_STAGE)
+        return self._writer
+
+    def _migrate(self) -> str:
+        """Bring the schema to SCHEMA_VERSION; return its partitioning."""
+        conn = self._writer
+        with conn.transaction():
+            conn.execute(_SCHEMA_LOCK)
+            conn.execute(_META)
+            row = conn.execute("SELECT version, partitioning FROM faultline_schema").fetchone()
+            if row is None:
+                version, partitioning = 0, _choose_partitioning(conn)
+                conn.execute("INSERT INTO faultline_schema VALUES (0, %s)", (partitioning,))
+            else:
+                version, partitioning = row
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.where} has schema version {version}, newer than this Faultline "
+                    f"knows ({SCHEMA_VERSION}): upgrade Faultline to open it"
+                )
+            for statements in migrations(partitioning)[version:]:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.execute("UPDATE faultline_schema SET version = %s", (SCHEMA_VERSION,))
+        return str(partitioning)
+
+    def _add_partitions(self, conn: psycopg.Connection[Any], days: set[int]) -> None:
+        """Create the day partitions `days` needs, in a transaction of their own: creating one
+        locks the whole readings table, and that should last milliseconds, not a write."""
+        missing = days - self._days
+        if not missing:
+            return
+        with conn.transaction():
+            conn.execute(_PARTITION_LOCK)
+            for day in sorted(missing):
+                conn.execute(
+                    sql.SQL(_ADD_PARTITION).format(
+                        sql.Identifier(f"readings_{day}"),
+                        sql.Literal(day * DAY_MS),
+                        sql.Literal((day + 1) * DAY_MS),
+                    )
+                )
+        self._days |= missing
+
+    @contextmanager
+    def _reader(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg_pool.PoolClosed, psycopg_pool.PoolTimeout) as exc:
+            if self._closed:
+                raise StoreError("the store is closed") from exc
+            raise StoreError(f"no connection to {self.where}: {exc}") from exc
+
+
+def _choose_partitioning(conn: psycopg.Connection[Any]) -> str:
+    """TimescaleDB when the server can load it into this database, else native partitions."""
+    offered = conn.execute(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+    ).fetchone()
+    if offered is None:
+        log.info("TimescaleDB is not installed: readings use native day partitions")
+        return NATIVE
+    try:
+        with conn.transaction():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    except psycopg.Error as exc:
+        # Installed but unusable (typically not in shared_preload_libraries).
+        log.warning("TimescaleDB cannot be loaded (%s): readings use native day partitions", exc)
+        return NATIVE
+    return TIMESCALEDB
+
+
+def _insert_readings(
+    cur: psycopg.Cursor[Any], readings: EncodedReadings, processed_at: int
+) -> None:
+    processed = [int(processed_at)] * len(readings)
+    with cur.copy(_COPY_STAGED) as copy:
+        for row in zip(
+            readings.station_id,
+            readings.ts,
+            readings.seq,
+            readings.ts_assigned,
+            readings.received_at,
+            processed,
+            readings.values,
+            readings.is_anomaly,
+            readings.scores,
+            readings.sensors,
+            readings.model_version,
+            strict=True,
+        ):
+            copy.write_row(row)
+    cur.execute(_MERGE_STAGED)
+
+
+def _latest_anomalies_sql(q: LatestAnomalies) -> _Sql:
+    if q.station_id is None:
+        return (
+            f"SELECT {_READING_COLUMNS} FROM readings WHERE is_anomaly "
+            "ORDER BY ts DESC, station_id DESC, seq DESC LIMIT %s",
+            (q.limit,),
+        )
+    return (
+        f"SELECT {_READING_COLUMNS} FROM readings WHERE is_anomaly AND station_id = %s "
+        "ORDER BY ts DESC, seq DESC LIMIT %s",
+        (q.station_id, q.limit),
+    )
+
+
+def _station_readings_sql(q: StationReadings) -> _Sql:
+    # The plain `ts >=` bound lets PostgreSQL skip the partitions before the page.
+    bound: tuple[int, ...]
+    if q.after is None or q.after[0] < q.start_ms:
+        lower, bound = "ts >= %s", (q.start_ms,)
+    else:
+        lower, bound = "(ts, seq) > (%s, %s) AND ts >= %s", (*q.after, q.after[0])
+    return (
+        f"SELECT {_READING_COLUMNS} FROM readings WHERE station_id = %s AND {lower} AND ts < %s "
+        "ORDER BY ts, seq LIMIT %s",
+        (q.station_id, *bound, q.end_ms, q.limit + 1),  # one more tells whether a page follows
+    )
+
+
+def _fault_labels_sql(q: FaultLabels) -> _Sql:
+    station, params = (
+        ("", ()) if q.station_id is None else ("AND station_id = %s ", (q.station_id,))
+    )
+    return (
+        "SELECT station_id, sensor, kind, start_ts, end_ts FROM fault_labels "
+        f"WHERE start_ts < %s AND end_ts >= %s {station}"
+        "ORDER BY start_ts, station_id, sensor, kind",
+        (q.end_ms, q.start_ms, *params),
+    )
+
+
+_SQL: dict[type[Any], Callable[[Any], _Sql]] = {
+    LatestAnomalies: _latest_anomalies_sql,
+    AnomalyCount: lambda q: (
+        "SELECT count(*) FROM readings WHERE is_anomaly AND ts >= %s AND ts < %s",
+        (q.start_ms, q.end_ms),
+    ),
+    StationReadings: _station_readings_sql,
+    Stations: lambda _q: (
+        "SELECT station_id, last_ts, last_received_at, last_values, last_is_anomaly, readings, "
+        "anomalies FROM stations ORDER BY station_id",
+        (),
+    ),
+    DeadLetters: lambda q: (
+        "SELECT id, received_at, source, reason, payload, kind FROM dead_letters "
+        "ORDER BY received_at DESC, id DESC LIMIT %s",
+        (q.limit,),
+    ),
+    DeadLetterCount: lambda _q: ("SELECT count(*) FROM dead_letters", ()),
+    FaultLabels: _fault_labels_sql,
+    RecentReadings: lambda q: (
+        'SELECT station_id, ts, "values" FROM readings '
+        "ORDER BY ts DESC, station_id DESC, seq DESC LIMIT %s",
+        (q.limit,),
+    ),
+}
+
+
+def _station_page(q: StationReadings, rows: list[tuple[Any, ...]]) -> ReadingPage:
+    page = [decode_reading(*row) for row in rows[: q.limit]]
+    more = len(rows) > q.limit
+    return ReadingPage(rows=page, next_cursor=(page[-1].ts, page[-1].seq) if more else None)
+
+
+def _recent(q: RecentReadings, rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    rows.reverse()
+    return recent_frame(
+        [r[0] for r in rows], [r[1] for r in rows], [json.loads(r[2]) for r in rows], q.sensors
+    )
+
+
+_RESULTS: dict[type[Any], Callable[[Any, list[tuple[Any, ...]]], Any]] = {
+    LatestAnomalies: lambda _q, rows: [decode_reading(*row) for row in rows],
+    AnomalyCount: lambda _q, rows: rows[0][0],
+    StationReadings: _station_page,
+    Stations: lambda _q, rows: [
+        StationSummary(
+            station_id=station,
+            last_ts=ts,
+            last_received_at=received,
+            last_values=json.loads(values),
+            last_is_anomaly=anomaly,
+            readings=readings,
+            anomalies=anomalies,
+        )
+        for station, ts, received, values, anomaly, readings, anomalies in rows
+    ],
+    DeadLetters: lambda _q, rows: [DeadLetterRow(*row) for row in rows],
+    DeadLetterCount: lambda _q, rows: rows[0][0],
+    FaultLabels: lambda _q, rows: [FaultLabel(*row) for row in rows],
+    RecentReadings: _recent,
+}
