@@ -90,6 +90,26 @@ class Metrics:
         self.published = Counter(
             "faultline_simulated", "Readings published by the simulator", registry=r
         )
+        self.mqtt_forwarded = Counter(
+            "faultline_mqtt_forwarded",
+            "MQTT messages the bus accepted (only then acknowledged to the broker)",
+            registry=r,
+        )
+        self.mqtt_truncated = Counter(
+            "faultline_mqtt_truncated",
+            "MQTT payloads over the bridge's size limit, forwarded cut to it",
+            registry=r,
+        )
+        self.mqtt_bus_failures = Counter(
+            "faultline_mqtt_bus_failures",
+            "MQTT bridge batches the bus refused, then retried",
+            registry=r,
+        )
+        self.mqtt_connected = Gauge(
+            "faultline_mqtt_connected",
+            "1 while the MQTT bridge is connected to its broker and subscribed",
+            registry=r,
+        )
         self.model_info = Gauge(
             "faultline_model_info", "The model in use (value 1)", ["name", "version"], registry=r
         )

@@ -1,0 +1,1 @@
+"""Bridges that bring readings from other transports onto Faultline's bus."""
