@@ -8,8 +8,10 @@ first gets it back emptied with TRUNCATE (only the tables that hold something).
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import quote
 
 import psycopg
@@ -22,6 +24,14 @@ from faultline.store.cassandra import CassandraStore
 from faultline.store.cassandra_schema import TABLES
 from faultline.store.postgres import PostgresStore
 from tests.services.endpoints import require_endpoint
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A local port that refuses connections: bound, never listening."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        yield probe.getsockname()[1]
 
 
 def postgres_url(schema: str) -> str:
@@ -56,31 +66,30 @@ def cassandra_keyspace() -> Iterator[str]:
     keyspace = f"faultline_test_{os.getpid()}"
     CassandraStore(cassandra_url(keyspace)).close()
     yield keyspace
-    with _session() as session:
+    with cassandra_session() as session:
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
 
 
 def cassandra_store(request: pytest.FixtureRequest) -> CassandraStore:
     keyspace = request.getfixturevalue("cassandra_keyspace")
-    with _session() as session:
+    with cassandra_session() as session:
         for table in TABLES:
             if session.execute(f"SELECT * FROM {keyspace}.{table} LIMIT 1").one() is not None:
                 session.execute(f"TRUNCATE {keyspace}.{table}", timeout=60)
     return CassandraStore(cassandra_url(keyspace))
 
 
-class _session:
-    """A plain driver session to the test server, for setting up and tearing down."""
-
-    def __enter__(self) -> Session:
-        host, port = require_endpoint("FAULTLINE_TEST_CASSANDRA").rsplit(":", 1)
-        self._cluster = Cluster(
-            [host],
-            port=int(port),
-            protocol_version=ProtocolVersion.V5,
-            load_balancing_policy=RoundRobinPolicy(),
-        )
-        return self._cluster.connect()
-
-    def __exit__(self, *exc: object) -> None:
-        self._cluster.shutdown()
+@contextmanager
+def cassandra_session() -> Iterator[Session]:
+    """A plain driver session to the test node, for setting up, inspecting and tearing down."""
+    host, port = require_endpoint("FAULTLINE_TEST_CASSANDRA").rsplit(":", 1)
+    cluster = Cluster(
+        [host],
+        port=int(port),
+        protocol_version=ProtocolVersion.V5,
+        load_balancing_policy=RoundRobinPolicy(),
+    )
+    try:
+        yield cluster.connect()
+    finally:
+        cluster.shutdown()

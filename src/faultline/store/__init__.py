@@ -78,7 +78,6 @@ _OPENERS: dict[str, Callable[[str, str], Store]] = {
     "memory": _open_memory,
     "sqlite": _open_sqlite,
     "postgresql": _open_postgres,
-    "postgres": _open_postgres,
     "cassandra": _open_cassandra,
 }
 

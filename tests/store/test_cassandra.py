@@ -1,0 +1,267 @@
+"""Cassandra specifics: the URL, replication and consistency, racing writers, half-finished
+writes, day boundaries, and statements that never filter or scan.
+
+Runs against the node in FAULTLINE_TEST_CASSANDRA (scripts/services/svc.py); without one it
+skips, or fails when CI=true. The URL tests need no server.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from cassandra import ConsistencyLevel, OperationTimedOut
+
+from faultline.schema import FaultLabel
+from faultline.store import (
+    AnomalyCount,
+    DeadLetters,
+    FaultLabels,
+    LatestAnomalies,
+    Stations,
+    StoreError,
+    open_store,
+)
+from faultline.store import cassandra as cassandra_module
+from faultline.store.cassandra import CassandraStore
+from faultline.store.cassandra_schema import MIGRATIONS, SCHEMA_VERSION, parse_url
+from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
+from tests.store.multiday import DAY, assert_agrees_with_memory
+from tests.store.servers import (
+    cassandra_keyspace,
+    cassandra_session,
+    cassandra_store,
+    cassandra_url,
+    refused_port,
+)
+
+__all__ = ["cassandra_keyspace"]  # the fixture the stores here live in
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest) -> Iterator[CassandraStore]:
+    opened = cassandra_store(request)
+    yield opened
+    opened.close()
+
+
+# The URL
+
+
+def test_the_url_defaults() -> None:
+    options = parse_url("cassandra://db1/faultline")
+
+    assert (options.hosts, options.port, options.keyspace) == (("db1",), 9042, "faultline")
+    assert options.consistency == ConsistencyLevel.LOCAL_QUORUM
+    assert options.serial_consistency == ConsistencyLevel.LOCAL_SERIAL
+    assert (options.replication, options.timeout_s) == (1, 10.0)
+
+
+def test_the_url_names_hosts_consistency_replication_and_timeout() -> None:
+    options = parse_url(
+        "cassandra://10.0.0.1:19042,10.0.0.2:19042/plant_7?consistency=quorum&replication=3"
+        "&timeout=2.5"
+    )
+
+    assert options.hosts == ("10.0.0.1", "10.0.0.2") and options.port == 19042
+    assert options.consistency == ConsistencyLevel.QUORUM
+    assert options.serial_consistency == ConsistencyLevel.SERIAL
+    assert (options.replication, options.timeout_s) == (3, 2.5)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("cassandra:///faultline", "write cassandra://HOST"),
+        ("cassandra://db1", "must name a keyspace"),
+        ("cassandra://db1/2fast", "must name a keyspace"),
+        ("cassandra://db1/has-dash", "must name a keyspace"),
+        ("cassandra://db1:port/faultline", "'db1:port' is not HOST or HOST:PORT"),
+        ("cassandra://db1:9042,db2:9043/faultline", "every host must use the same port"),
+        ("cassandra://db1/faultline?consistency=MOST", "consistency must be one of ALL, ANY"),
+        ("cassandra://db1/faultline?consistency=SERIAL", "consistency must be one of"),
+        ("cassandra://db1/faultline?replication=0", "replication must be a positive number"),
+        ("cassandra://db1/faultline?replication=two", "replication must be a positive number"),
+        ("cassandra://db1/faultline?timeout=-1", "timeout must be a positive number"),
+        ("cassandra://db1/faultline?consistancy=ONE", r"unknown options \['consistancy'\]"),
+    ],
+)
+def test_a_bad_url_says_what_is_wrong(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        open_store(url)
+
+
+def test_no_statement_filters_or_scans_a_table() -> None:
+    """Without ALLOW FILTERING Cassandra refuses a SELECT that does not name a whole partition
+    key, except one without WHERE, which reads the whole table: there are none of either."""
+    statements = [*cassandra_module._CQL.values(), *(s for m in MIGRATIONS for s in m)]
+    assert not [s for s in statements if "ALLOW FILTERING" in s.upper()]
+    selects = [s for s in cassandra_module._CQL.values() if s.startswith("SELECT")]
+    assert selects and all(" WHERE " in s for s in selects)
+
+
+# The server
+
+
+def test_open_store_opens_a_cassandra_url(cassandra_keyspace: str) -> None:
+    store = open_store(cassandra_url(cassandra_keyspace))
+    assert isinstance(store, CassandraStore)
+    store.ping()
+    store.close()
+
+
+def test_replication_and_consistency_come_from_the_url(cassandra_keyspace: str) -> None:
+    """A keyspace replicated 3 times on a single node: ONE can read, but no lightweight
+    transaction can gather a quorum of replicas, and QUORUM cannot even read."""
+    keyspace = f"{cassandra_keyspace}_rf3"
+    try:
+        store = CassandraStore(cassandra_url(keyspace, "replication=3&consistency=ONE"))
+        with cassandra_session() as session:
+            replication = session.execute(
+                "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s",
+                (keyspace,),
+            ).one()[0]
+        assert replication["replication_factor"] == "3"
+        assert store.query(Stations()) == []
+        with pytest.raises(StoreError, match=r"Unavailable|Cannot achieve consistency"):
+            store.write(write_batch(reading_frame("s-1", [T0])))
+        store.close()
+
+        with pytest.raises(StoreError, match=r"Unavailable|Cannot achieve consistency"):
+            CassandraStore(cassandra_url(keyspace, "replication=3&consistency=QUORUM"))
+    finally:
+        with cassandra_session() as session:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+
+
+def test_a_keyspace_from_a_newer_faultline_is_refused(
+    store: CassandraStore, cassandra_keyspace: str
+) -> None:
+    with cassandra_session() as session:
+        update = f"UPDATE {cassandra_keyspace}.schema_version SET version = %s WHERE part = 0"
+        session.execute(update, (SCHEMA_VERSION + 1,))
+        try:
+            with pytest.raises(StoreError, match="newer than this Faultline knows"):
+                CassandraStore(cassandra_url(cassandra_keyspace))
+        finally:
+            session.execute(update, (SCHEMA_VERSION,))
+
+
+def test_an_unreachable_node_is_a_store_error() -> None:
+    with (
+        refused_port() as port,
+        pytest.raises(StoreError, match=f"cannot open cassandra://127.0.0.1:{port}/nowhere"),
+    ):
+        CassandraStore(f"cassandra://127.0.0.1:{port}/nowhere?timeout=2")
+
+
+def test_racing_writers_store_and_count_every_reading_once(
+    store: CassandraStore, cassandra_keyspace: str
+) -> None:
+    """Three stores write the same partitions at once, each its own order of overlapping
+    batches: the conditional batches make the losers re-read, so nothing counts twice."""
+    stores = [store, *(CassandraStore(cassandra_url(cassandra_keyspace)) for _ in range(2))]
+    ts = [T0 + k * 1000 for k in range(600)]
+    masks = [1 if k % 7 == 0 else 0 for k in range(600)]
+    frame = reading_frame(["s-1", "s-2"] * 300, ts, sensor_mask=masks)
+    batches = [
+        write_batch(frame.iloc[k : k + 100].reset_index(drop=True)) for k in range(0, 600, 50)
+    ]
+    start = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def write(writer: CassandraStore, order: list[int]) -> None:
+        try:
+            start.wait()
+            for k in order:
+                writer.write(batches[k])
+        except BaseException as exc:
+            errors.append(exc)
+
+    orders = [list(range(len(batches))), list(reversed(range(len(batches))))]
+    orders.append(orders[0][::2] + orders[0][1::2])
+    threads = [
+        threading.Thread(target=write, args=pair) for pair in zip(stores, orders, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert not errors, errors
+    summaries = store.query(Stations())
+    assert [(s.station_id, s.readings) for s in summaries] == [("s-1", 300), ("s-2", 300)]
+    assert sum(s.anomalies for s in summaries) == sum(masks)
+    assert store.query(AnomalyCount(0, 2**62)) == sum(masks)
+    for other in stores[1:]:
+        other.close()
+
+
+def test_dead_letter_ids_stay_unique_between_writers(
+    store: CassandraStore, cassandra_keyspace: str
+) -> None:
+    other = CassandraStore(cassandra_url(cassandra_keyspace))
+    start = threading.Barrier(2)
+
+    def write(writer: CassandraStore, first: int) -> None:
+        start.wait()
+        for k in range(first, first + 40, 4):
+            writer.write(write_batch(dead_letters=[dead_letter(n) for n in range(k, k + 6)]))
+
+    threads = [threading.Thread(target=write, args=(s, f)) for s, f in ((store, 0), (other, 20))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    rows = store.query(DeadLetters(limit=1000))
+    assert len(rows) == len({r.source for r in rows}) == 62  # letters 0 to 61
+    assert len({r.id for r in rows}) == 62
+    other.close()
+
+
+def test_a_write_that_fails_halfway_is_completed_by_its_replay(
+    store: CassandraStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node times out after the anomaly rows went in but before the readings did: the write
+    fails, the anomaly shows until the engine replays the batch, and the replay completes it
+    with every count exact."""
+    batch = write_batch(reading_frame("s-1", [T0, T0 + 1000, T0 + 2000], sensor_mask=[0, 1, 0]))
+
+    def time_out(*_args: object) -> None:
+        raise OperationTimedOut("no answer in time")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_commit_readings", time_out)
+        with pytest.raises(StoreError, match="part of the batch may be stored"):
+            store.write(batch)
+    assert store.query(Stations()) == []
+    assert [r.ts for r in store.query(LatestAnomalies())] == [T0 + 1000]
+
+    store.write(batch)
+    store.write(batch)
+
+    (summary,) = store.query(Stations())
+    assert (summary.readings, summary.anomalies, summary.last_ts) == (3, 1, T0 + 2000)
+    assert store.query(AnomalyCount(0, 2**62)) == 1
+
+
+def test_long_fault_labels_are_found_in_any_day_they_cover(store: CassandraStore) -> None:
+    week = FaultLabel("s-1", "temperature", "drift", T0, T0 + 7 * DAY)
+    growing = FaultLabel("s-2", "humidity", "stuck", T0 + 1000, T0 + 2000)
+    store.write(write_batch(faults=[week, growing]))
+    later = T0 + 5 * DAY
+
+    assert store.query(FaultLabels(later, later + 1)) == [week]
+
+    longer = FaultLabel("s-2", "humidity", "stuck", T0 + 1000, T0 + 6 * DAY)
+    store.write(write_batch(faults=[longer]))
+    store.write(write_batch(faults=[growing]))  # an older, shorter copy changes nothing
+
+    assert store.query(FaultLabels(later, later + 1)) == [week, longer]
+    assert store.query(FaultLabels(T0, T0 + 1001)) == [week, longer]
+
+
+def test_agrees_with_the_memory_store_across_days(store: CassandraStore) -> None:
+    assert_agrees_with_memory(store)

@@ -1,0 +1,260 @@
+"""PostgreSQL specifics: partitioning, query plans, migrations, lost connections, day boundaries.
+
+Runs against the server in FAULTLINE_TEST_POSTGRES (scripts/services/svc.py); without one it
+skips, or fails when CI=true. Every test works in a schema of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from faultline.schema import FaultLabel
+from faultline.store import (
+    AnomalyCount,
+    DeadLetterCount,
+    DeadLetters,
+    FaultLabels,
+    LatestAnomalies,
+    Query,
+    RecentReadings,
+    StationReadings,
+    Stations,
+    StoreError,
+    open_store,
+)
+from faultline.store.postgres import DAY_MS, NATIVE, SCHEMA_VERSION, TIMESCALEDB, PostgresStore
+from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
+from tests.store.multiday import assert_agrees_with_memory
+from tests.store.servers import postgres_schema, postgres_url, refused_port
+
+__all__ = ["postgres_schema"]  # the fixture every test here uses
+
+
+@pytest.fixture
+def url(postgres_schema: str) -> str:
+    """The test's schema, its connections named after it to find them in pg_stat_activity."""
+    return f"{postgres_url(postgres_schema)}&application_name={postgres_schema}"
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[PostgresStore]:
+    opened = PostgresStore(url)
+    yield opened
+    opened.close()
+
+
+def admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection of its own into the test's schema."""
+    return psycopg.connect(url, autocommit=True)
+
+
+def fill(store: PostgresStore, days: int = 3, stations: int = 25) -> None:
+    """Readings every 5 minutes per station over `days` days, one in 500 anomalous."""
+    n = days * 288 * stations
+    store.write(
+        write_batch(
+            reading_frame(
+                [f"s-{i % stations}" for i in range(n)],
+                [T0 + (i // stations) * 300_000 for i in range(n)],
+                sensor_mask=[1 if i % 500 == 0 else 0 for i in range(n)],
+            ),
+            dead_letters=[dead_letter(k) for k in range(30)],
+            faults=[
+                FaultLabel("s-1", "temperature", "spike", T0 + k * 60_000, T0 + k * 60_000 + 500)
+                for k in range(40)
+            ],
+        )
+    )
+
+
+def test_open_store_opens_a_postgres_url(url: str) -> None:
+    store = open_store(url)
+    assert isinstance(store, PostgresStore)
+    store.ping()
+    store.close()
+
+
+def test_readings_are_split_by_day_as_the_server_allows(store: PostgresStore, url: str) -> None:
+    fill(store, days=3)
+    with admin(url) as conn:
+        offered = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+        if store.partitioning == NATIVE:
+            partitions = conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'readings'::regclass ORDER BY c.relname"
+            ).fetchall()
+            days = sorted({(T0 + k * 300_000) // DAY_MS for k in range(3 * 288)})
+            assert [name for (name,) in partitions] == [f"readings_{d}" for d in days]
+            bounds = conn.execute(
+                "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_class c WHERE c.relname = %s",
+                (f"readings_{days[0]}",),
+            ).fetchone()
+            assert bounds == (
+                f"FOR VALUES FROM ('{days[0] * DAY_MS}') TO ('{(days[0] + 1) * DAY_MS}')",
+            )
+        else:
+            assert store.partitioning == TIMESCALEDB and offered is not None
+            chunks = conn.execute(
+                "SELECT count(*) FROM timescaledb_information.chunks "
+                "WHERE hypertable_name = 'readings' AND hypertable_schema = current_schema()"
+            ).fetchone()
+            assert chunks == (3,)
+    # A server without the extension cannot have been given hypertables.
+    assert offered is not None or store.partitioning == NATIVE
+
+
+@pytest.mark.parametrize(
+    "q",
+    [
+        LatestAnomalies(limit=10),
+        LatestAnomalies(limit=10, station_id="s-1"),
+        AnomalyCount(T0 + DAY_MS, T0 + 2 * DAY_MS),
+        StationReadings("s-1", T0, T0 + 3 * DAY_MS),
+        StationReadings("s-1", T0, T0 + 3 * DAY_MS, after=(T0 + DAY_MS, 5)),
+        Stations(),
+        DeadLetters(limit=10),
+        DeadLetterCount(),
+        FaultLabels(T0, T0 + 120_000),
+        RecentReadings(limit=100),
+    ],
+    ids=lambda q: type(q).__name__,
+)
+def test_every_query_is_served_by_an_index(
+    store: PostgresStore, url: str, q: Query[object]
+) -> None:
+    """With sequential scans and sorts priced out, a plan still holding one has no index that
+    serves the query (an incremental sort of rows an index already orders by start is fine)."""
+    fill(store)
+    with admin(url) as conn:
+        conn.execute("ANALYZE")
+
+    plan = "\n".join(store.explain(q, "enable_seqscan = off", "enable_sort = off"))
+
+    assert "Seq Scan" not in plan
+    assert not re.search(r"(^|->)\s*Sort\s+\(", plan, re.MULTILINE), plan
+
+
+def test_a_time_range_reads_only_its_days(store: PostgresStore) -> None:
+    fill(store, days=3)
+    day = (T0 + DAY_MS) // DAY_MS
+
+    plan = "\n".join(store.explain(AnomalyCount(day * DAY_MS, (day + 1) * DAY_MS)))
+
+    if store.partitioning == NATIVE:
+        assert set(re.findall(r"readings_\d+", plan)) == {f"readings_{day}"}
+
+
+def test_reopening_keeps_the_data_and_the_schema_version(store: PostgresStore, url: str) -> None:
+    fill(store, days=1)
+    before = store.query(Stations())
+
+    again = PostgresStore(url)
+
+    assert again.query(Stations()) == before
+    assert again.partitioning == store.partitioning
+    again.close()
+    with admin(url) as conn:
+        assert conn.execute("SELECT version FROM faultline_schema").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
+
+
+def test_a_schema_from_a_newer_faultline_is_refused(store: PostgresStore, url: str) -> None:
+    with admin(url) as conn:
+        conn.execute("UPDATE faultline_schema SET version = %s", (SCHEMA_VERSION + 1,))
+
+    with pytest.raises(StoreError, match="newer than this Faultline knows"):
+        PostgresStore(url)
+
+
+def test_stores_opening_a_new_schema_together_both_work(url: str) -> None:
+    opened: list[PostgresStore] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            opened.append(PostgresStore(url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    for store in opened:
+        store.close()
+
+
+def test_writers_creating_the_same_days_at_once_count_every_reading_once(url: str) -> None:
+    """Two stores write overlapping batches of days neither has seen: both create partitions
+    and both insert; each reading is stored and counted once."""
+    stores = [PostgresStore(url), PostgresStore(url)]
+    ts = [T0 + 5 * DAY_MS + k * 3_600_000 for k in range(96)]
+    batches = [write_batch(reading_frame("s-1", ts[k : k + 24])) for k in range(0, 96, 12)]
+    errors: list[BaseException] = []
+
+    def write(store: PostgresStore, order: list[int]) -> None:
+        try:
+            for k in order:
+                store.write(batches[k])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=write, args=(stores[0], list(range(len(batches))))),
+        threading.Thread(target=write, args=(stores[1], list(reversed(range(len(batches)))))),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert not errors, errors
+    (summary,) = stores[0].query(Stations())
+    assert summary.readings == len(ts) and summary.last_ts == ts[-1]
+    for store in stores:
+        store.close()
+
+
+def test_lost_connections_fail_one_write_then_are_replaced(store: PostgresStore, url: str) -> None:
+    store.write(write_batch(reading_frame("s-1", [T0])))
+    store.query(Stations())
+    with admin(url) as conn:  # as when the server restarts: every connection of the store ends
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = current_schema() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert len(killed) >= 2  # the writer and at least one reader
+
+    with pytest.raises(StoreError, match="nothing was stored"):
+        store.write(write_batch(reading_frame("s-1", [T0 + 1000])))
+    store.write(write_batch(reading_frame("s-1", [T0 + 2000])))
+
+    (summary,) = store.query(Stations())
+    assert (summary.readings, summary.last_ts) == (2, T0 + 2000)
+
+
+def test_an_unreachable_server_is_a_store_error() -> None:
+    with (
+        refused_port() as port,
+        pytest.raises(StoreError, match=f"cannot connect to postgresql://127.0.0.1:{port}"),
+    ):
+        PostgresStore(f"postgresql://nobody:secret@127.0.0.1:{port}/faultline")
+
+
+def test_a_malformed_url_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="not a PostgreSQL URL"):
+        PostgresStore("postgresql://127.0.0.1:5432/db?no_such_option=1")
+
+
+def test_agrees_with_the_memory_store_across_days(store: PostgresStore) -> None:
+    assert_agrees_with_memory(store)
