@@ -193,6 +193,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest_mqtt(args: argparse.Namespace) -> int:
+    from faultline.ingest.mqtt import run_mqtt_bridge
+
+    settings = _settings(args)
+    stop = _stop_on_signals()
+    run_mqtt_bridge(
+        settings,
+        broker=args.broker,
+        topic_filter=args.topic,
+        stop=stop,
+        qos=args.qos,
+        metrics_port=args.metrics_port,
+    )
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from faultline.runtime import model_registry, train_model
 
@@ -246,6 +262,24 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = add("simulate", cmd_simulate, "Publish simulated station readings to the bus.")
     _simulation_flags(simulate)
     simulate.add_argument("--duration", type=float, help="stop after this many seconds")
+
+    ingest = sub.add_parser("ingest", help="Bridge other transports into the bus.")
+    ingest_sub = ingest.add_subparsers(dest="transport", required=True, metavar="TRANSPORT")
+    mqtt = ingest_sub.add_parser(
+        "mqtt",
+        parents=[common],
+        help="Subscribe to an MQTT broker and publish every reading to the bus.",
+        description="Subscribe to an MQTT broker (QoS 1, acknowledged after the bus took the "
+        "reading) and publish each payload unchanged to the readings topic; the engine "
+        "dead-letters what is not a reading.",
+    )
+    mqtt.set_defaults(handler=cmd_ingest_mqtt)
+    mqtt.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
+    mqtt.add_argument(
+        "--topic", default="plant/+/readings", help="topic filter; '+' marks the station level"
+    )
+    mqtt.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    mqtt.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
 
     train = add("train", cmd_train, "Train seed 000's model and register it as the champion.")
     train.add_argument("--n-estimators", type=int)
