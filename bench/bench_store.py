@@ -1,26 +1,40 @@
-"""SQLite store write rate, fresh and replayed, against bare executemany in the same process.
+"""Store write rates, fresh and replayed, against bare inserts of the same rows.
 
     .venv/bin/python bench/bench_store.py [--rows N] [--batch N] [--stations N] [--rounds N]
+                                          [--server-rows N]
 
 The store's write does more than insert: it checks and encodes the frame, keeps per-station
-summaries and counts only rows it really inserted. The baselines insert the same rows, already
-encoded, with one `executemany` per batch into a bare readings table with the same columns and
-key: once without and once with the store's secondary indexes, so the ratios show what the
-indexes and what the store's own work cost.
+summaries and counts only rows it really inserted. The SQLite baselines insert the same rows,
+already encoded, with one `executemany` per batch into a bare readings table with the same
+columns and key: once without and once with the store's secondary indexes, so the ratios show
+what the indexes and what the store's own work cost.
+
+With FAULTLINE_TEST_POSTGRES and FAULTLINE_TEST_CASSANDRA set (`scripts/services/svc.py env
+postgres cassandra`), the PostgreSQL and Cassandra stores are measured too, each in a schema or
+keyspace of its own that is dropped afterwards, on `--server-rows` readings. Their baselines:
+one COPY per batch into a bare keyed table (PostgreSQL), and the same rows as plain
+single-partition batches, without the conditional batches that make the store's counts exact
+(Cassandra).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+import psycopg
+from cassandra.concurrent import execute_concurrent
+from cassandra.query import BatchStatement, BatchType
 
 from faultline.schema import (
     IS_ANOMALY,
@@ -34,7 +48,12 @@ from faultline.schema import (
     WriteBatch,
     score_column,
 )
-from faultline.store import SqliteStore
+from faultline.store import SqliteStore, Store
+from faultline.store.cassandra import CassandraStore
+from faultline.store.cassandra_schema import cluster, parse_url
+from faultline.store.columns import batch_columns
+from faultline.store.encoded import encode_readings
+from faultline.store.postgres import PostgresStore
 from faultline.store.sqlite import MIGRATIONS
 
 SENSORS = ("temperature", "humidity", "noise_level")
@@ -129,20 +148,25 @@ def bare_insert(conn: sqlite3.Connection, batches: list[list[tuple[object, ...]]
         conn.execute("COMMIT")
 
 
-def one_round(
-    tmp: Path, n: int, batches: list[WriteBatch], tuples: list[list[tuple[object, ...]]]
-) -> dict[str, float]:
-    """Rows/s of each contender into a fresh file: first all rows, then all of them again."""
-    rates: dict[str, float] = {}
-    store = SqliteStore(tmp / f"store-{n}.db")
+def store_rates(store: Store, batches: list[WriteBatch]) -> dict[str, float]:
+    """Rows/s of `store` writing all batches into an empty store, then all of them again."""
+    rows = sum(len(b.readings) for b in batches)
 
     def write_all() -> None:
         for b in batches:
             store.write(b)
 
-    rates["store fresh"] = rate(len(batches) * len(batches[0].readings), write_all)
-    rates["store replay"] = rate(len(batches) * len(batches[0].readings), write_all)
-    store.close()
+    try:
+        return {"store fresh": rate(rows, write_all), "store replay": rate(rows, write_all)}
+    finally:
+        store.close()
+
+
+def one_round(
+    tmp: Path, n: int, batches: list[WriteBatch], tuples: list[list[tuple[object, ...]]]
+) -> dict[str, float]:
+    """Rows/s of each contender into a fresh file: first all rows, then all of them again."""
+    rates = store_rates(SqliteStore(tmp / f"store-{n}.db"), batches)
     rows = sum(len(t) for t in tuples)
     for with_indexes, name in ((False, "bare key only"), (True, "bare + indexes")):
         conn = bare_table(tmp / f"{name}-{n}.db", with_indexes)
@@ -152,12 +176,121 @@ def one_round(
     return rates
 
 
+def server_columns(batch: WriteBatch) -> list[tuple[object, ...]]:
+    """The batch's readings as the server stores hold them, in the order of their _COLS."""
+    r = encode_readings(batch_columns(batch))
+    return list(
+        zip(
+            r.station_id,
+            r.ts,
+            r.seq,
+            r.ts_assigned,
+            r.received_at,
+            [batch.processed_at] * len(r),
+            r.values,
+            r.is_anomaly,
+            r.scores,
+            r.sensors,
+            r.model_version,
+            strict=True,
+        )
+    )
+
+
+BARE_POSTGRES = """CREATE TABLE bare (
+    station_id text COLLATE "C", ts bigint, seq bigint, ts_assigned boolean, received_at bigint,
+    processed_at bigint, "values" text, is_anomaly boolean, scores text, sensors text,
+    model_version text, PRIMARY KEY (station_id, ts, seq))"""
+
+
+def postgres_round(base: str, batches: list[WriteBatch]) -> dict[str, float]:
+    """The PostgreSQL store, then one COPY per batch into a bare keyed table, in a new schema."""
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    url = f"{base}?options={quote(f'-csearch_path={schema}')}"
+    rows = [server_columns(b) for b in batches]
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            rates = store_rates(PostgresStore(url), batches)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(BARE_POSTGRES)
+
+                def copy_all() -> None:
+                    for batch_rows in rows:
+                        with (
+                            conn.transaction(),
+                            conn.cursor() as cur,
+                            cur.copy("COPY bare FROM STDIN") as copy,
+                        ):
+                            for row in batch_rows:
+                                copy.write_row(row)
+
+                rates["bare fresh"] = rate(sum(map(len, rows)), copy_all)
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    return rates
+
+
+BARE_CASSANDRA = """CREATE TABLE IF NOT EXISTS {ks}.bare (
+    station_id text, day bigint, ts bigint, seq bigint, ts_assigned boolean, received_at bigint,
+    processed_at bigint, sensor_values text, is_anomaly boolean, scores text, sensors text,
+    model_version text, PRIMARY KEY ((station_id, day), ts, seq))"""
+BARE_CASSANDRA_INSERT = """INSERT INTO {ks}.bare (station_id, ts, seq, ts_assigned, received_at,
+    processed_at, sensor_values, is_anomaly, scores, sensors, model_version, day)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+
+
+def cassandra_round(endpoint: str, batches: list[WriteBatch]) -> dict[str, float]:
+    """The Cassandra store, then the same rows as plain single-partition batches of the store's
+    chunk size, all partitions at once, in a keyspace of their own."""
+    keyspace = f"bench_{uuid.uuid4().hex[:12]}"
+    rates = store_rates(CassandraStore(f"cassandra://{endpoint}/{keyspace}"), batches)
+    nodes = cluster(parse_url(f"cassandra://{endpoint}/{keyspace}"))
+    session = nodes.connect()
+    try:
+        session.execute(BARE_CASSANDRA.format(ks=keyspace))
+        insert = session.prepare(BARE_CASSANDRA_INSERT.format(ks=keyspace))
+        statements = []
+        for b in batches:
+            partitions: dict[tuple[object, int], list[tuple[object, ...]]] = {}
+            for row in server_columns(b):
+                day = row[1] // 86_400_000
+                partitions.setdefault((row[0], day), []).append((*row, day))
+            for part in partitions.values():
+                for start in range(0, len(part), 500):
+                    statement = BatchStatement(batch_type=BatchType.UNLOGGED)
+                    for row in part[start : start + 500]:
+                        statement.add(insert, row)
+                    statements.append((statement, None))
+        rows = sum(len(b.readings) for b in batches)
+        rates["bare fresh"] = rate(rows, lambda: execute_concurrent(session, statements))
+    finally:
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+        nodes.shutdown()
+    return rates
+
+
+def report(title: str, best: dict[str, float], bare_names: tuple[str, ...]) -> None:
+    print(title)
+    for phase in ("fresh", "replay"):
+        store_rate = best[f"store {phase}"]
+        print(f"store write      {phase:6s}  {store_rate:9.0f} rows/s")
+        for name in bare_names:
+            bare_rate = best.get(f"{name} {phase}")
+            if bare_rate is not None:
+                print(
+                    f"{name:16s} {phase:6s}  {bare_rate:9.0f} rows/s   "
+                    f"store/bare {store_rate / bare_rate:.2f}"
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--stations", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=3, help="best of this many rounds")
+    parser.add_argument("--server-rows", type=int, default=50_000)
     args = parser.parse_args()
 
     batches = make_batches(args.rows, args.batch, args.stations)
@@ -167,20 +300,32 @@ def main() -> None:
         for n in range(args.rounds):
             for name, value in one_round(Path(tmp), n, batches, tuples).items():
                 best[name] = max(best.get(name, 0.0), value)
-
-    print(
+    report(
         f"rows {args.rows}, batches of {args.batch}, {args.stations} stations, "
-        f"sqlite {sqlite3.sqlite_version}, best of {args.rounds} rounds"
+        f"sqlite {sqlite3.sqlite_version}, best of {args.rounds} rounds",
+        best,
+        ("bare key only", "bare + indexes"),
     )
-    for phase in ("fresh", "replay"):
-        store_rate = best[f"store {phase}"]
-        print(f"store write      {phase:6s}  {store_rate:9.0f} rows/s")
-        for name in ("bare key only", "bare + indexes"):
-            bare_rate = best[f"{name} {phase}"]
-            print(
-                f"{name:16s} {phase:6s}  {bare_rate:9.0f} rows/s   "
-                f"store/bare {store_rate / bare_rate:.2f}"
-            )
+
+    servers = {
+        "postgresql": (os.environ.get("FAULTLINE_TEST_POSTGRES"), postgres_round),
+        "cassandra": (os.environ.get("FAULTLINE_TEST_CASSANDRA"), cassandra_round),
+    }
+    server_batches = make_batches(args.server_rows, args.batch, args.stations)
+    for server, (endpoint, measure) in servers.items():
+        if not endpoint:
+            print(f"\n{server}: not measured (set FAULTLINE_TEST_{server[:8].upper()})")
+            continue
+        best = {}
+        for _ in range(args.rounds):
+            for name, value in measure(endpoint, server_batches).items():
+                best[name] = max(best.get(name, 0.0), value)
+        report(
+            f"\n{server} at {endpoint}: rows {args.server_rows}, batches of {args.batch}, "
+            f"{args.stations} stations, best of {args.rounds} rounds",
+            best,
+            ("bare",),
+        )
 
 
 if __name__ == "__main__":

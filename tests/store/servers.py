@@ -16,12 +16,10 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-from cassandra import ProtocolVersion
-from cassandra.cluster import Cluster, Session
-from cassandra.policies import RoundRobinPolicy
+from cassandra.cluster import Session
 
 from faultline.store.cassandra import CassandraStore
-from faultline.store.cassandra_schema import TABLES
+from faultline.store.cassandra_schema import TABLES, cluster, parse_url
 from faultline.store.postgres import PostgresStore
 from tests.services.endpoints import require_endpoint
 
@@ -82,14 +80,8 @@ def cassandra_store(request: pytest.FixtureRequest) -> CassandraStore:
 @contextmanager
 def cassandra_session() -> Iterator[Session]:
     """A plain driver session to the test node, for setting up, inspecting and tearing down."""
-    host, port = require_endpoint("FAULTLINE_TEST_CASSANDRA").rsplit(":", 1)
-    cluster = Cluster(
-        [host],
-        port=int(port),
-        protocol_version=ProtocolVersion.V5,
-        load_balancing_policy=RoundRobinPolicy(),
-    )
+    nodes = cluster(parse_url(cassandra_url("system")))
     try:
-        yield cluster.connect()
+        yield nodes.connect()
     finally:
-        cluster.shutdown()
+        nodes.shutdown()

@@ -156,6 +156,11 @@ def test_an_unreachable_node_is_a_store_error() -> None:
         CassandraStore(f"cassandra://127.0.0.1:{port}/nowhere?timeout=2")
 
 
+def test_a_host_that_does_not_resolve_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match=r"cannot open cassandra://no-such-host\.invalid"):
+        CassandraStore("cassandra://no-such-host.invalid/faultline?timeout=2")
+
+
 def test_racing_writers_store_and_count_every_reading_once(
     store: CassandraStore, cassandra_keyspace: str
 ) -> None:

@@ -35,23 +35,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import pandas as pd
-from cassandra import (
-    DriverException,
-    ProtocolVersion,
-    RequestExecutionException,
-    RequestValidationException,
-)
-from cassandra.cluster import (
-    EXEC_PROFILE_DEFAULT,
-    Cluster,
-    ExecutionProfile,
-    NoHostAvailable,
-    ResultSet,
-)
+from cassandra import DriverException, RequestExecutionException, RequestValidationException
+from cassandra.cluster import NoHostAvailable, ResultSet
 from cassandra.concurrent import execute_concurrent
 from cassandra.connection import ConnectionException
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import BatchStatement, BatchType, tuple_factory
+from cassandra.query import BatchStatement, BatchType
 
 from faultline.schema import FaultLabel, WriteBatch
 from faultline.store.base import (
@@ -76,6 +64,7 @@ from faultline.store.cassandra_schema import (
     DAY_MS,
     LONG_FAULTS,
     CassandraOptions,
+    cluster,
     migrate,
     parse_url,
 )
@@ -178,22 +167,12 @@ class CassandraStore(Store):
         self.options: CassandraOptions = parse_url(url)
         o = self.options
         self.where = f"cassandra://{','.join(o.hosts)}:{o.port}/{o.keyspace}"
-        profile = ExecutionProfile(
-            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
-            consistency_level=o.consistency,
-            serial_consistency_level=o.serial_consistency,
-            request_timeout=o.timeout_s,
-            row_factory=tuple_factory,
-        )
-        self._cluster = Cluster(
-            list(o.hosts),
-            port=o.port,
-            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-            connect_timeout=o.timeout_s,
-            protocol_version=ProtocolVersion.V5,  # Cassandra 4.0 and later; saves a negotiation
-        )
         self._lock = threading.Lock()
         self._closed = False
+        try:
+            self._cluster = cluster(o)  # refuses host names that do not resolve
+        except _ERRORS as exc:
+            raise StoreError(f"cannot open {self.where}: {exc}") from exc
         try:
             self._session = self._cluster.connect()
             migrate(self._session, o)

@@ -1,4 +1,4 @@
-"""The Cassandra store's URL, keyspace and tables, and the migrations that create them.
+"""The Cassandra store's URL, the cluster it names, and the keyspace's tables and migrations.
 
     cassandra://HOST[:PORT][,HOST[:PORT]...]/KEYSPACE[?consistency=LOCAL_QUORUM&replication=1
         &timeout=10]
@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from cassandra import ConsistencyLevel
-from cassandra.cluster import Session
+from cassandra import ConsistencyLevel, ProtocolVersion
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import tuple_factory
 
 from faultline.store.base import StoreError
 
@@ -164,6 +166,25 @@ def _positive(url: str, name: str, text: str, kind: Callable[[str], N]) -> N:
     if not value > 0:
         raise ValueError(f"store URL {url!r}: {name} must be a positive number, got {text!r}")
     return value
+
+
+def cluster(options: CassandraOptions) -> Cluster:
+    """A driver Cluster for the nodes `options` name (not yet connected): token-aware, at the
+    URL's consistency, rows as tuples."""
+    profile = ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+        consistency_level=options.consistency,
+        serial_consistency_level=options.serial_consistency,
+        request_timeout=options.timeout_s,
+        row_factory=tuple_factory,
+    )
+    return Cluster(
+        list(options.hosts),
+        port=options.port,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        connect_timeout=options.timeout_s,
+        protocol_version=ProtocolVersion.V5,  # Cassandra 4.0 and later; saves a negotiation
+    )
 
 
 def migrate(session: Session, options: CassandraOptions) -> None:
