@@ -16,6 +16,7 @@ from faultline.config import DEFAULT_SENSORS
 from faultline.detect.base import Detector
 from faultline.detect.isolation_forest import IsolationForestDetector
 from faultline.detect.robust import RobustStreamingDetector
+from faultline.detect.surprise import SurpriseDetector
 from faultline.models.base import ModelInfo
 from faultline.models.isolation_forest import SklearnModel, train_isolation_forest
 from faultline.schema import RECEIVED_AT, SEQ, STATION_ID, TS, TS_ASSIGNED
@@ -75,4 +76,5 @@ DETECTOR_FACTORIES: list[DetectorFactory] = [
     DetectorFactory(
         "isolation_forest", lambda: IsolationForestDetector(SENSORS, small_model()), warmup=0
     ),
+    DetectorFactory("surprise", lambda: SurpriseDetector(SENSORS, warmup=25), warmup=25),
 ]

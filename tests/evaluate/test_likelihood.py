@@ -10,7 +10,7 @@ import pytest
 
 from faultline.detect.likelihood import Alarm, AlarmedDetector, AnomalyLikelihood, probability
 from faultline.detect.robust import RobustStreamingDetector
-from faultline.schema import RECEIVED_AT, SEQ, STATION_ID, TS, TS_ASSIGNED
+from tests.evaluate.frames import station_frame
 
 
 def stations(n: int, name: str = "s1") -> np.ndarray:
@@ -120,18 +120,7 @@ def test_likelihood_state_is_per_station_and_survives_a_snapshot() -> None:
 
 
 def readings(values: np.ndarray) -> pd.DataFrame:
-    n = len(values)
-    ts = 1_767_225_600_000 + np.arange(n, dtype=np.int64) * 1000
-    return pd.DataFrame(
-        {
-            STATION_ID: stations(n),
-            TS: ts,
-            SEQ: np.arange(n, dtype=np.int64),
-            TS_ASSIGNED: np.zeros(n, bool),
-            RECEIVED_AT: ts,
-            "t": values,
-        }
-    )
+    return station_frame({"t": values})
 
 
 def alarmed() -> AlarmedDetector:

@@ -14,16 +14,14 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
-from faultline.detect.base import Detector, Scores
-from faultline.detect.slots import StationSlots, grow, sensor_values, slot_rounds
-from faultline.schema import STATION_ID
+from faultline.detect.per_station import PerStationDetector
+from faultline.detect.slots import grow
 
 BAND_SIGMAS = 3.0
 
 
-class BandFilterDetector(Detector):
+class BandFilterDetector(PerStationDetector):
     """Counts the readings outside mean ± 3 standard deviations of each sensor's sliding window."""
 
     name: ClassVar[str] = "band_filter"
@@ -33,46 +31,14 @@ class BandFilterDetector(Detector):
         if window < 3:
             raise ValueError(f"window must hold at least 3 readings, got {window}")
         self.window = window
-        self._slots = StationSlots()
         m, past = len(self.sensors), window - 1
         self._past = np.zeros((0, m, past))  # ring of each sensor's last window-1 readings
         self._next = np.zeros((0, m), np.int64)  # where the ring writes next
         self._held = np.zeros((0, m), np.int64)  # readings in the ring (≤ window-1)
         self._bits = np.left_shift(np.int64(1), np.arange(m, dtype=np.int64))
 
-    def score(self, frame: pd.DataFrame) -> Scores:
-        slots = self._slots.lookup(frame[STATION_ID].to_numpy())
-        return self._score(slots, sensor_values(frame, self.sensors))
-
-    def learn(self, frame: pd.DataFrame) -> None:
-        slots = self._slots.assign(frame[STATION_ID].to_numpy())
-        self._ensure(len(self._slots))
-        x = sensor_values(frame, self.sensors)
-        for rows in slot_rounds(slots):
-            self._absorb(slots[rows], x[rows])
-
-    def process(self, frame: pd.DataFrame) -> Scores:
-        # The base class's rounds, on arrays extracted once: same verdicts, no pandas per round.
-        slots = self._slots.assign(frame[STATION_ID].to_numpy())
-        self._ensure(len(self._slots))
-        x = sensor_values(frame, self.sensors)
-        out = Scores.empty(len(frame))
-        for rows in slot_rounds(slots):
-            got = self._score(slots[rows], x[rows])
-            out.score[rows], out.is_anomaly[rows], out.sensor_mask[rows] = (
-                got.score, got.is_anomaly, got.sensor_mask
-            )
-            self._absorb(slots[rows], x[rows])
-        return out
-
-    def _score(self, slots: np.ndarray, x: np.ndarray) -> Scores:
-        """One verdict per row against the current state; slot -1 = a station never seen."""
-        out = Scores.empty(len(slots))
-        rows = np.flatnonzero(slots >= 0)
-        if len(rows) == 0:
-            return out
-        s = slots[rows]
-        xs = x[rows]
+    def _judge(self, s: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each reading with the past `window - 1` of its sensor: the out-of-band count."""
         values = np.concatenate([self._past[s], xs[:, :, None]], axis=2)
         mean = values.mean(axis=2, keepdims=True)
         std = values.std(axis=2, ddof=1, keepdims=True)
@@ -80,13 +46,10 @@ class BandFilterDetector(Detector):
         judged = (self._held[s] == self.window - 1) & ~np.isnan(xs)
         count[~judged] = np.nan
         verdict = judged.any(axis=1)
-        best = np.full(len(rows), np.nan)
+        best = np.full(len(s), np.nan)
         best[verdict] = np.nanmax(count[verdict], axis=1)
         flagged = judged & (np.nan_to_num(count) > 1)
-        out.score[rows] = best
-        out.is_anomaly[rows] = flagged.any(axis=1)
-        out.sensor_mask[rows] = (flagged * self._bits).sum(axis=1)
-        return out
+        return best, flagged.any(axis=1), flagged @ self._bits
 
     def _absorb(self, s: np.ndarray, x: np.ndarray) -> None:
         """Push one round (distinct slots) into the rings; absent sensors are skipped."""
@@ -96,17 +59,14 @@ class BandFilterDetector(Detector):
         self._next[s, j] = (self._next[s, j] + 1) % (self.window - 1)
         self._held[s, j] = np.minimum(self._held[s, j] + 1, self.window - 1)
 
-    def _ensure(self, stations: int) -> None:
+    def _ensure_rows(self, stations: int) -> None:
         self._past = grow(self._past, stations, 0.0)
         self._next = grow(self._next, stations, 0)
         self._held = grow(self._held, stations, 0)
 
     def snapshot(self, stations: Sequence[str] | None = None) -> dict[str, Any]:
-        chosen = self._slots.stations if stations is None else [
-            s for s in stations if s in self._slots
-        ]
         state = {}
-        for station in chosen:
+        for station in self._slots.known(stations):
             slot = self._slots.get(station)
             state[station] = {
                 name: self._chronological(slot, j).tolist()
@@ -128,7 +88,7 @@ class BandFilterDetector(Detector):
             if unknown:
                 raise ValueError(f"snapshot of {station!r} has unknown sensors {sorted(unknown)}")
         slots = self._slots.assign(np.array(list(stations), dtype=object))
-        self._ensure(len(self._slots))
+        self._ensure_rows(len(self._slots))
         size = self.window - 1
         for slot, sensors in zip(slots, stations.values(), strict=True):
             for j, name in enumerate(self.sensors):

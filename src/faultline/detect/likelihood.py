@@ -122,7 +122,7 @@ class AnomalyLikelihood:
 
     def snapshot(self, stations: Sequence[str] | None = None) -> dict[str, Any]:
         out = {}
-        for station in _known(self._slots, stations):
+        for station in self._slots.known(stations):
             s = self._slots.get(station)
             held, nxt = int(self._held[s]), int(self._next[s])
             ring = self._recent[s]
@@ -210,7 +210,7 @@ class Alarm:
 
     def snapshot(self, stations: Sequence[str] | None = None) -> dict[str, Any]:
         out = {}
-        for station in _known(self._slots, stations):
+        for station in self._slots.known(stations):
             s = self._slots.get(station)
             out[station] = {"age": int(self._age[s]), "quiet": int(self._quiet[s])}
         return out
@@ -222,10 +222,6 @@ class Alarm:
         for s, state in zip(slots, snapshot.values(), strict=True):
             self._age[s] = int(state["age"])
             self._quiet[s] = int(state["quiet"])
-
-
-def _known(slots: StationSlots, stations: Sequence[str] | None) -> list[str]:
-    return slots.stations if stations is None else [s for s in stations if s in slots]
 
 
 class AlarmedDetector(Detector):
@@ -304,7 +300,7 @@ class AlarmedDetector(Detector):
             "inner": self.inner.snapshot(stations),
             "likelihood": self.likelihood.snapshot(stations),
             "alarm": self.alarm.snapshot(stations),
-            "mask": {s: int(self._mask[self._slots.get(s)]) for s in _known(self._slots, stations)},
+            "mask": {s: int(self._mask[self._slots.get(s)]) for s in self._slots.known(stations)},
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:

@@ -44,6 +44,12 @@ class StationSlots:
     def get(self, station: str) -> int:
         return self._slots[station]
 
+    def known(self, stations: Sequence[str] | None = None) -> list[str]:
+        """`stations` that have a slot, in the order given; every station when None."""
+        if stations is None:
+            return list(self._slots)
+        return [s for s in stations if s in self._slots]
+
 
 def grow(array: np.ndarray, rows: int, fill: float | int | bool) -> np.ndarray:
     """`array` with at least `rows` rows along axis 0, new rows set to `fill` (doubling)."""

@@ -13,6 +13,7 @@ from faultline.detect.base import Detector, Scores
 from faultline.detect.isolation_forest import IsolationForestDetector
 from faultline.detect.likelihood import AlarmedDetector
 from faultline.detect.robust import RobustStreamingDetector
+from faultline.detect.surprise import SurpriseDetector
 from faultline.models.base import ModelInfo
 from faultline.models.isolation_forest import SklearnModel, train_isolation_forest
 
@@ -82,6 +83,11 @@ EVAL_DETECTORS: dict[str, EvalDetector] = {
             lambda sensors, _: AlarmedDetector(_robust_z(sensors)),
         ),
         EvalDetector(
+            "surprise",
+            "calibrated multi-feature surprise with peak alarms (production-default candidate)",
+            lambda sensors, _: SurpriseDetector(sensors),
+        ),
+        EvalDetector(
             "isolation_forest",
             "seed 000: StandardScaler + IsolationForest (1000 trees, contamination 0.00125)",
             _isolation_forest,
@@ -89,7 +95,7 @@ EVAL_DETECTORS: dict[str, EvalDetector] = {
         ),
     )
 }
-DEFAULT_DETECTOR = "robust_z_likelihood"
+DEFAULT_DETECTOR = "surprise"
 
 
 def eval_detector(name: str) -> EvalDetector:
