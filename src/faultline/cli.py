@@ -155,7 +155,11 @@ def cmd_process(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     runtime = Runtime(settings)
     runtime.stop = stop
-    start_http_server(settings.engine.metrics_port, "127.0.0.1", registry=runtime.metrics.registry)
+    start_http_server(
+        settings.engine.metrics_port,
+        settings.engine.metrics_host,
+        registry=runtime.metrics.registry,
+    )
     runtime.load_model()
     runtime.start_engine()
     print(f"engine consuming {settings.readings_topic} from {settings.bus_url}", flush=True)
@@ -173,6 +177,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         simulate__rate_hz=args.rate,
         simulate__seed=args.seed,
         simulate__faults_per_station_hour=args.faults_per_hour,
+        simulate__station_prefix=args.station_prefix,
     )
     if settings.bus_url.startswith("memory:"):
         print(
@@ -204,6 +209,8 @@ def cmd_ingest_mqtt(args: argparse.Namespace) -> int:
         topic_filter=args.topic,
         stop=stop,
         qos=args.qos,
+        client_id=args.client_id,
+        metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
     )
     return 0
@@ -262,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = add("simulate", cmd_simulate, "Publish simulated station readings to the bus.")
     _simulation_flags(simulate)
     simulate.add_argument("--duration", type=float, help="stop after this many seconds")
+    simulate.add_argument(
+        "--station-prefix", help="station id prefix (default station_), one per replica"
+    )
 
     ingest = sub.add_parser("ingest", help="Bridge other transports into the bus.")
     ingest_sub = ingest.add_subparsers(dest="transport", required=True, metavar="TRANSPORT")
@@ -279,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--topic", default="plant/+/readings", help="topic filter; '+' marks the station level"
     )
     mqtt.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    mqtt.add_argument(
+        "--client-id", default="faultline-mqtt-bridge", help="MQTT client id (one per bridge)"
+    )
+    mqtt.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port")
     mqtt.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
 
     train = add("train", cmd_train, "Train seed 000's model and register it as the champion.")

@@ -64,6 +64,7 @@ class EngineSettings(_Frozen):
     batch_max_records: int = Field(default=5000, ge=1)
     batch_max_wait_s: float = Field(default=0.2, gt=0)
     consumer_group: str = "faultline-engine"
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9108, ge=0, le=65535)
 
 
@@ -91,6 +92,8 @@ class SimulateSettings(_Frozen):
     rate_hz: float = Field(default=1.0, ge=0)
     faults_per_station_hour: float = Field(default=2.0, ge=0)
     seed: int | None = None
+    # Replicas of `faultline simulate` each need their own station ids.
+    station_prefix: str = Field(default="station_", pattern=r"^[A-Za-z0-9_.:\-]*$", max_length=40)
 
 
 class ApiSettings(_Frozen):

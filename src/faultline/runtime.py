@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faultline.bus import Bus, open_bus
 from faultline.clock import Clock, SystemClock
@@ -26,6 +26,10 @@ from faultline.models.base import ModelInfo
 from faultline.models.registry import MlflowModelRegistry
 from faultline.schema import FaultLabel, WriteBatch, empty_readings
 from faultline.store import Store, open_store
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,19 @@ def model_registry(settings: Settings) -> MlflowModelRegistry:
     )
 
 
-def train_model(settings: Settings, registry: MlflowModelRegistry) -> ModelInfo:
-    """Train seed 000's model on fault-free simulated data and promote it to the alias."""
+def _training_params(settings: Settings) -> dict[str, str]:
+    m = settings.model
+    return {
+        "n_estimators": str(m.n_estimators),
+        "contamination": str(m.contamination),
+        "train_samples": str(m.train_samples),
+        "seed": str(m.seed),
+        "training_data": "simulated, fault-free",
+    }
+
+
+def _train(settings: Settings) -> tuple[Pipeline, pd.DataFrame]:
+    """Seed 000's model fitted on fault-free simulated data, with its drift reference sample."""
     from faultline.models.isolation_forest import train_isolation_forest
     from faultline.simulate import normal_frame
 
@@ -55,25 +70,27 @@ def train_model(settings: Settings, registry: MlflowModelRegistry) -> ModelInfo:
         contamination=m.contamination,
         seed=m.seed,
     )
-    params = {
-        "n_estimators": str(m.n_estimators),
-        "contamination": str(m.contamination),
-        "train_samples": str(m.train_samples),
-        "seed": str(m.seed),
-        "training_data": "simulated, fault-free",
-    }
     # The reference sample is the drift baseline; a few thousand rows pin the distribution
     # down as well as all of them and keep the registered artifact small.
-    reference = frame.sample(n=min(len(frame), 5000), random_state=m.seed)
-    return registry.register(pipeline, settings.sensor_names, reference, params)
+    return pipeline, frame.sample(n=min(len(frame), 5000), random_state=m.seed)
+
+
+def train_model(settings: Settings, registry: MlflowModelRegistry) -> ModelInfo:
+    """Train a new model version and promote it to the alias."""
+    pipeline, reference = _train(settings)
+    return registry.register(pipeline, settings.sensor_names, reference, _training_params(settings))
 
 
 def ensure_model(settings: Settings, registry: MlflowModelRegistry) -> ModelInfo:
-    """The registered champion, training one first when the store has none."""
-    if registry.has_champion():
-        return registry.current().info
-    log.info("no %s model registered yet: training one", settings.model.name)
-    return train_model(settings, registry)
+    """The registered champion, training one first when the registry has none.
+
+    The registry's lock makes an engine and an API starting together train only once.
+    """
+    if not registry.has_champion():
+        log.info("no %s model registered yet: training one", settings.model.name)
+    return registry.ensure_champion(
+        lambda: _train(settings), settings.sensor_names, _training_params(settings)
+    )
 
 
 def fault_sink(store: Store, sensors: Sequence[str]) -> Callable[[list[FaultLabel]], None]:
@@ -139,18 +156,10 @@ class Runtime:
         self._spawn("engine", self.engine.run)
         return self.engine
 
-    def start_simulator(self, stations: int | None = None, rate_hz: float | None = None) -> None:
+    def start_simulator(self) -> None:
         from faultline.simulate import Simulator, run_simulator
 
-        s = self.settings.simulate
-        rate = s.rate_hz if rate_hz is None else rate_hz
-        sim = Simulator(
-            self.settings.sensors,
-            stations=stations or s.stations,
-            seed=s.seed,
-            faults_per_station_hour=s.faults_per_station_hour,
-            tick_s=1.0 / rate if rate > 0 else 1.0,
-        )
+        sim = Simulator.from_settings(self.settings)
 
         def simulate(stop: threading.Event) -> None:
             run_simulator(
@@ -158,7 +167,7 @@ class Runtime:
                 self.bus,
                 self.settings.readings_topic,
                 clock=self.clock,
-                rate_hz=rate,
+                rate_hz=self.settings.simulate.rate_hz,
                 stop=stop,
                 on_labels=fault_sink(self.store, self.settings.sensor_names),
                 metrics=self.metrics,

@@ -43,9 +43,9 @@ from faultline.simulate.faults import MALFUNCTION_NOISE_MEAN, Fault, draw_fault,
 DECIMALS = 3
 
 
-def station_ids(stations: int) -> tuple[str, ...]:
-    """`station_001`, `station_002`, …"""
-    return tuple(f"station_{i:03d}" for i in range(1, stations + 1))
+def station_ids(stations: int, prefix: str = "station_") -> tuple[str, ...]:
+    """`station_001`, `station_002`, … (another prefix keeps simulator replicas apart)."""
+    return tuple(f"{prefix}{i:03d}" for i in range(1, stations + 1))
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,7 @@ class Simulator:
         tick_s: float = 1.0,
         correlation_s: float = 30.0,
         malfunction_noise_mean: float = MALFUNCTION_NOISE_MEAN,
+        station_prefix: str = "station_",
     ) -> None:
         if not sensors:
             raise ValueError("the simulator needs at least one sensor")
@@ -132,7 +133,7 @@ class Simulator:
                 f"faults_per_station_hour must be a number >= 0, got {faults_per_station_hour}"
             )
         self.sensors = tuple(sensors)
-        self.station_ids = station_ids(stations)
+        self.station_ids = station_ids(stations, station_prefix)
         self.tick_s = tick_s
         self._kinds, self._cumulative = weight_table(fault_weights)
         specs = list(sensors.values())
@@ -168,6 +169,7 @@ class Simulator:
             seed=sim.seed,
             faults_per_station_hour=sim.faults_per_station_hour,
             tick_s=1.0 / sim.rate_hz if sim.rate_hz > 0 else 1.0,
+            station_prefix=sim.station_prefix,
         )
 
     @property
