@@ -14,6 +14,7 @@ from typing import Any
 
 from faultline import __version__
 from faultline.config import Settings, load_settings
+from faultline.evaluate.cli import add_eval_parser
 
 log = logging.getLogger("faultline")
 
@@ -294,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mqtt.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port")
     mqtt.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+
+    add_eval_parser(sub, parents=[common])
 
     train = add("train", cmd_train, "Train seed 000's model and register it as the champion.")
     train.add_argument("--n-estimators", type=int)
