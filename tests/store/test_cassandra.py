@@ -7,6 +7,7 @@ skips, or fails when CI=true. The URL tests need no server.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator
 
@@ -164,19 +165,22 @@ def test_a_host_that_does_not_resolve_is_a_store_error() -> None:
 def test_racing_writers_store_and_count_every_reading_once(
     store: CassandraStore, cassandra_keyspace: str
 ) -> None:
-    """Three stores write the same partitions at once, each its own order of overlapping
-    batches: the conditional batches make the losers re-read, so nothing counts twice."""
-    stores = [store, *(CassandraStore(cassandra_url(cassandra_keyspace)) for _ in range(2))]
-    ts = [T0 + k * 1000 for k in range(600)]
-    masks = [1 if k % 7 == 0 else 0 for k in range(600)]
-    frame = reading_frame(["s-1", "s-2"] * 300, ts, sensor_mask=masks)
+    """Four stores write the same two partitions at once, each its own order of small batches
+    overlapping by half: the conditional batches make the losers re-read, so nothing counts
+    twice."""
+    stores = [store, *(CassandraStore(cassandra_url(cassandra_keyspace)) for _ in range(3))]
+    ts = [T0 + k * 1000 for k in range(800)]
+    masks = [1 if k % 5 == 0 else 0 for k in range(800)]
+    frame = reading_frame(["s-1", "s-2"] * 400, ts, sensor_mask=masks)
     batches = [
-        write_batch(frame.iloc[k : k + 100].reset_index(drop=True)) for k in range(0, 600, 50)
+        write_batch(frame.iloc[k : k + 40].reset_index(drop=True)) for k in range(0, 800, 20)
     ]
     start = threading.Barrier(len(stores))
     errors: list[BaseException] = []
 
-    def write(writer: CassandraStore, order: list[int]) -> None:
+    def write(writer: CassandraStore, seed: int) -> None:
+        order = list(range(len(batches)))
+        random.Random(seed).shuffle(order)
         try:
             start.wait()
             for k in order:
@@ -184,11 +188,7 @@ def test_racing_writers_store_and_count_every_reading_once(
         except BaseException as exc:
             errors.append(exc)
 
-    orders = [list(range(len(batches))), list(reversed(range(len(batches))))]
-    orders.append(orders[0][::2] + orders[0][1::2])
-    threads = [
-        threading.Thread(target=write, args=pair) for pair in zip(stores, orders, strict=True)
-    ]
+    threads = [threading.Thread(target=write, args=(s, n)) for n, s in enumerate(stores)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -196,11 +196,37 @@ def test_racing_writers_store_and_count_every_reading_once(
 
     assert not errors, errors
     summaries = store.query(Stations())
-    assert [(s.station_id, s.readings) for s in summaries] == [("s-1", 300), ("s-2", 300)]
+    assert [(s.station_id, s.readings) for s in summaries] == [("s-1", 400), ("s-2", 400)]
     assert sum(s.anomalies for s in summaries) == sum(masks)
     assert store.query(AnomalyCount(0, 2**62)) == sum(masks)
     for other in stores[1:]:
         other.close()
+
+
+def test_a_write_landing_between_the_reads_of_another_counts_once(
+    store: CassandraStore, cassandra_keyspace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer commits the same readings just after this one read the first of a
+    partition's count and keys: whichever order the reads take, nothing may count twice."""
+    other = CassandraStore(cassandra_url(cassandra_keyspace))
+    batch = write_batch(reading_frame("s-1", [T0 + k * 1000 for k in range(10)]))
+    run = store._run
+    interrupted: list[str] = []
+
+    def run_then_interrupt(name: str, *args: object, **kwargs: object) -> object:
+        result = run(name, *args, **kwargs)
+        if name in ("partition_count", "keys_in_range") and not interrupted:
+            interrupted.append(name)
+            other.write(batch)
+        return result
+
+    monkeypatch.setattr(store, "_run", run_then_interrupt)
+    store.write(batch)
+
+    assert interrupted
+    (summary,) = store.query(Stations())
+    assert (summary.readings, summary.last_ts) == (10, T0 + 9000)
+    other.close()
 
 
 def test_dead_letter_ids_stay_unique_between_writers(

@@ -275,8 +275,12 @@ class CassandraStore(Store):
         for station, day in keys:
             ts = [readings.ts[i] for i in partitions[(station, day)]]
             ranges.append((station, day, min(ts), max(ts)))
-        stored = self._run("keys_in_range", ranges, consistency=consistency)
+        # Counts first, keys after: a write committed between the two reads changed the count,
+        # so the condition on it fails and the rows are looked at again. Read the other way
+        # round (or at once), keys from before such a write could pass with a count from after
+        # it, and its rows would be counted twice.
         counts = self._run("partition_count", keys, consistency=consistency)
+        stored = self._run("keys_in_range", ranges, consistency=consistency)
         pending = {}
         for key, found, count in zip(keys, stored, counts, strict=True):
             present = set(found)
