@@ -15,7 +15,6 @@ from faultline.detect.base import Scores
 from faultline.evaluate.detectors import EvalDetector
 from faultline.evaluate.nab import PROFILES, NabCorpus, NabFile, ProfileResult, probation_length
 from faultline.evaluate.nab import score_corpus as nab_score
-from faultline.evaluate.plot import plot_series
 from faultline.evaluate.replay import Series, replay, unit_interval
 
 SENSOR = "value"
@@ -69,6 +68,8 @@ def run_nab(corpus: NabCorpus, spec: EvalDetector) -> NabRun:
 def write_results(run: NabRun, corpus: NabCorpus, out: Path, plots: bool = True) -> None:
     """NAB's layout: `<out>/<category>/<detector>_<file>.csv` with a PNG beside each, and
     `<out>/<detector>_summary.json` with every profile's threshold and per-file raw scores."""
+    from faultline.evaluate.plot import plot_series  # matplotlib only when plots are written
+
     standard = run.results["standard"]
     for f in corpus.files:
         category, _, base = f.name.rpartition("/")

@@ -9,13 +9,12 @@ import pandas as pd
 
 from faultline.config import DetectSettings, ModelSettings
 from faultline.detect.band_filter import BandFilterDetector
-from faultline.detect.base import Detector, Scores
+from faultline.detect.base import Detector
 from faultline.detect.isolation_forest import IsolationForestDetector
 from faultline.detect.likelihood import AlarmedDetector
 from faultline.detect.robust import RobustStreamingDetector
 from faultline.detect.surprise import SurpriseDetector
 from faultline.models.base import ModelInfo
-from faultline.models.isolation_forest import SklearnModel, train_isolation_forest
 
 
 @dataclass(frozen=True)
@@ -33,18 +32,11 @@ class EvalDetector:
     needs_training: bool = False
 
 
-class _BatchScoredIsolationForest(IsolationForestDetector):
-    """Seed 000's detector, scored a whole frame at a time.
-
-    It learns nothing online, so scoring every row at once is exactly what `process` would give
-    round by round, without 1000 trees walked once per reading.
-    """
-
-    def process(self, frame: pd.DataFrame) -> Scores:
-        return self.score(frame)
-
-
 def _isolation_forest(sensors: Sequence[str], training: pd.DataFrame) -> Detector:
+    # scikit-learn is imported here, not at module level: `faultline --help` lists these
+    # detectors and should not pay for loading it.
+    from faultline.models.isolation_forest import SklearnModel, train_isolation_forest
+
     if len(training) < 2:
         raise ValueError("isolation_forest needs training rows (e.g. --train-rows N)")
     settings = ModelSettings()
@@ -56,7 +48,7 @@ def _isolation_forest(sensors: Sequence[str], training: pd.DataFrame) -> Detecto
         seed=settings.seed,
     )
     info = ModelInfo(settings.name, "eval", "eval", "", 0, {"rows": str(len(training))})
-    return _BatchScoredIsolationForest(sensors, SklearnModel(pipeline, info, sensors, training))
+    return IsolationForestDetector(sensors, SklearnModel(pipeline, info, sensors, training))
 
 
 def _robust_z(sensors: Sequence[str]) -> RobustStreamingDetector:
