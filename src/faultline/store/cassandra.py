@@ -139,10 +139,8 @@ _CQL = {
     "last_id": "SELECT value FROM {ks}.sequences WHERE name = ?",
     "first_ids": "INSERT INTO {ks}.sequences (name, value) VALUES (?, ?) IF NOT EXISTS",
     "more_ids": "UPDATE {ks}.sequences SET value = ? WHERE name = ? IF value = ?",
-    "fault_end": "SELECT end_ts FROM {ks}.fault_labels WHERE day = ? AND start_ts = ? "
-    "AND station_id = ? AND sensor = ? AND kind = ?",
     "add_fault": "INSERT INTO {ks}.fault_labels (day, start_ts, station_id, sensor, kind, end_ts) "
-    "VALUES (?, ?, ?, ?, ?, ?)",
+    "VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
     "faults_of_day": "SELECT start_ts, station_id, sensor, kind, end_ts FROM {ks}.fault_labels "
     "WHERE day = ? AND start_ts < ?",
 }
@@ -396,20 +394,16 @@ class CassandraStore(Store):
         raise StoreError(f"write failed: no dead letter ids after {_RETRIES} tries")
 
     def _write_faults(self, faults: Sequence[FaultLabel]) -> None:
-        ends: dict[tuple[int, str, str, str], int] = {}
-        for f in faults:
-            key = (f.start_ts, f.station_id, f.sensor, f.kind)
-            ends[key] = max(f.end_ts, ends.get(key, f.end_ts))
-        labels = list(ends)
-        stored = self._run("fault_end", [(key[0] // DAY_MS, *key) for key in labels])
+        # A label's end is written with its end as the cell's write timestamp, and Cassandra
+        # keeps the cell with the highest timestamp: the latest end wins whatever order writers
+        # and replays arrive in, without reading first.
         rows = []
-        for key, result in zip(labels, stored, strict=True):
-            row = result.one()
-            end = ends[key] if row is None else max(ends[key], row[0])
-            rows.append((key[0] // DAY_MS, *key, end))
-            if end - key[0] >= DAY_MS:
-                rows.append((LONG_FAULTS, *key, end))
-        self._run("add_bucket", {(_FAULTS, "", start // DAY_MS) for start, *_ in labels})
+        for f in faults:
+            label = (f.start_ts, f.station_id, f.sensor, f.kind, f.end_ts, f.end_ts)
+            rows.append((f.start_ts // DAY_MS, *label))
+            if f.end_ts - f.start_ts >= DAY_MS:
+                rows.append((LONG_FAULTS, *label))
+        self._run("add_bucket", {(_FAULTS, "", f.start_ts // DAY_MS) for f in faults})
         self._run("add_fault", rows)
 
     # Reading
