@@ -20,8 +20,10 @@ A write is one transaction: the batch is copied into a temporary staging table, 
 statement inserts it with ON CONFLICT DO NOTHING and, from the rows the insert RETURNs (exactly
 the new ones), adds each station's counts and offers its newest new reading as the latest. A
 replay therefore inserts nothing and counts nothing, and a partial overlap counts only the new
-rows. One connection writes, behind a lock (the engine); readers borrow autocommit connections
-from a pool, and each query sees one committed state.
+rows. Readings and stations are written in key order, so writers in other processes storing
+the same readings wait for each other instead of deadlocking. One connection writes, behind a
+lock (the engine); readers borrow autocommit connections from a pool, and each query sees one
+committed state.
 """
 
 from __future__ import annotations
@@ -149,6 +151,7 @@ _MOVE_LATEST = ", ".join(
 )
 _MERGE_STAGED = f"""WITH inserted AS (
         INSERT INTO readings ({_READING_COLUMNS}) SELECT {_READING_COLUMNS} FROM staged
+        ORDER BY station_id, ts, seq
         ON CONFLICT DO NOTHING
         RETURNING station_id, ts, seq, received_at, "values", is_anomaly
     ), added AS (
