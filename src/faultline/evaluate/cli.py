@@ -1,4 +1,4 @@
-"""`faultline eval nab` and `faultline eval csv`: mounted by the main CLI via `add_eval_parser`."""
+"""`faultline eval nab|simulate|csv`: mounted by the main CLI via `add_eval_parser`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from faultline.evaluate.detectors import DEFAULT_DETECTOR, EVAL_DETECTORS, eval_
 from faultline.evaluate.labelled_csv import read_labelled_csvs
 from faultline.evaluate.nab import PROFILES, default_root, load_corpus
 from faultline.evaluate.replay import readings_frame, replay_after_training
+from faultline.evaluate.simulated import SimulationRun, SimulationSetup, run_simulation
+from faultline.simulate import FaultKind
 
 PUBLISHED_BEST = "ARTime 74.9 / 65.1 / 80.4 (published best, NAB scoreboard)"
 
@@ -21,8 +23,8 @@ def add_eval_parser(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     parents: Sequence[argparse.ArgumentParser] = (),
 ) -> argparse.ArgumentParser:
-    """Add `eval` with its `nab` and `csv` sources; each sets `handler` (args -> exit code)."""
-    text = "Measure detection quality on labelled data (NAB, any labelled CSV)."
+    """Add `eval` with its `nab`, `simulate` and `csv` sources; each sets `handler`."""
+    text = "Measure detection quality on labelled data (NAB, the simulator, any labelled CSV)."
     parser = subparsers.add_parser("eval", help=text, description=text)
     sources = parser.add_subparsers(dest="eval_source", required=True, metavar="SOURCE")
     detectors = ", ".join(f"{d.name} ({d.summary})" for d in EVAL_DETECTORS.values())
@@ -37,6 +39,31 @@ def add_eval_parser(
     nab.add_argument("--json", action="store_true", help="print only a JSON object of scores")
     nab.add_argument("--out", type=Path, help="write NAB-layout CSVs, PNGs and a summary here")
     nab.set_defaults(handler=cmd_eval_nab)
+
+    text = (
+        "Score a detector on the simulator's labelled faults, one run per fault kind: "
+        "event-wise precision, recall, F1, detection delay, false alarms per station-day."
+    )
+    sim = sources.add_parser("simulate", parents=list(parents), help=text, description=text)
+    d = SimulationSetup()
+    sim.add_argument("--stations", type=int, default=d.stations, help=f"default {d.stations}")
+    sim.add_argument("--hours", type=float, default=d.hours, help=f"per kind, default {d.hours}")
+    sim.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    sim.add_argument(
+        "--faults-per-hour", type=float, default=d.faults_per_station_hour,
+        help=f"faults per station-hour, default {d.faults_per_station_hour}",
+    )
+    sim.add_argument(
+        "--grace", type=int, default=d.grace,
+        help=f"readings after a fault's end in which an alarm still detects it (default {d.grace})",
+    )
+    sim.add_argument(
+        "--detector", default=DEFAULT_DETECTOR, choices=sorted(EVAL_DETECTORS),
+        help=f"default {DEFAULT_DETECTOR}",
+    )
+    sim.add_argument("--json", action="store_true", help="print only a JSON object of results")
+    sim.add_argument("--out", type=Path, help="write the JSON results here as simulate.json")
+    sim.set_defaults(handler=cmd_eval_simulate)
 
     text = "Score a detector on labelled CSV files (metrics pooled over all files' rows)."
     csv = sources.add_parser("csv", parents=list(parents), help=text, description=text)
@@ -92,6 +119,67 @@ def nab_table(run: NabRun, files: int, windows: int) -> str:
         )
     lines.append(PUBLISHED_BEST)
     return "\n".join(lines)
+
+
+def cmd_eval_simulate(args: argparse.Namespace) -> int:
+    from faultline.api.station_routes import silent_after_ms  # the API's rule, loaded when used
+    from faultline.config import Settings, SimulateSettings
+
+    interval_ms = SimulationSetup().interval_ms
+    setup = SimulationSetup(
+        stations=args.stations,
+        hours=args.hours,
+        seed=args.seed,
+        faults_per_station_hour=args.faults_per_hour,
+        grace=args.grace,
+        interval_ms=interval_ms,
+        silent_ms=silent_after_ms(Settings(simulate=SimulateSettings(rate_hz=1000 / interval_ms))),
+    )
+    run = run_simulation(eval_detector(args.detector), setup)
+    document = run.as_json()
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "simulate.json").write_text(json.dumps(document, indent=2))
+    if args.json:
+        print(json.dumps(document))
+    else:
+        print(simulate_table(run))
+        if args.out:
+            print(f"results written to {args.out / 'simulate.json'}")
+    return 0
+
+
+def simulate_table(run: SimulationRun) -> str:
+    s = run.setup
+    lines = [
+        f"Simulator: {s.stations} stations x {s.hours:g} h at {1000 / s.interval_ms:g} Hz per "
+        f"fault kind, {s.faults_per_station_hour:g} faults/station-hour, seed {s.seed}; "
+        f"detector {run.detector}; grace {s.grace} readings",
+        f"{'kind':<24}{'events':>7}{'found':>7}{'alarms':>7}{'prec.':>7}{'recall':>7}"
+        f"{'F1':>7}{'delay med':>10}{'p95':>6}",
+    ]
+    rows = [(name, k.score) for name, k in run.kinds.items()]
+    if FaultKind.DROPOUT.value in run.kinds:
+        rows.append(("dropout (station health)", run.station_health))
+    for name, e in rows:
+        lines.append(
+            f"{name:<24}{e.events:>7}{e.detected:>7}{e.alarms:>7}{_show(e.precision):>7}"
+            f"{_show(e.recall):>7}{_show(e.f1):>7}{_show(e.delay(0.5), 1):>10}"
+            f"{_show(e.delay(0.95), 1):>6}"
+        )
+    lines.append(
+        f"false alarms: {run.false_alarms} in {run.station_days:.2f} station-days = "
+        f"{run.false_alarms_per_station_day:.2f} per station-day"
+    )
+    lines.append(
+        f"{run.readings:,} readings through the detector in {run.seconds:.1f} s "
+        f"({run.readings_per_s:,.0f} readings/s)"
+    )
+    return "\n".join(lines)
+
+
+def _show(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def cmd_eval_csv(args: argparse.Namespace) -> int:
