@@ -1,0 +1,208 @@
+"""The Spark Structured Streaming engine: Kafka → decode → detect → store, with state in Spark.
+
+    Kafka source (subscribe, earliest, maxOffsetsPerTrigger)
+      → mapInPandas: ReadingDecoder
+      → groupBy(bucket of station_id).applyInPandasWithState: the detector pipeline over the
+        bucket's rows, its stations' state restored from and saved to Spark's state store
+      → foreachBatch: store.write(WriteBatch) (see `sink`)
+
+Spark's checkpoint holds the Kafka offsets and the detector state of every micro-batch, so a job
+killed at any point resumes from the last committed micro-batch: the batch in flight is computed
+again from the same offsets and the same state, and the store ignores rows it already has.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming.state import GroupStateTimeout
+
+from faultline.bus.kafka import KafkaBus
+from faultline.clock import Clock
+from faultline.config import Settings
+from faultline.engine.spark.layout import (
+    BUCKET,
+    DEAD_LETTERS_BUCKET,
+    REASON,
+    STATE_SCHEMA,
+    decoded_schema,
+    verdict_schema,
+)
+from faultline.engine.spark.session import spark_session
+from faultline.engine.spark.sink import BatchSink, Writers, default_writers
+from faultline.engine.spark.stages import (
+    KAFKA_OFFSET,
+    KAFKA_PARTITION,
+    TOPIC,
+    VALUE,
+    decode_stage,
+    detect_stage,
+)
+from faultline.engine.spark.worker_cache import fresh_pipeline
+from faultline.runtime import ensure_model, model_registry
+from faultline.schema import RECEIVED_AT, STATION_ID
+from faultline.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+QUERY_NAME = "faultline_engine"
+# A few groups per core: enough to spread the work, few enough that Spark's fixed cost per group
+# and the model's per-call cost stay small next to the detection.
+DEFAULT_STATION_BUCKETS = 4
+
+
+def kafka_bootstrap(bus_url: str, topic: str) -> str:
+    """The brokers of a kafka:// bus URL, once `topic` exists with the configured partitions."""
+    if urlsplit(bus_url).scheme != "kafka":
+        raise ValueError(f"the Spark engine reads Kafka: bus URL {bus_url!r} is not kafka://")
+    bus = KafkaBus.from_url(bus_url)
+    try:
+        bus.ensure_topic(topic)
+        return bus.bootstrap
+    finally:
+        bus.close()
+
+
+def start_query(
+    spark: SparkSession,
+    settings: Settings,
+    *,
+    checkpoint_dir: Path,
+    trigger_s: float,
+    max_offsets_per_trigger: int | None,
+    store: Store | None,
+    station_buckets: int = DEFAULT_STATION_BUCKETS,
+    clock: Clock | None = None,
+) -> StreamingQuery:
+    """Start the streaming query; the driver writes into `store`, or the executors write when
+    it is None. The model must already be registered under the configured alias.
+
+    `station_buckets` is how many state groups the stations are hashed into; like the number of
+    state partitions it is fixed for the life of a checkpoint.
+    """
+    if station_buckets < 1:
+        raise ValueError(f"station_buckets must be >= 1, got {station_buckets}")
+    if trigger_s < 0:
+        raise ValueError(f"trigger_s must be >= 0, got {trigger_s}")
+    if max_offsets_per_trigger is not None and max_offsets_per_trigger < 1:
+        raise ValueError(f"max_offsets_per_trigger must be >= 1, got {max_offsets_per_trigger}")
+    topic = settings.readings_topic
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", kafka_bootstrap(settings.bus_url, topic))
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+    )
+    if max_offsets_per_trigger is not None:
+        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
+    records = reader.load().select(
+        # A null value (a tombstone) is an empty message, as the Kafka bus delivers it.
+        F.coalesce(F.col("value"), F.lit(b"")).alias(VALUE),
+        F.col("topic").alias(TOPIC),
+        F.col("partition").alias(KAFKA_PARTITION),
+        F.col("offset").alias(KAFKA_OFFSET),
+        # The broker's log-append time: the in-process engine's received_at too.
+        F.unix_millis(F.col("timestamp")).alias(RECEIVED_AT),
+    )
+    detectors = fresh_pipeline(settings).names
+    sensors = settings.sensor_names
+    decoded = records.mapInPandas(decode_stage(settings), decoded_schema(sensors))
+    bucket = F.when(F.col(REASON) != "", F.lit(DEAD_LETTERS_BUCKET)).otherwise(
+        F.pmod(F.hash(F.col(STATION_ID)), F.lit(station_buckets))
+    )
+    verdicts = (
+        decoded.withColumn(BUCKET, bucket)
+        .groupBy(BUCKET)
+        .applyInPandasWithState(
+            detect_stage(settings, station_buckets),
+            outputStructType=verdict_schema(sensors, detectors),
+            stateStructType=STATE_SCHEMA,
+            outputMode="append",
+            timeoutConf=GroupStateTimeout.NoTimeout,
+        )
+    )
+    return (
+        verdicts.writeStream.queryName(QUERY_NAME)
+        .option("checkpointLocation", str(Path(checkpoint_dir).resolve()))
+        .trigger(processingTime=f"{trigger_s} seconds")
+        .foreachBatch(BatchSink(settings, detectors, store, clock))
+        .start()
+    )
+
+
+def stop_between_batches(query: StreamingQuery, timeout_s: float) -> None:
+    """Stop once the micro-batch in progress (if any) is committed, or after `timeout_s`.
+
+    With a backlog and a zero trigger interval the next micro-batch starts at once; it is then
+    interrupted, which loses nothing: its offsets are not committed, so the next start runs it.
+    """
+    deadline = time.monotonic() + timeout_s
+    before = _last_progress(query)
+    while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
+        if _last_progress(query) != before:
+            break
+        time.sleep(0.05)
+    query.stop()
+
+
+def _last_progress(query: StreamingQuery) -> tuple[int, str] | None:
+    """Which micro-batch last reported progress, and when (a batch id repeats after a retry)."""
+    progress = query.lastProgress
+    return None if progress is None else (progress.batchId, progress.timestamp)
+
+
+def run_spark_engine(
+    settings: Settings,
+    *,
+    stop: threading.Event,
+    checkpoint_dir: Path,
+    trigger_s: float = 1.0,
+    max_offsets_per_trigger: int | None = None,
+    spark: SparkSession | None = None,
+    writers: Writers | None = None,
+    station_buckets: int = DEFAULT_STATION_BUCKETS,
+    drain_timeout_s: float = 60.0,
+) -> None:
+    """Run the Spark engine until `stop` is set, then stop after the current micro-batch.
+
+    `spark` None starts a session with `spark_session()`'s defaults and stops it on return.
+    `writers` None lets the store decide where writes happen (`sink.default_writers`). Raises
+    the query's error if the query fails.
+    """
+    registry = model_registry(settings)
+    ensure_model(settings, registry)
+    writers = writers or default_writers(settings.store_url)
+    own_session = spark is None
+    session = spark or spark_session()
+    store = open_store(settings.store_url) if writers == "driver" else None
+    try:
+        query = start_query(
+            session,
+            settings,
+            checkpoint_dir=checkpoint_dir,
+            trigger_s=trigger_s,
+            max_offsets_per_trigger=max_offsets_per_trigger,
+            store=store,
+            station_buckets=station_buckets,
+        )
+        log.info("spark engine: query %s running, checkpoint %s", query.id, checkpoint_dir)
+        try:
+            while query.isActive and not stop.wait(0.2):
+                pass
+        finally:
+            if query.isActive:
+                stop_between_batches(query, drain_timeout_s)
+        # Returns at once now; raises the query's error if it failed.
+        query.awaitTermination()
+    finally:
+        if store is not None:
+            store.close()
+        if own_session:
+            session.stop()

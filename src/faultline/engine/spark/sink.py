@@ -1,0 +1,132 @@
+"""`foreachBatch`: each micro-batch's verdicts and dead letters into the configured store.
+
+Two ways to write, chosen by the store (see docs/decisions/0005-spark-engine.md):
+
+* on the driver, one `store.write` per micro-batch: for stores with a single writer (SQLite,
+  whose file takes one write transaction at a time) and for the in-memory store, which only
+  exists in the driver's process;
+* from the executors, one `store.write` per Arrow batch of each partition: for stores built for
+  concurrent writers (PostgreSQL, Cassandra), so the rows never travel to the driver.
+
+Either way a micro-batch that Spark runs again after a failure writes the same rows again, and the
+store's keys make that a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+
+from faultline.clock import Clock, SystemClock
+from faultline.config import Settings
+from faultline.engine.spark.layout import KIND, PAYLOAD, REASON, SOURCE, is_dead
+from faultline.engine.spark.worker_cache import worker_store
+from faultline.schema import (
+    IS_ANOMALY,
+    MODEL_VERSION,
+    READING_COLUMNS,
+    RECEIVED_AT,
+    SENSOR_MASK,
+    SEQ,
+    TS,
+    TS_ASSIGNED,
+    DeadLetter,
+    WriteBatch,
+    score_column,
+)
+from faultline.store import Store
+
+Writers = Literal["driver", "executors"]
+# Stores whose writes must come from the driver's process.
+_DRIVER_SCHEMES = frozenset({"memory", "sqlite"})
+
+
+def default_writers(store_url: str) -> Writers:
+    scheme = store_url.partition("://")[0].lower()
+    return "driver" if scheme in _DRIVER_SCHEMES else "executors"
+
+
+def write_batch(
+    frame: pd.DataFrame,
+    sensors: Sequence[str],
+    detectors: Sequence[str],
+    processed_at: int,
+) -> WriteBatch:
+    """The store's view of rows in the verdict layout."""
+    dead = is_dead(frame)
+    letters = frame.loc[dead]
+    readings = frame.loc[~dead]
+    columns = [*READING_COLUMNS, *sensors, *(score_column(d) for d in detectors)]
+    out = readings[[*columns, IS_ANOMALY, SENSOR_MASK, MODEL_VERSION]].reset_index(drop=True)
+    # Arrow hands pandas its own integer and string types; the stores expect numpy's.
+    for name in (TS, SEQ, RECEIVED_AT, SENSOR_MASK):
+        out[name] = out[name].to_numpy(np.int64)
+    for name in (TS_ASSIGNED, IS_ANOMALY):
+        out[name] = out[name].to_numpy(bool)
+    return WriteBatch(
+        sensors=tuple(sensors),
+        detectors=tuple(detectors),
+        readings=out,
+        processed_at=processed_at,
+        dead_letters=[
+            # Arrow hands an empty payload (a tombstone's) back as None.
+            DeadLetter(bytes(payload or b""), reason, source, int(received), kind)
+            for payload, reason, source, received, kind in zip(
+                letters[PAYLOAD].tolist(),
+                letters[REASON].tolist(),
+                letters[SOURCE].tolist(),
+                letters[RECEIVED_AT].tolist(),
+                letters[KIND].tolist(),
+                strict=True,
+            )
+        ],
+    )
+
+
+class BatchSink:
+    """The `foreachBatch` function: the driver writes into `store`, or, without one, the
+    executors write into the store `settings.store_url` names."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        detectors: Sequence[str],
+        store: Store | None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._settings = settings
+        self._detectors = tuple(detectors)
+        self._store = store
+        self._clock = clock or SystemClock()
+
+    def __call__(self, df: DataFrame, batch_id: int) -> None:
+        if self._store is None:
+            writer = partition_writer(self._settings, self._detectors)
+            df.mapInPandas(writer, "rows long").collect()
+            return
+        frame = df.toPandas()
+        if len(frame):
+            batch = write_batch(
+                frame, self._settings.sensor_names, self._detectors, self._clock.now_ms()
+            )
+            self._store.write(batch)
+
+
+def partition_writer(
+    settings: Settings, detectors: Sequence[str]
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """For `mapInPandas` in the executors: write each Arrow batch, yield how many rows it had."""
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        store = worker_store(settings.store_url)
+        clock = SystemClock()
+        for frame in batches:
+            if len(frame):
+                store.write(write_batch(frame, settings.sensor_names, detectors, clock.now_ms()))
+            yield pd.DataFrame({"rows": [len(frame)]})
+
+    return run

@@ -1,0 +1,148 @@
+"""The Spark engine end to end on a real local Spark and a real Kafka broker: simulator → Kafka →
+Spark job → SQLite, compared verdict for verdict with the in-process engine on the same messages."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from faultline.store import open_store
+from tests.spark.conftest import SettingsFactory
+from tests.spark.streams import (
+    dead_letters,
+    publish_bad_and_odd,
+    publish_simulated,
+    run_in_process,
+    spark_engine_thread,
+    stored_counts,
+    verdicts,
+    wait_until,
+)
+
+pytest.importorskip("pyspark", reason="pyspark not installed: pip install -e '.[spark]'")
+
+from pyspark.errors import StreamingQueryException
+
+from faultline.engine.spark import run_spark_engine
+from faultline.engine.spark.job import QUERY_NAME
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def test_verdicts_and_dead_letters_equal_the_in_process_engine(
+    spark: SparkSession, make_settings: SettingsFactory, bootstrap: str, tmp_path: Path
+) -> None:
+    settings = make_settings()
+    keys = publish_simulated(settings, stations=5, ticks=200, seed=11, first_tick=100)
+    bad = publish_bad_and_odd(settings, bootstrap)
+    keys += publish_simulated(settings, stations=5, ticks=100, seed=12)
+    readings = len(keys) + 1  # the flat-form reading
+    store = open_store(settings.store_url)
+    try:
+        # Small micro-batches, so detector state crosses many of them.
+        with spark_engine_thread(
+            settings, tmp_path / "checkpoint", spark=spark, trigger_s=0.0,
+            max_offsets_per_trigger=400,
+        ) as running:  # fmt: skip
+            wait_until(
+                lambda: not running() or stored_counts(store) == (readings, bad),
+                timeout_s=240,
+                what=f"{readings} readings and {bad} dead letters",
+            )
+            assert running(), "the engine stopped by itself"
+            ui = spark.sparkContext.uiWebUrl
+            with urllib.request.urlopen(f"{ui}/metrics/prometheus/", timeout=10) as reply:
+                prometheus = reply.read().decode()
+        spark_rows = verdicts(store)
+        spark_dead = dead_letters(store)
+    finally:
+        store.close()
+
+    reference = open_store(f"sqlite:///{tmp_path / 'in-process.db'}")
+    try:
+        run_in_process(settings, reference, readings + bad)
+        expected_rows = verdicts(reference)
+        expected_dead = dead_letters(reference)
+    finally:
+        reference.close()
+
+    assert set(spark_rows) == set(expected_rows) == {*keys, *_flat_key(spark_rows)}
+    assert spark_rows == expected_rows
+    assert spark_dead == expected_dead
+    kinds = {kind for _, _, kind, _, _ in spark_dead}
+    assert kinds == {"malformed", "field", "range", "sensor", "time"}
+    anomalies = sum(row[0] for row in spark_rows.values())
+    scored = sum(row[1]["robust_z"] is not None for row in spark_rows.values())
+    assert anomalies > 0 and scored > len(keys) // 2, "a comparison of nothing proves nothing"
+    # Spark's own metrics, on the loopback UI: the streaming query's rates among them.
+    assert ui.startswith("http://127.0.0.1:")
+    assert "faultline_engine" in prometheus and "inputRate" in prometheus
+
+
+def _flat_key(rows: dict) -> list:
+    """The seed-000 reading's key: its ts and seq were assigned at ingest."""
+    return [key for key, row in rows.items() if row[6]]
+
+
+def test_a_stop_lets_the_micro_batch_in_flight_finish(
+    spark: SparkSession, make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    settings = make_settings()
+    publish_simulated(settings, stations=5, ticks=200, seed=31)
+    checkpoint = tmp_path / "checkpoint"
+    store = open_store(settings.store_url)
+    # A long trigger interval: after the first micro-batch the query idles, so a stop that did
+    # not wait for the batch would leave nothing stored.
+    with spark_engine_thread(
+        settings, checkpoint, spark=spark, trigger_s=60.0, max_offsets_per_trigger=300
+    ) as running:
+        wait_until(
+            lambda: not running() or _batch_in_progress(spark),
+            timeout_s=120,
+            what="the first micro-batch to start",
+        )
+        assert stored_counts(store)[0] == 0
+    assert stored_counts(store)[0] == 300
+    store.close()
+    assert _batch_ids(checkpoint / "offsets") == _batch_ids(checkpoint / "commits") == ["0"]
+
+
+def test_a_store_failing_in_the_executors_fails_the_engine_with_the_cause(
+    spark: SparkSession, make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    settings = make_settings(store_url=f"sqlite:///{blocker}/faultline.db")
+    publish_simulated(settings, stations=2, ticks=5, seed=1)
+    with (
+        pytest.raises(StreamingQueryException, match="cannot create the directory"),
+        spark_engine_thread(
+            settings, tmp_path / "checkpoint", spark=spark, trigger_s=0.0, writers="executors"
+        ) as running,
+    ):
+        wait_until(lambda: not running(), timeout_s=120, what="the engine to fail")
+
+
+def test_a_bus_other_than_kafka_is_refused(
+    spark: SparkSession, make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="is not kafka://"):
+        run_spark_engine(
+            make_settings(bus_url="memory://"),
+            stop=threading.Event(),
+            checkpoint_dir=tmp_path / "checkpoint",
+            spark=spark,
+        )
+
+
+def _batch_in_progress(spark: SparkSession) -> bool:
+    return any(q.name == QUERY_NAME and q.status["isTriggerActive"] for q in spark.streams.active)
+
+
+def _batch_ids(log: Path) -> list[str]:
+    return sorted(p.name for p in log.iterdir() if not p.name.startswith("."))
