@@ -9,13 +9,13 @@ ARGS ?=
 
 # uv resolves and installs in parallel (seconds instead of a minute and a half); pip stays the
 # fallback so an install never depends on it.
-INSTALL = $(BIN)/uv pip install --quiet --python $(BIN)/python
+INSTALL = { test -x $(BIN)/uv || $(BIN)/pip install --quiet uv; } && \
+  $(BIN)/uv pip install --quiet --python $(BIN)/python
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	  || { echo "Faultline needs Python >= 3.11 (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet uv || true
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(INSTALL) -e . || $(BIN)/pip install --quiet -e .

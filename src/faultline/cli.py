@@ -141,10 +141,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from prometheus_client import start_http_server
-
-    from faultline.runtime import Runtime
-
     settings = _settings(args)
     if settings.bus_url.startswith("memory:"):
         print(
@@ -154,6 +150,22 @@ def cmd_process(args: argparse.Namespace) -> int:
         )
         return 2
     stop = _stop_on_signals()
+    if args.engine == "spark":
+        from faultline.engine.spark.job import run_spark_engine
+
+        run_spark_engine(
+            settings,
+            stop=stop,
+            checkpoint_dir=args.checkpoint_dir or settings.data_dir / "spark-checkpoints",
+            trigger_s=args.trigger,
+            max_offsets_per_trigger=args.max_offsets_per_trigger,
+        )
+        return 0
+
+    from prometheus_client import start_http_server
+
+    from faultline.runtime import Runtime
+
     runtime = Runtime(settings)
     runtime.stop = stop
     start_http_server(
@@ -265,7 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
 
-    add("process", cmd_process, "Run the engine: consume the bus, detect, store.")
+    process = add("process", cmd_process, "Run the engine: consume the bus, detect, store.")
+    process.add_argument(
+        "--engine",
+        choices=("inprocess", "spark"),
+        default="inprocess",
+        help="inprocess (default) or spark: Spark Structured Streaming over Kafka",
+    )
+    process.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        help="spark: checkpoints (default DATA_DIR/spark-checkpoints)",
+    )
+    process.add_argument("--trigger", type=float, default=1.0, help="spark: seconds per batch")
+    process.add_argument(
+        "--max-offsets-per-trigger", type=int, help="spark: cap on readings per micro-batch"
+    )
 
     simulate = add("simulate", cmd_simulate, "Publish simulated station readings to the bus.")
     _simulation_flags(simulate)
