@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -77,6 +78,24 @@ class FaultLabel:
     end_ts: int
 
 
+@dataclass(frozen=True, slots=True)
+class GlobalAnomaly:
+    """A minute the daily batch job (Seasonal Hybrid ESD) found anomalous within its UTC `day`.
+
+    `value` is the sensor's 1-minute mean, `expected` the seasonal baseline it was compared with,
+    and `score` the distance between them in robust standard deviations. Keyed by
+    (day, station_id, sensor, minute); `minute` is the epoch milliseconds the minute starts at.
+    """
+
+    day: date
+    station_id: str
+    sensor: str
+    minute: int
+    value: float
+    expected: float
+    score: float
+
+
 @dataclass(frozen=True)
 class WriteBatch:
     """Everything one engine step commits atomically.
@@ -91,3 +110,4 @@ class WriteBatch:
     processed_at: int
     dead_letters: Sequence[DeadLetter] = field(default_factory=tuple)
     faults: Sequence[FaultLabel] = field(default_factory=tuple)
+    global_anomalies: Sequence[GlobalAnomaly] = field(default_factory=tuple)

@@ -18,6 +18,7 @@ from faultline.schema import (
     TS_ASSIGNED,
     DeadLetter,
     FaultLabel,
+    GlobalAnomaly,
     WriteBatch,
     score_column,
 )
@@ -89,6 +90,7 @@ def write_batch(
     *,
     dead_letters: Sequence[DeadLetter] = (),
     faults: Sequence[FaultLabel] = (),
+    global_anomalies: Sequence[GlobalAnomaly] = (),
     processed_at: int = T0 + 3_600_000,
     sensors: Sequence[str] = SENSORS,
     detectors: Sequence[str] = DETECTORS,
@@ -102,6 +104,7 @@ def write_batch(
         processed_at=processed_at,
         dead_letters=tuple(dead_letters),
         faults=tuple(faults),
+        global_anomalies=tuple(global_anomalies),
     )
 
 

@@ -2,20 +2,24 @@
 
 `write` is atomic and idempotent: a batch is committed whole or not at all, and writing the same
 batch again changes nothing (readings are keyed by (station_id, ts, seq), dead letters by their
-source, fault labels by (station_id, sensor, kind, start_ts)). That is what makes the engine's
-at-least-once delivery safe. Queries are typed objects; `query(q)` returns `q`'s result type, and
-every query is served from an index, never a full scan.
+source, fault labels by (station_id, sensor, kind, start_ts), global anomalies by (day,
+station_id, sensor, minute)). That is what makes the engine's at-least-once delivery safe. A
+write also folds the readings it inserts (and only those) into 1-minute aggregates per station
+and sensor, in the same transaction, so replays never count a reading twice. Queries are typed
+objects; `query(q)` returns `q`'s result type, and every query is served from an index, never a
+full scan.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Generic, TypeVar
 
 import pandas as pd
 
-from faultline.schema import FaultLabel, WriteBatch
+from faultline.schema import FaultLabel, GlobalAnomaly, WriteBatch
 
 R = TypeVar("R")
 
@@ -154,6 +158,34 @@ class RecentReadings(Query[pd.DataFrame]):
         _check_limit(self.limit)
 
 
+@dataclass(frozen=True, slots=True)
+class MinuteAggregates(Query[pd.DataFrame]):
+    """1-minute aggregates of the minutes starting in [start_ms, end_ms), optionally of one
+    station and one sensor, as a frame sorted by (station_id, sensor, minute) with the columns of
+    faultline.batch.aggregate.AGGREGATE_COLUMNS: station_id, sensor, minute (epoch ms of the
+    minute's start), count, sum, min, max and mean, over the sensor's stored readings."""
+
+    start_ms: int
+    end_ms: int
+    station_id: str | None = None
+    sensor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalAnomalies(Query[list[GlobalAnomaly]]):
+    """Global anomalies of the UTC days first_day to last_day (both included; None: first_day
+    alone), optionally of one station, sorted by (day, station_id, sensor, minute)."""
+
+    first_day: date
+    last_day: date | None = None
+    station_id: str | None = None
+
+    @property
+    def days(self) -> tuple[date, date]:
+        """(first, last) day, both included; last before first means no day at all."""
+        return self.first_day, self.first_day if self.last_day is None else self.last_day
+
+
 class Store(ABC):
     """Where readings, verdicts, dead letters and fault labels live."""
 
@@ -163,8 +195,9 @@ class Store(ABC):
 
         Raises StoreError, having committed nothing, when any part of the batch cannot be stored
         (missing or malformed columns, non-finite sensor values, a fault label ending before it
-        starts, an unreachable backend). Within one batch the first of several readings with the
-        same key wins, as it does across batches.
+        starts, a global anomaly outside its day or with a non-finite number, an unreachable
+        backend). Within one batch the first of several readings with the same key wins, as it
+        does across batches.
         """
 
     @abstractmethod

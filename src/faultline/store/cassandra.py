@@ -13,6 +13,14 @@ SERIAL level and retries with what is still new. Counters were not an option: an
 times out may or may not have applied, so it cannot be retried safely. The price is one Paxos
 round per partition and chunk of a write, not per row.
 
+1-minute aggregates ride on the same condition. Each readings partition keeps its minutes'
+count, sum, min and max in a static map beside the counts; the first read fetches the minutes
+the batch touches, and the conditional batch writes them back merged with the partials of
+exactly the rows it inserts. Kept in a table of their own they would need a second write that
+no condition ties to the first (a conditional batch may not span tables): a replay could not
+tell whether that write had happened, so it would either add the rows twice or never. Here a
+reading and its share of the aggregates are stored together or not at all.
+
 What is not atomic: a write spans partitions, and Cassandra has no transaction across them.
 Everything is checked before anything is sent, so only the cluster failing fails a write
 halfway; the order (indexes, then anomaly rows, then readings) keeps readers from seeing a
@@ -30,10 +38,11 @@ import heapq
 import itertools
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 from cassandra import DriverException, RequestExecutionException, RequestValidationException
 from cassandra.cluster import NoHostAvailable, ResultSet
@@ -41,14 +50,23 @@ from cassandra.concurrent import execute_concurrent
 from cassandra.connection import ConnectionException
 from cassandra.query import BatchStatement, BatchType
 
-from faultline.schema import FaultLabel, WriteBatch
+from faultline.batch.aggregate import (
+    MINUTE_MS,
+    Partial,
+    aggregate_frame,
+    merge_partial,
+    partial_rows,
+)
+from faultline.schema import FaultLabel, GlobalAnomaly, WriteBatch
 from faultline.store.base import (
     AnomalyCount,
     DeadLetterCount,
     DeadLetterRow,
     DeadLetters,
     FaultLabels,
+    GlobalAnomalies,
     LatestAnomalies,
+    MinuteAggregates,
     Query,
     R,
     ReadingPage,
@@ -68,7 +86,16 @@ from faultline.store.cassandra_schema import (
     migrate,
     parse_url,
 )
-from faultline.store.columns import batch_columns, check_faults, dead_letter_fields, recent_frame
+from faultline.store.columns import (
+    BatchColumns,
+    batch_columns,
+    check_faults,
+    day_number,
+    dead_letter_fields,
+    global_anomaly,
+    global_anomaly_rows,
+    recent_frame,
+)
 from faultline.store.encoded import EncodedReadings, decode_reading, encode_readings
 
 _ERRORS = (
@@ -88,6 +115,7 @@ _ANOMALIES = "anomalies"
 _STATION_ANOMALIES = "station_anomalies"
 _DEAD_LETTERS = "dead_letters"
 _FAULTS = "faults"
+_GLOBAL_ANOMALIES = "global_anomalies"
 _LETTER_IDS = "dead_letter_id"
 
 _COLS = (
@@ -105,11 +133,13 @@ _CQL = {
     "AND bucket >= ? AND bucket <= ? ORDER BY bucket ASC",
     "keys_in_range": "SELECT ts, seq FROM {ks}.readings WHERE station_id = ? AND day = ? "
     "AND ts >= ? AND ts <= ?",
-    "partition_count": "SELECT n_readings, n_anomalies FROM {ks}.readings "
+    "partition_count": "SELECT n_readings, n_anomalies, minutes[?..?] FROM {ks}.readings "
+    "WHERE station_id = ? AND day = ? LIMIT 1",
+    "minutes_of_day": "SELECT minutes[?..?] FROM {ks}.readings "
     "WHERE station_id = ? AND day = ? LIMIT 1",
     "add_reading": f"INSERT INTO {{ks}}.readings (day, {_COLS}) VALUES ({_TWELVE})",
-    "set_counts": "UPDATE {ks}.readings SET n_readings = ?, n_anomalies = ? "
-    "WHERE station_id = ? AND day = ? IF n_readings = ?",
+    "set_counts": "UPDATE {ks}.readings SET n_readings = ?, n_anomalies = ?, "
+    "minutes = minutes + ? WHERE station_id = ? AND day = ? IF n_readings = ?",
     "add_anomaly": f"INSERT INTO {{ks}}.anomalies (day, {_COLS}) VALUES ({_TWELVE})",
     "add_station_anomaly": f"INSERT INTO {{ks}}.station_anomalies (day, {_COLS}) "
     f"VALUES ({_TWELVE})",
@@ -143,18 +173,27 @@ _CQL = {
     "VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
     "faults_of_day": "SELECT start_ts, station_id, sensor, kind, end_ts FROM {ks}.fault_labels "
     "WHERE day = ? AND start_ts < ?",
+    "add_global_anomaly": "INSERT INTO {ks}.global_anomalies "
+    "(day, station_id, sensor, minute, value, expected, score) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "global_anomalies_of_day": "SELECT day, station_id, sensor, minute, value, expected, score "
+    "FROM {ks}.global_anomalies WHERE day = ?",
+    "station_global_anomalies_of_day": "SELECT day, station_id, sensor, minute, value, "
+    "expected, score FROM {ks}.global_anomalies WHERE day = ? AND station_id = ?",
 }
 
 _Key = tuple[str, int]  # a readings partition: (station_id, day)
+_Minutes = dict[int, dict[str, Partial]]  # minute -> sensor -> its aggregate
 
 
 @dataclass(frozen=True)
 class _Pending:
-    """What is still to be written into one readings partition, and the counts it holds now."""
+    """What is still to be written into one readings partition, and the counts and minute
+    aggregates (of the minutes the batch touches) it holds now."""
 
     count: int | None  # None: the partition holds nothing yet
     anomalies: int
     positions: list[int]  # rows of the batch, all of them new to the partition
+    minutes: _Minutes
 
 
 class CassandraStore(Store):
@@ -192,6 +231,8 @@ class CassandraStore(Store):
             DeadLetterCount: self._dead_letter_count,
             FaultLabels: self._fault_labels,
             RecentReadings: self._recent_readings,
+            MinuteAggregates: self._minute_aggregates,
+            GlobalAnomalies: self._global_anomalies,
         }
 
     def write(self, batch: WriteBatch) -> None:
@@ -199,14 +240,18 @@ class CassandraStore(Store):
         readings = encode_readings(columns)
         letters = dead_letter_fields(batch.dead_letters)
         check_faults(batch.faults)
+        anomalies = global_anomaly_rows(batch.global_anomalies)
         self._check_open()
         try:
             if readings:
-                self._write_readings(readings, int(batch.processed_at))
+                self._write_readings(columns, readings, int(batch.processed_at))
             if letters:
                 self._write_dead_letters(letters)
             if batch.faults:
                 self._write_faults(batch.faults)
+            if anomalies:
+                self._run("add_bucket", {(_GLOBAL_ANOMALIES, "", row[0]) for row in anomalies})
+                self._run("add_global_anomaly", anomalies)
         except _ERRORS as exc:
             raise StoreError(f"write failed, part of the batch may be stored: {exc}") from exc
 
@@ -240,7 +285,9 @@ class CassandraStore(Store):
 
     # Writing
 
-    def _write_readings(self, readings: EncodedReadings, processed_at: int) -> None:
+    def _write_readings(
+        self, columns: BatchColumns, readings: EncodedReadings, processed_at: int
+    ) -> None:
         days = [ts // DAY_MS for ts in readings.ts]
         partitions: dict[_Key, list[int]] = {}
         for i, key in enumerate(zip(readings.station_id, days, strict=True)):
@@ -262,7 +309,7 @@ class CassandraStore(Store):
         ]
         self._run("add_anomaly", new_anomalies)
         self._run("add_station_anomaly", new_anomalies)
-        self._commit_readings(readings, days, pending, processed_at)
+        self._commit_readings(columns, readings, days, pending, processed_at)
 
     def _still_new(
         self, readings: EncodedReadings, partitions: dict[_Key, list[int]], consistency: int
@@ -273,11 +320,18 @@ class CassandraStore(Store):
         for station, day in keys:
             ts = [readings.ts[i] for i in partitions[(station, day)]]
             ranges.append((station, day, min(ts), max(ts)))
+        minutes = [
+            (first - first % MINUTE_MS, last - last % MINUTE_MS) for *_, first, last in ranges
+        ]
         # Counts first, keys after: a write committed between the two reads changed the count,
         # so the condition on it fails and the rows are looked at again. Read the other way
         # round (or at once), keys from before such a write could pass with a count from after
         # it, and its rows would be counted twice.
-        counts = self._run("partition_count", keys, consistency=consistency)
+        counts = self._run(
+            "partition_count",
+            [(*span, *key) for span, key in zip(minutes, keys, strict=True)],
+            consistency=consistency,
+        )
         stored = self._run("keys_in_range", ranges, consistency=consistency)
         pending = {}
         for key, found, count in zip(keys, stored, counts, strict=True):
@@ -286,11 +340,12 @@ class CassandraStore(Store):
             if fresh:
                 row = count.one()
                 n, a = (None, 0) if row is None or row[0] is None else (row[0], row[1] or 0)
-                pending[key] = _Pending(n, a, fresh)
+                pending[key] = _Pending(n, a, fresh, _minutes(None if row is None else row[2]))
         return pending
 
     def _commit_readings(
         self,
+        columns: BatchColumns,
         readings: EncodedReadings,
         days: list[int],
         pending: dict[_Key, _Pending],
@@ -301,8 +356,11 @@ class CassandraStore(Store):
         while pending:
             keys = list(pending)
             chunks = [pending[key].positions[:_CHUNK_ROWS] for key in keys]
+            partials = _partials_by_partition(columns, chunks)
             batches = [
-                self._conditional_batch(readings, days, key, pending[key], chunk, processed_at)
+                self._conditional_batch(
+                    readings, days, key, pending[key], chunk, processed_at, partials.get(key, {})
+                )
                 for key, chunk in zip(keys, chunks, strict=True)
             ]
             results = self._execute_all([(batch, None) for batch in batches])
@@ -314,7 +372,8 @@ class CassandraStore(Store):
                     continue
                 rest = state.positions[_CHUNK_ROWS:]
                 if rest:
-                    pending[key] = _Pending(batch.count, batch.anomalies, rest)
+                    minutes = {**state.minutes, **batch.minutes}
+                    pending[key] = _Pending(batch.count, batch.anomalies, rest, minutes)
             if lost:
                 lost_in_a_row += 1
                 if lost_in_a_row > _RETRIES:
@@ -335,15 +394,29 @@ class CassandraStore(Store):
         state: _Pending,
         chunk: list[int],
         processed_at: int,
+        partials: _Minutes,
     ) -> _CountingBatch:
         batch = _CountingBatch(
             count=(state.count or 0) + len(chunk),
             anomalies=state.anomalies + sum(readings.is_anomaly[i] for i in chunk),
+            minutes={
+                minute: {
+                    **state.minutes.get(minute, {}),
+                    **{
+                        sensor: merge_partial(state.minutes.get(minute, {}).get(sensor), partial)
+                        for sensor, partial in sensors.items()
+                    },
+                }
+                for minute, sensors in partials.items()
+            },
         )
         insert = self._cql["add_reading"]
         for i in chunk:
             batch.add(insert, _row(readings, days, i, processed_at))
-        batch.add(self._cql["set_counts"], (batch.count, batch.anomalies, *key, state.count))
+        batch.add(
+            self._cql["set_counts"],
+            (batch.count, batch.anomalies, batch.minutes, *key, state.count),
+        )
         return batch
 
     def _write_dead_letters(self, letters: Sequence[tuple[int, str, str, bytes, str]]) -> None:
@@ -543,6 +616,43 @@ class CassandraStore(Store):
             for (start, station, sensor, kind), end in sorted(ends.items())
         ]
 
+    def _minute_aggregates(self, q: MinuteAggregates) -> pd.DataFrame:
+        if q.end_ms <= q.start_ms:
+            return aggregate_frame([])
+        first, last = q.start_ms // DAY_MS, (q.end_ms - 1) // DAY_MS
+        stations = (
+            [q.station_id]
+            if q.station_id is not None
+            else [row[0] for row in self._session.execute(self._cql["station_ids"])]
+        )
+        found = self._run("days_asc", [(_READINGS, station, first, last) for station in stations])
+        keys = [
+            (station, row[0])
+            for station, result in zip(stations, found, strict=True)
+            for row in result
+        ]
+        # A map slice includes both bounds: the minutes starting in [start_ms, end_ms).
+        span = (q.start_ms, q.end_ms - 1)
+        results = self._run("minutes_of_day", [(*span, *key) for key in keys])
+        rows = []
+        for (station, _), result in zip(keys, results, strict=True):
+            row = result.one()
+            for minute, sensors in _minutes(None if row is None else row[0]).items():
+                for sensor, partial in sensors.items():
+                    if q.sensor in (None, sensor):
+                        rows.append((station, sensor, minute, *partial))
+        return aggregate_frame(rows)
+
+    def _global_anomalies(self, q: GlobalAnomalies) -> list[GlobalAnomaly]:
+        first, last = (day_number(day) for day in q.days)
+        days = self._days(_GLOBAL_ANOMALIES, "", first, last, newest_first=False)
+        if q.station_id is None:
+            results = self._run("global_anomalies_of_day", [(day,) for day in days])
+        else:
+            params = [(day, q.station_id) for day in days]
+            results = self._run("station_global_anomalies_of_day", params)
+        return [global_anomaly(row) for result in results for row in result]
+
     # Running statements
 
     def _run(
@@ -569,12 +679,45 @@ class CassandraStore(Store):
 
 
 class _CountingBatch(BatchStatement):
-    """A conditional batch on one readings partition, with the counts it sets."""
+    """A conditional batch on one readings partition, with the counts and minutes it sets."""
 
-    def __init__(self, count: int, anomalies: int) -> None:
+    def __init__(self, count: int, anomalies: int, minutes: _Minutes) -> None:
         super().__init__(batch_type=BatchType.UNLOGGED)
         self.count = count
         self.anomalies = anomalies
+        self.minutes = minutes
+
+
+def _minutes(
+    stored: Mapping[int, Mapping[str, tuple[int, float, float, float]]] | None,
+) -> _Minutes:
+    """A partition's `minutes` map as read (None when empty) as plain dicts."""
+    if stored is None:
+        return {}
+    return {
+        minute: {
+            sensor: (int(count), float(total), float(low), float(high))
+            for sensor, (count, total, low, high) in sensors.items()
+        }
+        for minute, sensors in stored.items()
+    }
+
+
+def _partials_by_partition(columns: BatchColumns, chunks: list[list[int]]) -> dict[_Key, _Minutes]:
+    """The minute partials of the rows in `chunks`, by the readings partition they go to.
+
+    One pass over all chunks: each chunk is a different partition, and a partition is one
+    station's day, so grouping by station and minute keeps every chunk apart.
+    """
+    picked = np.zeros(len(columns), bool)
+    for chunk in chunks:
+        picked[chunk] = True
+    found: dict[_Key, _Minutes] = {}
+    rows = partial_rows(columns.minute_partials(picked))
+    for station, sensor, minute, count, total, low, high in rows:
+        minutes = found.setdefault((station, minute // DAY_MS), {})
+        minutes.setdefault(minute, {})[sensor] = (count, total, low, high)
+    return found
 
 
 def _row(readings: EncodedReadings, days: list[int], i: int, processed_at: int) -> tuple[Any, ...]:

@@ -82,6 +82,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             day bigint, start_ts bigint, station_id text, sensor text, kind text, end_ts bigint,
             PRIMARY KEY ((day), start_ts, station_id, sensor, kind))""",
     ),
+    (
+        # The partition's 1-minute aggregates: minute -> sensor -> (count, sum, min, max). They
+        # live beside the static counts because they must change in the same conditional batch
+        # (one that spans tables is refused); see faultline.store.cassandra.
+        """ALTER TABLE {ks}.readings ADD IF NOT EXISTS minutes map<bigint,
+            frozen<map<text, frozen<tuple<bigint, double, double, double>>>>> STATIC""",
+        # A day's global anomalies; buckets ("global_anomalies", "") lists the days that have any.
+        """CREATE TABLE IF NOT EXISTS {ks}.global_anomalies (
+            day bigint, station_id text, sensor text, minute bigint, value double,
+            expected double, score double,
+            PRIMARY KEY ((day), station_id, sensor, minute))""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -96,6 +108,7 @@ TABLES = (
     "dead_letters_by_day",
     "sequences",
     "fault_labels",
+    "global_anomalies",
 )
 
 

@@ -6,12 +6,15 @@ with the same messages.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from datetime import date
 
 import numpy as np
 import pandas as pd
 
+from faultline.batch.aggregate import minute_partials
 from faultline.schema import (
     IS_ANOMALY,
     MODEL_VERSION,
@@ -24,11 +27,18 @@ from faultline.schema import (
     TS_ASSIGNED,
     DeadLetter,
     FaultLabel,
+    GlobalAnomaly,
     WriteBatch,
     mask_to_sensors,
     score_column,
 )
 from faultline.store.base import StoreError
+
+DAY_MS = 86_400_000
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+GlobalAnomalyRow = tuple[int, str, str, int, float, float, float]
+"""(day number, station_id, sensor, minute, value, expected, score): a GlobalAnomaly stored."""
 
 
 @dataclass(frozen=True)
@@ -59,15 +69,24 @@ class BatchColumns:
         )
         return newest.index.to_numpy()
 
-    def counts_per_station(self) -> dict[str, tuple[int, int]]:
-        """(readings, anomalies) of each station in the batch."""
+    def counts_per_station(self, rows: np.ndarray | None = None) -> dict[str, tuple[int, int]]:
+        """(readings, anomalies) of each station in the batch, or in the rows the boolean mask
+        `rows` picks."""
+        pick = slice(None) if rows is None else rows
         per_station = (
-            pd.DataFrame({"station": self.station_id, "anomaly": self.is_anomaly})
+            pd.DataFrame({"station": self.station_id[pick], "anomaly": self.is_anomaly[pick]})
             .groupby("station", sort=False)["anomaly"]
             .agg(["size", "sum"])
         )
         pairs = zip(per_station["size"].tolist(), per_station["sum"].tolist(), strict=True)
         return dict(zip(per_station.index.tolist(), pairs, strict=True))
+
+    def minute_partials(self, rows: np.ndarray) -> pd.DataFrame:
+        """faultline.batch.aggregate.minute_partials of the rows the boolean mask `rows` picks."""
+        frame = pd.DataFrame(self.values[rows], columns=list(self.sensors))
+        frame.insert(0, TS, self.ts[rows])
+        frame.insert(0, STATION_ID, self.station_id[rows])
+        return minute_partials(frame, self.sensors)
 
     def responsible_sensors(self) -> tuple[list[list[str]], np.ndarray]:
         """The distinct sensor-name lists the masks stand for, and each row's index into them."""
@@ -140,6 +159,51 @@ def dead_letter_fields(
             (int(letter.received_at), letter.source, letter.reason, bytes(payload), letter.kind)
         )
     return out
+
+
+def day_number(day: date) -> int:
+    """Days since 1970-01-01: how stores keep a UTC day."""
+    return day.toordinal() - _EPOCH_ORDINAL
+
+
+def day_of(number: int) -> date:
+    return date.fromordinal(number + _EPOCH_ORDINAL)
+
+
+def global_anomaly_rows(anomalies: Sequence[GlobalAnomaly]) -> list[GlobalAnomalyRow]:
+    """The stored form of each global anomaly, checked: its minute lies in its day, its numbers
+    are finite, and no two share a key (which of them would be meant?)."""
+    rows: dict[tuple[int, str, str, int], GlobalAnomalyRow] = {}
+    for a in anomalies:
+        if not (isinstance(a.station_id, str) and isinstance(a.sensor, str)):
+            raise StoreError(f"global anomaly {a!r} needs str station_id and sensor")
+        day = day_number(a.day)
+        minute = int(a.minute)
+        if not day * DAY_MS <= minute < (day + 1) * DAY_MS:
+            raise StoreError(
+                f"global anomaly of {a.station_id}/{a.sensor}: minute {minute} is not in its "
+                f"day {a.day.isoformat()}"
+            )
+        numbers = (float(a.value), float(a.expected), float(a.score))
+        if not all(math.isfinite(x) for x in numbers):
+            raise StoreError(
+                f"global anomaly of {a.station_id}/{a.sensor} at minute {minute}: value, "
+                f"expected and score must be finite, got {numbers}"
+            )
+        key = (day, a.station_id, a.sensor, minute)
+        if key in rows:
+            raise StoreError(
+                f"global anomaly of {a.station_id}/{a.sensor} at minute {minute} on "
+                f"{a.day.isoformat()} appears twice in one batch"
+            )
+        rows[key] = (*key, *numbers)
+    return list(rows.values())
+
+
+def global_anomaly(row: GlobalAnomalyRow) -> GlobalAnomaly:
+    """A stored global anomaly (in GlobalAnomalyRow order) back as a GlobalAnomaly."""
+    day, station_id, sensor, minute, value, expected, score = row
+    return GlobalAnomaly(day_of(day), station_id, sensor, minute, value, expected, score)
 
 
 def recent_frame(

@@ -1,7 +1,8 @@
 """An in-process store (`memory://`): the reference for the store contract and for fast tests.
 
 Everything lives in dicts and sorted key lists behind one lock. A write builds every new object
-first and only then, under the lock, mutates, so a batch that fails leaves nothing behind.
+first and only then, under the lock, mutates, so a batch that fails leaves nothing behind. The
+1-minute aggregates take in the readings found new under that lock, so a replay adds nothing.
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 
-from faultline.schema import FaultLabel, WriteBatch
+from faultline.batch.aggregate import Partial, aggregate_frame, merge_partial, partial_rows
+from faultline.schema import FaultLabel, GlobalAnomaly, WriteBatch
 from faultline.store.base import (
     AnomalyCount,
     DeadLetterCount,
     DeadLetterRow,
     DeadLetters,
     FaultLabels,
+    GlobalAnomalies,
     LatestAnomalies,
+    MinuteAggregates,
     Query,
     R,
     ReadingPage,
@@ -35,15 +40,22 @@ from faultline.store.base import (
 )
 from faultline.store.columns import (
     BatchColumns,
+    GlobalAnomalyRow,
     batch_columns,
     check_faults,
+    day_number,
     dead_letter_fields,
+    global_anomaly,
+    global_anomaly_rows,
     recent_frame,
 )
 
 _TimeKey = tuple[int, str, int]  # (ts, station_id, seq): the global order
 _StationKey = tuple[int, int]  # (ts, seq): the order within a station
 _FaultKey = tuple[str, str, str, int]
+_MinuteKey = tuple[int, str, str]  # (minute, station_id, sensor): the global order
+_StationMinute = tuple[int, str]  # (minute, sensor): the order within a station
+_AnomalyKey = tuple[int, str, str, int]  # (day number, station_id, sensor, minute)
 
 
 class MemoryStore(Store):
@@ -62,6 +74,11 @@ class MemoryStore(Store):
         self._dead_letters: list[DeadLetterRow] = []
         self._dead_letter_sources: set[str] = set()
         self._faults: dict[_FaultKey, FaultLabel] = {}
+        self._minutes: dict[_MinuteKey, Partial] = {}
+        self._minute_keys: list[_MinuteKey] = []
+        self._minutes_by_station: dict[str, list[_StationMinute]] = {}
+        self._global_anomalies: dict[_AnomalyKey, GlobalAnomalyRow] = {}
+        self._global_anomaly_keys: list[_AnomalyKey] = []
         self._handlers: dict[type[Any], Callable[[Any], Any]] = {
             LatestAnomalies: self._latest_anomalies,
             AnomalyCount: self._anomaly_count,
@@ -71,20 +88,26 @@ class MemoryStore(Store):
             DeadLetterCount: lambda _q: len(self._dead_letters),
             FaultLabels: self._fault_labels,
             RecentReadings: self._recent_readings,
+            MinuteAggregates: self._minute_aggregates,
+            GlobalAnomalies: self._global_anomaly_rows,
         }
 
     def write(self, batch: WriteBatch) -> None:
         columns = batch_columns(batch)
         letters = dead_letter_fields(batch.dead_letters)
         check_faults(batch.faults)
+        anomalies = global_anomaly_rows(batch.global_anomalies)
         rows = _reading_rows(columns, batch.processed_at)
         latest = [rows[i] for i in columns.latest_per_station()]
         with self._lock:
             self._check_open()
+            new = np.array([(r.ts, r.station_id, r.seq) not in self._readings for r in rows], bool)
             for row in latest:
                 self._offer_latest(row)
             for row in rows:
                 self._insert(row)
+            if new.any():
+                self._add_minutes(columns.minute_partials(new))
             for received_at, source, reason, payload, kind in letters:
                 if source not in self._dead_letter_sources:
                     self._dead_letter_sources.add(source)
@@ -97,6 +120,10 @@ class MemoryStore(Store):
                 known = self._faults.get(key)
                 if known is None or label.end_ts > known.end_ts:
                     self._faults[key] = label
+            for anomaly in anomalies:
+                if anomaly[:4] not in self._global_anomalies:
+                    insort(self._global_anomaly_keys, anomaly[:4])
+                self._global_anomalies[anomaly[:4]] = anomaly
 
     def query(self, q: Query[R]) -> R:
         handler = self._handlers.get(type(q))
@@ -147,6 +174,15 @@ class MemoryStore(Store):
             insort(self._anomalies, key)
             insort(self._anomalies_by_station.setdefault(row.station_id, []), (row.ts, row.seq))
 
+    def _add_minutes(self, partials: pd.DataFrame) -> None:
+        for station, sensor, minute, count, total, low, high in partial_rows(partials):
+            key = (minute, station, sensor)
+            known = self._minutes.get(key)
+            if known is None:
+                insort(self._minute_keys, key)
+                insort(self._minutes_by_station.setdefault(station, []), (minute, sensor))
+            self._minutes[key] = merge_partial(known, (count, total, low, high))
+
     def _latest_anomalies(self, q: LatestAnomalies) -> list[ReadingRow]:
         if q.station_id is None:
             keys = self._anomalies[-q.limit :]
@@ -188,6 +224,31 @@ class MemoryStore(Store):
             and (q.station_id is None or label.station_id == q.station_id)
         ]
         return sorted(overlapping, key=lambda f: (f.start_ts, f.station_id, f.sensor, f.kind))
+
+    def _minute_aggregates(self, q: MinuteAggregates) -> pd.DataFrame:
+        if q.station_id is None:
+            first = bisect_left(self._minute_keys, (q.start_ms,))
+            keys = self._minute_keys[first : bisect_left(self._minute_keys, (q.end_ms,))]
+        else:
+            station = self._minutes_by_station.get(q.station_id, [])
+            first = bisect_left(station, (q.start_ms,))
+            end = bisect_left(station, (q.end_ms,))
+            keys = [(minute, q.station_id, sensor) for minute, sensor in station[first:end]]
+        return aggregate_frame(
+            (station, sensor, minute, *self._minutes[(minute, station, sensor)])
+            for minute, station, sensor in keys
+            if q.sensor in (None, sensor)
+        )
+
+    def _global_anomaly_rows(self, q: GlobalAnomalies) -> list[GlobalAnomaly]:
+        first, last = (day_number(day) for day in q.days)
+        start = bisect_left(self._global_anomaly_keys, (first,))
+        end = bisect_left(self._global_anomaly_keys, (last + 1,))
+        return [
+            global_anomaly(self._global_anomalies[key])
+            for key in self._global_anomaly_keys[start:end]
+            if q.station_id in (None, key[1])
+        ]
 
     def _recent_readings(self, q: RecentReadings) -> pd.DataFrame:
         rows = [self._readings[key] for key in self._timeline[-q.limit :]]

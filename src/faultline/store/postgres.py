@@ -13,15 +13,19 @@ Layout, and why:
 * `stations` keeps each station's newest reading and its counts, updated in the same
   transaction as the readings it summarises.
 * `dead_letters` is unique by source, `fault_labels` by (station_id, sensor, kind, start_ts).
+* `minute_aggregates` keeps count, sum, min and max per (station_id, minute, sensor), indexed by
+  minute for "every station's minutes in a range"; `global_anomalies` is keyed by (day,
+  station_id, sensor, minute), with an index for one station's days.
 * Text that queries sort by uses the "C" collation, so the order is by code point, as in every
   other store, whatever the database's locale.
 
 A write is one transaction: the batch is copied into a temporary staging table, then a single
 statement inserts it with ON CONFLICT DO NOTHING and, from the rows the insert RETURNs (exactly
-the new ones), adds each station's counts and offers its newest new reading as the latest. A
-replay therefore inserts nothing and counts nothing, and a partial overlap counts only the new
-rows. Readings and stations are written in key order, so writers in other processes storing
-the same readings wait for each other instead of deadlocking. One connection writes, behind a
+the new ones), adds each station's counts, offers its newest new reading as the latest and
+merges the new rows' values into their minute aggregates. A replay therefore inserts nothing
+and counts nothing, and a partial overlap counts only the new rows. Readings, minute aggregates
+and stations are written in key order, so writers in other processes storing the same readings
+wait for each other instead of deadlocking. One connection writes, behind a
 lock (the engine); readers borrow autocommit connections from a pool, and each query sees one
 committed state.
 """
@@ -41,14 +45,18 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from faultline.batch.aggregate import MINUTE_MS, aggregate_frame
 from faultline.schema import FaultLabel, WriteBatch
+from faultline.store.aggregate_sql import global_anomalies_sql, minute_aggregates_sql
 from faultline.store.base import (
     AnomalyCount,
     DeadLetterCount,
     DeadLetterRow,
     DeadLetters,
     FaultLabels,
+    GlobalAnomalies,
     LatestAnomalies,
+    MinuteAggregates,
     Query,
     R,
     ReadingPage,
@@ -59,7 +67,13 @@ from faultline.store.base import (
     Store,
     StoreError,
 )
-from faultline.store.columns import batch_columns, dead_letter_fields, recent_frame
+from faultline.store.columns import (
+    batch_columns,
+    dead_letter_fields,
+    global_anomaly,
+    global_anomaly_rows,
+    recent_frame,
+)
 from faultline.store.encoded import EncodedReadings, decode_reading, encode_readings
 
 log = logging.getLogger(__name__)
@@ -133,6 +147,30 @@ def migrations(partitioning: str) -> tuple[tuple[str, ...], ...]:
             )""",
             "CREATE INDEX fault_labels_by_start ON fault_labels (start_ts, end_ts)",
         ),
+        (
+            """CREATE TABLE minute_aggregates (
+                station_id text COLLATE "C" NOT NULL,
+                minute bigint NOT NULL,
+                sensor text COLLATE "C" NOT NULL,
+                count bigint NOT NULL,
+                sum double precision NOT NULL,
+                min double precision NOT NULL,
+                max double precision NOT NULL,
+                PRIMARY KEY (station_id, minute, sensor)
+            )""",
+            "CREATE INDEX minute_aggregates_by_minute ON minute_aggregates (minute)",
+            """CREATE TABLE global_anomalies (
+                day integer NOT NULL,
+                station_id text COLLATE "C" NOT NULL,
+                sensor text COLLATE "C" NOT NULL,
+                minute bigint NOT NULL,
+                value double precision NOT NULL,
+                expected double precision NOT NULL,
+                score double precision NOT NULL,
+                PRIMARY KEY (day, station_id, sensor, minute)
+            )""",
+            "CREATE INDEX global_anomalies_by_station ON global_anomalies (station_id, day)",
+        ),
     )
 
 
@@ -160,6 +198,16 @@ _MERGE_STAGED = f"""WITH inserted AS (
     ), newest AS (
         SELECT DISTINCT ON (station_id) station_id, ts, seq, received_at, "values", is_anomaly
         FROM inserted ORDER BY station_id, ts DESC, seq DESC
+    ), minutes AS (
+        INSERT INTO minute_aggregates AS m (station_id, minute, sensor, count, sum, min, max)
+        SELECT i.station_id, i.ts - (i.ts % {MINUTE_MS} + {MINUTE_MS}) % {MINUTE_MS}, v.key,
+            count(*), sum(v.value::float8), min(v.value::float8), max(v.value::float8)
+        FROM inserted AS i, jsonb_each_text(i."values"::jsonb) AS v
+        GROUP BY 1, 2, 3
+        ORDER BY 1, 2, 3
+        ON CONFLICT (station_id, minute, sensor) DO UPDATE SET
+            count = m.count + excluded.count, sum = m.sum + excluded.sum,
+            min = least(m.min, excluded.min), max = greatest(m.max, excluded.max)
     )
     INSERT INTO stations (station_id, {", ".join(_LAST)}, readings, anomalies)
     SELECT station_id, n.ts, n.seq, n.received_at, n."values", n.is_anomaly, a.readings,
@@ -173,6 +221,10 @@ _MERGE_STAGED = f"""WITH inserted AS (
 """
 _ADD_DEAD_LETTER = """INSERT INTO dead_letters (received_at, source, reason, payload, kind)
     VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source) DO NOTHING"""
+_ADD_GLOBAL_ANOMALY = """INSERT INTO global_anomalies
+    (day, station_id, sensor, minute, value, expected, score) VALUES (%s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (day, station_id, sensor, minute) DO UPDATE SET
+    value = excluded.value, expected = excluded.expected, score = excluded.score"""
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
     VALUES (%s, %s, %s, %s, %s) ON CONFLICT (station_id, sensor, kind, start_ts)
     DO UPDATE SET end_ts = greatest(fault_labels.end_ts, excluded.end_ts)"""
@@ -234,6 +286,7 @@ class PostgresStore(Store):
         readings = encode_readings(columns)
         letters = dead_letter_fields(batch.dead_letters)
         faults = [(f.station_id, f.sensor, f.kind, f.start_ts, f.end_ts) for f in batch.faults]
+        anomalies = global_anomaly_rows(batch.global_anomalies)
         with self._write_lock:
             if self._closed:
                 raise StoreError("the store is closed")
@@ -248,6 +301,8 @@ class PostgresStore(Store):
                         cur.executemany(_ADD_DEAD_LETTER, letters)
                     if faults:
                         cur.executemany(_ADD_FAULT, faults)
+                    if anomalies:
+                        cur.executemany(_ADD_GLOBAL_ANOMALY, anomalies)
             except psycopg.Error as exc:
                 raise StoreError(f"write failed, nothing was stored: {exc}") from exc
 
@@ -457,6 +512,8 @@ _SQL: dict[type[Any], Callable[[Any], _Sql]] = {
         "ORDER BY ts DESC, station_id DESC, seq DESC LIMIT %s",
         (q.limit,),
     ),
+    MinuteAggregates: lambda q: minute_aggregates_sql(q, "%s"),
+    GlobalAnomalies: lambda q: global_anomalies_sql(q, "%s"),
 }
 
 
@@ -493,4 +550,6 @@ _RESULTS: dict[type[Any], Callable[[Any, list[tuple[Any, ...]]], Any]] = {
     DeadLetterCount: lambda _q, rows: rows[0][0],
     FaultLabels: lambda _q, rows: [FaultLabel(*row) for row in rows],
     RecentReadings: _recent,
+    MinuteAggregates: lambda _q, rows: aggregate_frame(rows),
+    GlobalAnomalies: lambda _q, rows: [global_anomaly(row) for row in rows],
 }

@@ -12,13 +12,18 @@ Layout, and why:
   as the readings it summarises.
 * `dead_letters` is unique by source, `fault_labels` by (station_id, sensor, kind, start_ts).
 
-Station counts must grow by exactly the rows a write inserts, or replays would count twice. A
-write inserts with INSERT OR IGNORE and looks at how many rows went in: all of them (a fresh
-batch) or none (a replay) say which rows were new. Only a partial overlap needs more: the insert
-is undone to a savepoint, the keys are staged in a temporary table to count the new ones per
-station, and the insert is repeated. Then one upsert per station adds the counts and moves the
-latest reading forward (never back: an older batch replayed late leaves it alone). A station
-that gained no rows needs no upsert, since every stored row was offered as latest when it was
+* `minute_aggregates` keeps count, sum, min and max per (station_id, minute, sensor), indexed
+  by minute for "every station's minutes in a range"; `global_anomalies` is keyed by (day,
+  station_id, sensor, minute), with an index for one station's days.
+
+Station counts and minute aggregates must grow by exactly the rows a write inserts, or replays
+would count twice. A write inserts with INSERT OR IGNORE and looks at how many rows went in: all
+of them (a fresh batch) or none (a replay) say which rows were new. Only a partial overlap needs
+more: the insert is undone to a savepoint, the keys are staged in a temporary table to find the
+new ones, and the insert is repeated. Then one upsert per station adds the counts and moves the
+latest reading forward (never back: an older batch replayed late leaves it alone), and one
+upsert per (station, minute, sensor) merges the new rows' partial aggregates. A station that
+gained no rows needs no upsert, since every stored row was offered as latest when it was
 inserted. Everything happens in one transaction.
 
 One connection writes, behind a lock (the engine); readers (API threads) borrow connections from
@@ -36,16 +41,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 
+from faultline.batch.aggregate import aggregate_frame, partial_rows
 from faultline.schema import FaultLabel, WriteBatch
+from faultline.store.aggregate_sql import global_anomalies_sql, minute_aggregates_sql
 from faultline.store.base import (
     AnomalyCount,
     DeadLetterCount,
     DeadLetterRow,
     DeadLetters,
     FaultLabels,
+    GlobalAnomalies,
     LatestAnomalies,
+    MinuteAggregates,
     Query,
     R,
     ReadingPage,
@@ -57,7 +67,14 @@ from faultline.store.base import (
     Store,
     StoreError,
 )
-from faultline.store.columns import BatchColumns, batch_columns, dead_letter_fields, recent_frame
+from faultline.store.columns import (
+    BatchColumns,
+    batch_columns,
+    dead_letter_fields,
+    global_anomaly,
+    global_anomaly_rows,
+    recent_frame,
+)
 from faultline.store.json_text import json_list, json_objects
 
 _READING_COLUMNS = (
@@ -116,18 +133,41 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX fault_labels_by_start ON fault_labels (start_ts)",
     ),
     ("ALTER TABLE dead_letters ADD COLUMN kind TEXT NOT NULL DEFAULT 'invalid'",),
+    (
+        """CREATE TABLE minute_aggregates (
+            station_id TEXT NOT NULL,
+            minute INTEGER NOT NULL,
+            sensor TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            sum REAL NOT NULL,
+            min REAL NOT NULL,
+            max REAL NOT NULL,
+            PRIMARY KEY (station_id, minute, sensor)
+        ) STRICT, WITHOUT ROWID""",
+        "CREATE INDEX minute_aggregates_by_minute ON minute_aggregates (minute)",
+        """CREATE TABLE global_anomalies (
+            day INTEGER NOT NULL,
+            station_id TEXT NOT NULL,
+            sensor TEXT NOT NULL,
+            minute INTEGER NOT NULL,
+            value REAL NOT NULL,
+            expected REAL NOT NULL,
+            score REAL NOT NULL,
+            PRIMARY KEY (day, station_id, sensor, minute)
+        ) STRICT, WITHOUT ROWID""",
+        "CREATE INDEX global_anomalies_by_station ON global_anomalies (station_id, day)",
+    ),
 )
 
 _INSERT_READINGS = (
     f"INSERT OR IGNORE INTO readings ({_READING_COLUMNS}) VALUES ({', '.join('?' * 11)})"
 )
 _STAGE = """CREATE TEMP TABLE staged_keys (
-    ts INTEGER, station_id TEXT, seq INTEGER, is_anomaly INTEGER)"""
+    ts INTEGER, station_id TEXT, seq INTEGER, position INTEGER)"""
 _STAGE_KEYS = "INSERT INTO temp.staged_keys VALUES (?, ?, ?, ?)"
-_COUNT_NEW = """SELECT count(*), sum(is_anomaly), station_id FROM temp.staged_keys AS s
+_NEW_POSITIONS = """SELECT position FROM temp.staged_keys AS s
     WHERE NOT EXISTS (SELECT 1 FROM main.readings AS r
-                      WHERE r.ts = s.ts AND r.station_id = s.station_id AND r.seq = s.seq)
-    GROUP BY station_id"""
+                      WHERE r.ts = s.ts AND r.station_id = s.station_id AND r.seq = s.seq)"""
 _CLEAR_STAGE = "DELETE FROM temp.staged_keys"
 _LAST = ("last_ts", "last_seq", "last_received_at", "last_values", "last_is_anomaly")
 _NEWER = "(excluded.last_ts, excluded.last_seq) > (stations.last_ts, stations.last_seq)"
@@ -136,6 +176,14 @@ _UPDATE_STATION = f"""INSERT INTO stations (station_id, {", ".join(_LAST)}, read
     readings = stations.readings + excluded.readings,
     anomalies = stations.anomalies + excluded.anomalies,
     {", ".join(f"{c} = iif({_NEWER}, excluded.{c}, stations.{c})" for c in _LAST)}"""
+_ADD_MINUTE = """INSERT INTO minute_aggregates (station_id, sensor, minute, count, sum, min, max)
+    VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station_id, minute, sensor) DO UPDATE SET
+    count = count + excluded.count, sum = sum + excluded.sum, min = min(min, excluded.min),
+    max = max(max, excluded.max)"""
+_ADD_GLOBAL_ANOMALY = """INSERT INTO global_anomalies
+    (day, station_id, sensor, minute, value, expected, score) VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (day, station_id, sensor, minute) DO UPDATE SET
+    value = excluded.value, expected = excluded.expected, score = excluded.score"""
 _ADD_DEAD_LETTER = """INSERT INTO dead_letters (received_at, source, reason, payload, kind)
     VALUES (?, ?, ?, ?, ?) ON CONFLICT (source) DO NOTHING"""
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
@@ -169,6 +217,7 @@ class SqliteStore(Store):
         readings = _reading_tuples(columns, batch.processed_at)
         letters = dead_letter_fields(batch.dead_letters)
         faults = [(f.station_id, f.sensor, f.kind, f.start_ts, f.end_ts) for f in batch.faults]
+        anomalies = global_anomaly_rows(batch.global_anomalies)
         with self._write_lock:
             if self._closed:
                 raise StoreError("the store is closed")
@@ -176,10 +225,14 @@ class SqliteStore(Store):
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 if readings:
-                    added = _insert_readings(conn, columns, readings)
-                    conn.executemany(_UPDATE_STATION, _station_rows(columns, readings, added))
+                    new = _insert_readings(conn, readings)
+                    if new.any():
+                        added = columns.counts_per_station(new)
+                        conn.executemany(_UPDATE_STATION, _station_rows(columns, readings, added))
+                        conn.executemany(_ADD_MINUTE, partial_rows(columns.minute_partials(new)))
                 conn.executemany(_ADD_DEAD_LETTER, letters)
                 conn.executemany(_ADD_FAULT, faults)
+                conn.executemany(_ADD_GLOBAL_ANOMALY, anomalies)
                 conn.execute("COMMIT")
             except BaseException as exc:
                 if conn.in_transaction:
@@ -309,22 +362,19 @@ def _reading_tuples(columns: BatchColumns, processed_at: int) -> list[tuple[Any,
     )
 
 
-def _insert_readings(
-    conn: sqlite3.Connection, columns: BatchColumns, readings: list[tuple[Any, ...]]
-) -> dict[str, tuple[int, int]]:
-    """Insert the readings not stored yet; (readings, anomalies) added, by station."""
+def _insert_readings(conn: sqlite3.Connection, readings: list[tuple[Any, ...]]) -> np.ndarray:
+    """Insert the readings not stored yet; which of them were new, as a boolean mask."""
     conn.execute("SAVEPOINT readings")
     inserted = conn.executemany(_INSERT_READINGS, readings).rowcount
-    if inserted == 0:
-        return {}
-    if inserted == len(readings):
-        return columns.counts_per_station()
+    if inserted in (0, len(readings)):
+        return np.full(len(readings), inserted > 0)
     conn.execute("ROLLBACK TO readings")
-    conn.executemany(_STAGE_KEYS, ((r[0], r[1], r[2], r[7]) for r in readings))
-    added = {station: (n, a) for n, a, station in conn.execute(_COUNT_NEW)}
+    conn.executemany(_STAGE_KEYS, ((r[0], r[1], r[2], i) for i, r in enumerate(readings)))
+    new = np.zeros(len(readings), bool)
+    new[[row[0] for row in conn.execute(_NEW_POSITIONS)]] = True
     conn.execute(_CLEAR_STAGE)
     conn.executemany(_INSERT_READINGS, readings)
-    return added
+    return new
 
 
 def _station_rows(
@@ -400,6 +450,8 @@ _SQL: dict[type[Any], Callable[[Any], _Sql]] = {
         "ORDER BY ts DESC, station_id DESC, seq DESC LIMIT ?",
         (q.limit,),
     ),
+    MinuteAggregates: lambda q: minute_aggregates_sql(q, "?"),
+    GlobalAnomalies: lambda q: global_anomalies_sql(q, "?"),
 }
 
 
@@ -453,4 +505,6 @@ _RESULTS: dict[type[Any], Callable[[Any, list[tuple[Any, ...]]], Any]] = {
     DeadLetterCount: lambda _q, rows: rows[0][0],
     FaultLabels: lambda _q, rows: [FaultLabel(*row) for row in rows],
     RecentReadings: _recent,
+    MinuteAggregates: lambda _q, rows: aggregate_frame(rows),
+    GlobalAnomalies: lambda _q, rows: [global_anomaly(row) for row in rows],
 }
