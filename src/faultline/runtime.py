@@ -175,6 +175,15 @@ class Runtime:
 
         self._spawn("simulator", simulate)
 
+    def start_global_anomalies(self) -> None:
+        """Run the daily global-anomaly job in this process, shortly after each UTC midnight."""
+        from faultline.batch.scheduler import run_daily_global_anomalies
+
+        def schedule(stop: threading.Event) -> None:
+            run_daily_global_anomalies(self.settings, self.store, self.clock, stop)
+
+        self._spawn("global-anomalies", schedule)
+
     def probes(self) -> dict[str, Callable[[], str | None]]:
         """Health checks the API reports: a dead thread or a stuck engine is not healthy."""
         checks: dict[str, Callable[[], str | None]] = {}

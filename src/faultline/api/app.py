@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from faultline import __version__
 from faultline.api.context import AppContext
 from faultline.api.errors import install_error_handlers
+from faultline.api.global_anomaly_routes import global_anomaly_router
 from faultline.api.ingest_routes import ingest_router
 from faultline.api.ops_routes import ops_router
 from faultline.api.responses import ReadingShape
@@ -30,6 +31,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(station_router(ctx, shape))
     app.include_router(ingest_router(ctx))
     app.include_router(ops_router(ctx))
+    app.include_router(global_anomaly_router(ctx))
     install_error_handlers(app)
 
     @app.get("/", include_in_schema=False)

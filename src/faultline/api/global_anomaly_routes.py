@@ -1,0 +1,76 @@
+"""Global anomalies: what the daily S-H-ESD job found in a day's 1-minute means."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import Field
+
+from faultline.api.context import AppContext
+from faultline.api.params import bad_request
+from faultline.api.responses import ApiModel
+from faultline.batch.days import DAY_EXAMPLE, day_window, parse_day, previous_day
+from faultline.clock import iso_ms
+from faultline.store import GlobalAnomalies
+
+
+class GlobalAnomalyOut(ApiModel):
+    station_id: str
+    sensor: str
+    minute: str = Field(description="Start of the anomalous minute, ISO 8601 UTC")
+    minute_ms: int = Field(description="Start of the minute, epoch milliseconds UTC")
+    value: float = Field(description="The sensor's mean over that minute")
+    expected: float = Field(description="The seasonal baseline it was tested against")
+    score: float = Field(description="Distance from the baseline in robust standard deviations")
+
+
+class GlobalAnomaliesOut(ApiModel):
+    day: str = Field(description="The UTC day, YYYY-MM-DD")
+    from_: str = Field(alias="from", description="Start of the day (included), ISO 8601 UTC")
+    to: str = Field(description="End of the day (excluded), ISO 8601 UTC")
+    station_id: str | None
+    anomalies: list[GlobalAnomalyOut] = Field(description="By station, sensor, then minute")
+
+
+def global_anomaly_router(ctx: AppContext) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["global anomalies"])
+
+    @router.get(
+        "/global_anomalies",
+        response_model=GlobalAnomaliesOut,
+        responses={400: {"description": f"day is not YYYY-MM-DD (e.g. {DAY_EXAMPLE})"}},
+    )
+    def global_anomalies(
+        day: Annotated[
+            str | None, Query(description="UTC day, YYYY-MM-DD; default: yesterday (UTC)")
+        ] = None,
+        station_id: Annotated[str | None, Query(description="Only this station")] = None,
+    ) -> dict[str, Any]:
+        """The anomalies the daily global-anomaly job stored for one day (empty until it ran)."""
+        try:
+            wanted = previous_day(ctx.clock.now_ms()) if day is None else parse_day(day)
+        except ValueError as exc:
+            raise bad_request(f"day: {exc}") from None
+        start, end = day_window(wanted)
+        found = ctx.store.query(GlobalAnomalies(wanted, station_id=station_id))
+        return {
+            "day": wanted.isoformat(),
+            "from": iso_ms(start),
+            "to": iso_ms(end),
+            "station_id": station_id,
+            "anomalies": [
+                {
+                    "station_id": a.station_id,
+                    "sensor": a.sensor,
+                    "minute": iso_ms(a.minute),
+                    "minute_ms": a.minute,
+                    "value": a.value,
+                    "expected": a.expected,
+                    "score": a.score,
+                }
+                for a in found
+            ],
+        }
+
+    return router

@@ -1,0 +1,115 @@
+"""The in-process schedule, moved by a ManualClock; and Runtime running it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from faultline.batch.days import day_window
+from faultline.batch.scheduler import run_daily_global_anomalies
+from faultline.clock import ManualClock
+from faultline.config import load_settings
+from faultline.runtime import Runtime
+from faultline.store import GlobalAnomalies, MemoryStore
+from tests.batch.readings import DAY, START, readings_of
+from tests.contract.batches import write_batch
+
+MIDNIGHT = day_window(DAY)[1]  # the one that ends DAY
+
+
+def eventually(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+class Recorder:
+    """A job that records the days it was asked for and fails the first `failures` times."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.days: list[date] = []
+        self.failures = failures
+
+    def __call__(self, day: date) -> None:
+        self.days.append(day)
+        if len(self.days) <= self.failures:
+            raise RuntimeError("store unavailable")
+
+
+@contextmanager
+def scheduled(clock: ManualClock, job: Recorder, **options: float) -> Iterator[threading.Thread]:
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_daily_global_anomalies,
+        args=(load_settings(), MemoryStore(), clock, stop),
+        kwargs={"poll_s": 0.005, "job": job, **options},
+    )
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def test_each_day_runs_once_after_its_midnight_and_delay() -> None:
+    clock = ManualClock(MIDNIGHT + 60_000)  # 00:01, within the 5 minutes' delay
+    job = Recorder()
+    with scheduled(clock, job, delay_s=300):
+        eventually(lambda: job.days == [DAY - timedelta(days=1)])  # the last day already due
+        time.sleep(0.05)
+        assert job.days == [DAY - timedelta(days=1)]
+
+        clock.advance(240)  # 00:05
+        eventually(lambda: len(job.days) == 2)
+        clock.advance(23 * 3600)  # 23:05 the same day: nothing new is due
+        time.sleep(0.05)
+        assert job.days == [DAY - timedelta(days=1), DAY]
+
+        clock.advance(3600)  # 00:05 the day after
+        eventually(lambda: len(job.days) == 3)
+    assert job.days == [DAY - timedelta(days=1), DAY, DAY + timedelta(days=1)]
+
+
+def test_a_failed_run_is_retried_later_and_the_loop_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = ManualClock(MIDNIGHT + 600_000)
+    job = Recorder(failures=2)
+    with scheduled(clock, job, retry_s=120) as thread:
+        eventually(lambda: len(job.days) == 1)
+        time.sleep(0.05)
+        assert len(job.days) == 1  # not again before retry_s has passed
+        clock.advance(120)
+        eventually(lambda: len(job.days) == 2)
+        clock.advance(120)
+        eventually(lambda: len(job.days) == 3)
+        clock.advance(120)
+        time.sleep(0.05)
+        assert thread.is_alive()
+    assert job.days == [DAY] * 3
+    assert "global anomalies of 2026-03-14 failed; trying again in 120 s" in caplog.text
+
+
+def test_runtime_runs_the_job_over_its_store(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, bus_url="memory://")
+    runtime = Runtime(settings, clock=ManualClock(MIDNIGHT + 3_600_000))
+    jumps = {("temperature", 300): 7.0}
+    runtime.store.write(write_batch(readings_of("s-1", 0, 1440, seed=11, jumps=jumps)))
+
+    runtime.start_global_anomalies()
+
+    eventually(lambda: bool(runtime.store.query(GlobalAnomalies(DAY))))
+    found = {(a.sensor, a.minute) for a in runtime.store.query(GlobalAnomalies(DAY))}
+    assert ("temperature", START + 300 * 60_000) in found
+    assert runtime.probes()["global-anomalies"]() is None
+    runtime.shutdown(timeout_s=10)
+    assert not any(t.is_alive() for t in runtime.threads)
