@@ -1,10 +1,12 @@
 """Detection quality on NAB for every evaluable detector, and the default detector's throughput.
 
 Prints, per detector, NAB's three normalised profile scores (the table in docs/EVALUATION.md)
-and how fast the replay ran, then the readings/s of the production-default candidate scoring a
-live-like stream (one reading per station per round, 3 sensors) in engine-sized batches.
+and how fast the replay ran, then the default detector's readings/s on one core as
+`faultline eval simulate` runs it (the simulator's stream with all fault kinds, tick by tick,
+stations interleaved, through `Detector.process` in engine-sized batches), beside robust_z (the
+engine's previous streaming detector) on the same frames in the same process, and the ratio.
 
-    .venv/bin/python bench/bench_eval.py [--data ../shared/nab] [--forest] [--stations 1000]
+    .venv/bin/python bench/bench_eval.py [--data ../shared/nab] [--forest] [--stations 50,1000]
 
 `--forest` adds seed 000's Isolation Forest (one 1000-tree model per series: about 3 minutes).
 """
@@ -18,11 +20,13 @@ import pandas as pd
 from bench_simulate import best_rate
 
 from faultline.config import DEFAULT_SENSORS
-from faultline.detect.surprise import SurpriseDetector
 from faultline.evaluate.benchmark import run_nab
-from faultline.evaluate.detectors import DEFAULT_DETECTOR, EVAL_DETECTORS
+from faultline.evaluate.detectors import DEFAULT_DETECTOR, EVAL_DETECTORS, eval_detector
 from faultline.evaluate.nab import PROFILES, default_root, load_corpus
-from faultline.simulate import normal_frame
+from faultline.evaluate.replay import CHUNK_ROWS
+from faultline.simulate import simulate_frame
+
+BASELINE = "robust_z"
 
 SENSORS = tuple(DEFAULT_SENSORS)
 
@@ -40,36 +44,47 @@ def bench_nab(data: Path, forest: bool) -> None:
     print("  published best: ARTime 74.9 / 65.1 / 80.4")
 
 
-def bench_throughput(stations: int, rounds: int, repeats: int) -> None:
-    frame = normal_frame(DEFAULT_SENSORS, stations * rounds, seed=1, stations=stations)
-    print(f"{DEFAULT_DETECTOR} throughput: {stations} stations x {rounds} rounds, 3 sensors")
-    for per_batch in (1, 5):
-        step = stations * per_batch
-        frames = [frame.iloc[i : i + step] for i in range(0, len(frame), step)]
+def bench_simulate(stations: int, ticks: int, repeats: int) -> None:
+    frame, _ = simulate_frame(
+        DEFAULT_SENSORS, ticks, stations=stations, seed=0, faults_per_station_hour=2.0
+    )
+    batches = [frame.iloc[i : i + CHUNK_ROWS] for i in range(0, len(frame), CHUNK_ROWS)]
+    rates = {}
+    for name in (DEFAULT_DETECTOR, BASELINE):
+        spec = eval_detector(name)
 
-        def run(frames: list[pd.DataFrame] = frames) -> int:
-            detector = SurpriseDetector(SENSORS)
-            for f in frames:
-                detector.process(f)
-            return sum(len(f) for f in frames)
+        def run(spec_build=spec.build, batches: list[pd.DataFrame] = batches) -> int:
+            detector = spec_build(SENSORS, frame.iloc[:0])
+            for batch in batches:
+                detector.process(batch)
+            return len(frame)
 
-        rate = best_rate(run, repeats)
-        print(f"  {step:>6} readings/batch: {rate:>12,.0f} readings/s", flush=True)
+        rates[name] = best_rate(run, repeats)
+    print(
+        f"  {stations:>5} stations x {ticks} ticks: {DEFAULT_DETECTOR} "
+        f"{rates[DEFAULT_DETECTOR]:>10,.0f} readings/s, {BASELINE} {rates[BASELINE]:>10,.0f} "
+        f"readings/s, ratio {rates[DEFAULT_DETECTOR] / rates[BASELINE]:.2f}",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=default_root())
     parser.add_argument("--forest", action="store_true", help="include the Isolation Forest")
-    parser.add_argument("--stations", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument(
+        "--stations", default="50,1000", help="comma-separated station counts (default 50,1000)"
+    )
+    parser.add_argument("--readings", type=int, default=300_000, help="per station count")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     if args.data is None:
         print("NAB corpus not found (pass --data or set FAULTLINE_SHARED): skipping NAB")
     else:
         bench_nab(args.data, args.forest)
-    bench_throughput(args.stations, args.rounds, args.repeats)
+    print(f"eval simulate stream, one core, best of {args.repeats}:")
+    for stations in (int(n) for n in args.stations.split(",")):
+        bench_simulate(stations, max(1, args.readings // stations), args.repeats)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
@@ -69,9 +69,15 @@ class EngineSettings(_Frozen):
 
 
 class DetectSettings(_Frozen):
-    """Per-sensor streaming detector (robust EWMA location and scale)."""
+    """Per-sensor streaming detector: `surprise` (calibrated views, the default) or `robust_z`.
 
+    `warmup` (readings of a station before its first verdict) serves both; `threshold` and
+    `alpha` are robust_z's (in z-scores), `surprise_threshold` surprise's (-log10 p).
+    """
+
+    detector: Literal["surprise", "robust_z"] = "surprise"
     threshold: float = Field(default=6.0, gt=0)
+    surprise_threshold: float = Field(default=4.0, gt=0)
     warmup: int = Field(default=30, ge=2)
     alpha: float = Field(default=0.02, gt=0, lt=1)
 

@@ -118,8 +118,10 @@ def test_a_malformed_snapshot_is_refused(snapshot: dict[str, object]) -> None:
         IsolationForestDetector(SENSORS, small_model()).restore(snapshot)
 
 
-def test_factory_builds_robust_z_always_and_the_forest_with_a_model() -> None:
-    settings = load_settings(detect={"threshold": 5.0, "warmup": 12, "alpha": 0.05})
+def test_factory_builds_the_streaming_detector_always_and_the_forest_with_a_model() -> None:
+    settings = load_settings(
+        detect={"detector": "robust_z", "threshold": 5.0, "warmup": 12, "alpha": 0.05}
+    )
     alone = build_detectors(settings, None)
     assert [d.name for d in alone] == ["robust_z"]
     robust = alone[0]
@@ -127,6 +129,8 @@ def test_factory_builds_robust_z_always_and_the_forest_with_a_model() -> None:
     assert (robust.threshold, robust.warmup, robust.alpha) == (5.0, 12, 0.05)
     both = build_detectors(settings, small_model())
     assert [d.name for d in both] == ["robust_z", "isolation_forest"]
+    default = build_detectors(load_settings(), small_model())
+    assert [d.name for d in default] == ["surprise", "isolation_forest"]
     pipeline = DetectorPipeline(both)
     assert pipeline.model_version == small_model().info.run_id
     assert all(d.sensors == settings.sensor_names for d in both)

@@ -6,20 +6,22 @@ from faultline.config import Settings
 from faultline.detect.base import Detector
 from faultline.detect.isolation_forest import IsolationForestDetector
 from faultline.detect.robust import RobustStreamingDetector
+from faultline.detect.surprise import SurpriseDetector
 from faultline.models.base import LoadedModel
 
 
 def build_detectors(settings: Settings, model: LoadedModel | None) -> list[Detector]:
     """The streaming detector always; the trained model's detector when there is a model."""
     sensors = settings.sensor_names
-    detectors: list[Detector] = [
-        RobustStreamingDetector(
-            sensors,
-            threshold=settings.detect.threshold,
-            warmup=settings.detect.warmup,
-            alpha=settings.detect.alpha,
+    d = settings.detect
+    streaming: Detector
+    if d.detector == "surprise":
+        streaming = SurpriseDetector(sensors, threshold=d.surprise_threshold, warmup=d.warmup)
+    else:
+        streaming = RobustStreamingDetector(
+            sensors, threshold=d.threshold, warmup=d.warmup, alpha=d.alpha
         )
-    ]
+    detectors: list[Detector] = [streaming]
     if model is not None:
         detectors.append(IsolationForestDetector(sensors, model))
     return detectors
