@@ -1,4 +1,4 @@
-"""build_detectors: the configured streaming detector first, the model's detector when there is one."""
+"""build_detectors: the configured streaming detector, then the model's when there is one."""
 
 from __future__ import annotations
 
