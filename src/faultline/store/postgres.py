@@ -21,11 +21,13 @@ Layout, and why:
 
 A write is one transaction: the batch is copied into a temporary staging table, then a single
 statement inserts it with ON CONFLICT DO NOTHING and, from the rows the insert RETURNs (exactly
-the new ones), adds each station's counts, offers its newest new reading as the latest and
-merges the new rows' values into their minute aggregates. A replay therefore inserts nothing
-and counts nothing, and a partial overlap counts only the new rows. Readings, minute aggregates
-and stations are written in key order, so writers in other processes storing the same readings
-wait for each other instead of deadlocking. One connection writes, behind a
+the new ones), adds each station's counts and offers its newest new reading as the latest. It
+answers how many rows went in, and when not all of them, which; the new rows' partial minute
+aggregates are computed here from the batch's numbers (the database would have to parse its
+JSON again) and merged by one more statement in the same transaction. A replay therefore
+inserts nothing and counts nothing, and a partial overlap counts only the new rows. Readings,
+stations and minute aggregates are written in key order, so writers in other processes storing
+the same readings wait for each other instead of deadlocking. One connection writes, behind a
 lock (the engine); readers borrow autocommit connections from a pool, and each query sees one
 committed state.
 """
@@ -39,13 +41,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 import psycopg
 import psycopg_pool
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from faultline.batch.aggregate import MINUTE_MS, aggregate_frame
+from faultline.batch.aggregate import PARTIAL_COLUMNS, aggregate_frame
 from faultline.schema import FaultLabel, WriteBatch
 from faultline.store.aggregate_sql import global_anomalies_sql, minute_aggregates_sql
 from faultline.store.base import (
@@ -198,27 +201,34 @@ _MERGE_STAGED = f"""WITH inserted AS (
     ), newest AS (
         SELECT DISTINCT ON (station_id) station_id, ts, seq, received_at, "values", is_anomaly
         FROM inserted ORDER BY station_id, ts DESC, seq DESC
-    ), minutes AS (
-        INSERT INTO minute_aggregates AS m (station_id, minute, sensor, count, sum, min, max)
-        SELECT i.station_id, i.ts - (i.ts % {MINUTE_MS} + {MINUTE_MS}) % {MINUTE_MS}, v.key,
-            count(*), sum(v.value::float8), min(v.value::float8), max(v.value::float8)
-        FROM inserted AS i, jsonb_each_text(i."values"::jsonb) AS v
-        GROUP BY 1, 2, 3
-        ORDER BY 1, 2, 3
-        ON CONFLICT (station_id, minute, sensor) DO UPDATE SET
-            count = m.count + excluded.count, sum = m.sum + excluded.sum,
-            min = least(m.min, excluded.min), max = greatest(m.max, excluded.max)
+    ), summaries AS (
+        INSERT INTO stations (station_id, {", ".join(_LAST)}, readings, anomalies)
+        SELECT station_id, n.ts, n.seq, n.received_at, n."values", n.is_anomaly, a.readings,
+            a.anomalies
+        FROM newest AS n JOIN added AS a USING (station_id)
+        ORDER BY station_id
+        ON CONFLICT (station_id) DO UPDATE SET
+            readings = stations.readings + excluded.readings,
+            anomalies = stations.anomalies + excluded.anomalies,
+            {_MOVE_LATEST}
     )
-    INSERT INTO stations (station_id, {", ".join(_LAST)}, readings, anomalies)
-    SELECT station_id, n.ts, n.seq, n.received_at, n."values", n.is_anomaly, a.readings,
-        a.anomalies
-    FROM newest AS n JOIN added AS a USING (station_id)
-    ORDER BY station_id
-    ON CONFLICT (station_id) DO UPDATE SET
-        readings = stations.readings + excluded.readings,
-        anomalies = stations.anomalies + excluded.anomalies,
-        {_MOVE_LATEST}
+    SELECT count(*),
+        CASE WHEN count(*) < %(staged)s THEN array_agg(station_id) END,
+        CASE WHEN count(*) < %(staged)s THEN array_agg(ts) END,
+        CASE WHEN count(*) < %(staged)s THEN array_agg(seq) END
+    FROM inserted
 """
+# One statement for all of a batch's minutes, in key order as every writer locks them, so
+# writers of the same minutes cannot deadlock.
+_ADD_MINUTES = """INSERT INTO minute_aggregates AS m
+    (station_id, sensor, minute, count, sum, min, max)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[],
+        %s::float8[], %s::float8[], %s::float8[]) AS p (station_id, sensor, minute, count,
+        sum, min, max)
+    ORDER BY station_id, minute, sensor
+    ON CONFLICT (station_id, minute, sensor) DO UPDATE SET
+    count = m.count + excluded.count, sum = m.sum + excluded.sum,
+    min = least(m.min, excluded.min), max = greatest(m.max, excluded.max)"""
 _ADD_DEAD_LETTER = """INSERT INTO dead_letters (received_at, source, reason, payload, kind)
     VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source) DO NOTHING"""
 _ADD_GLOBAL_ANOMALY = """INSERT INTO global_anomalies
@@ -296,7 +306,12 @@ class PostgresStore(Store):
                     self._add_partitions(conn, {ts // DAY_MS for ts in readings.ts})
                 with conn.transaction(), conn.cursor() as cur:
                     if readings:
-                        _insert_readings(cur, readings, batch.processed_at)
+                        new = _insert_readings(cur, readings, batch.processed_at)
+                        if new.any():
+                            partials = columns.minute_partials(new)
+                            cur.execute(
+                                _ADD_MINUTES, [partials[c].tolist() for c in PARTIAL_COLUMNS]
+                            )
                     if letters:
                         cur.executemany(_ADD_DEAD_LETTER, letters)
                     if faults:
@@ -427,7 +442,8 @@ def _choose_partitioning(conn: psycopg.Connection[Any]) -> str:
 
 def _insert_readings(
     cur: psycopg.Cursor[Any], readings: EncodedReadings, processed_at: int
-) -> None:
+) -> np.ndarray:
+    """Insert the readings not stored yet; which of them were new, as a boolean mask."""
     processed = [int(processed_at)] * len(readings)
     with cur.copy(_COPY_STAGED) as copy:
         for row in zip(
@@ -445,7 +461,14 @@ def _insert_readings(
             strict=True,
         ):
             copy.write_row(row)
-    cur.execute(_MERGE_STAGED)
+    ((inserted, stations, ts, seq),) = cur.execute(
+        _MERGE_STAGED, {"staged": len(readings)}
+    ).fetchall()
+    if inserted in (0, len(readings)):
+        return np.full(len(readings), inserted > 0)
+    new_keys = set(zip(stations, ts, seq, strict=True))
+    keys = zip(readings.station_id, readings.ts, readings.seq, strict=True)
+    return np.fromiter((key in new_keys for key in keys), bool, len(readings))
 
 
 def _latest_anomalies_sql(q: LatestAnomalies) -> _Sql:
