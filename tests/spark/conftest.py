@@ -28,7 +28,7 @@ def spark() -> Iterator[SparkSession]:
         from faultline.engine.spark import spark_session
     except ImportError as exc:
         missing(f"pyspark not installed ({exc}): pip install -e '.[spark]'")
-    session = spark_session(ui_port=0, ivy_dir=IVY_DIR, state_partitions=2)
+    session = spark_session(ui_port=0, ivy_dir=IVY_DIR)
     yield session
     session.stop()
 

@@ -32,7 +32,7 @@ def main() -> None:
         checkpoint_dir=args.checkpoint,
         trigger_s=args.trigger_s,
         max_offsets_per_trigger=args.max_offsets,
-        spark=spark_session(ui_port=0, ivy_dir=args.ivy_dir, state_partitions=2),
+        spark=spark_session(ui_port=0, ivy_dir=args.ivy_dir),
         writers=args.writers,
     )
 

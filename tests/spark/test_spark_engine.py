@@ -77,7 +77,11 @@ def test_verdicts_and_dead_letters_equal_the_in_process_engine(
     kinds = {kind for _, _, kind, _, _ in spark_dead}
     assert kinds == {"malformed", "field", "range", "sensor", "time"}
     anomalies = sum(row[0] for row in spark_rows.values())
-    scored = sum(row[1]["robust_z"] is not None for row in spark_rows.values())
+    # Readings past the streaming detector's warm-up, which has a verdict on them.
+    scored = sum(
+        any(v is not None for name, v in row[1].items() if name != "isolation_forest")
+        for row in spark_rows.values()
+    )
     assert anomalies > 0 and scored > len(keys) // 2, "a comparison of nothing proves nothing"
     # Spark's own metrics, on the loopback UI: the streaming query's rates among them.
     assert ui.startswith("http://127.0.0.1:")

@@ -124,11 +124,13 @@ def test_detection_split_over_micro_batches_equals_one_pass_of_the_pipeline(
 
     in_order = decoded.sort_values(["_kafka_partition", "_kafka_offset"], ignore_index=True)
     model = model_registry(settings).current()
-    expected = DetectorPipeline(build_detectors(settings, model)).run(in_order)
+    model_pipeline = DetectorPipeline(build_detectors(settings, model))
+    expected = model_pipeline.run(in_order)
     key = [STATION_ID, "ts", "seq"]
     got = got.sort_values(key, ignore_index=True)
     expected = expected.sort_values(key, ignore_index=True)
-    for column in [*key, IS_ANOMALY, score_column("robust_z"), score_column("isolation_forest")]:
+    scores = [score_column(name) for name in model_pipeline.names]
+    for column in [*key, IS_ANOMALY, *scores]:
         np.testing.assert_array_equal(got[column].to_numpy(), expected[column].to_numpy())
     assert got[IS_ANOMALY].any()
     assert json.loads(state.get[0])["buckets"] == 4

@@ -33,7 +33,6 @@ def session_conf(
     ui_port: int,
     host: str,
     ivy_dir: Path | None,
-    state_partitions: int,
 ) -> dict[str, str]:
     conf = {
         "spark.jars.packages": kafka_connector(),
@@ -50,9 +49,6 @@ def session_conf(
         ),
         "spark.metrics.conf.*.sink.prometheusServlet.path": "/metrics/prometheus",
         "spark.sql.streaming.metricsEnabled": "true",
-        # A stateful query keeps this many state partitions for the life of its checkpoint;
-        # Spark's default of 200 costs 200 tasks and state-store files per micro-batch.
-        "spark.sql.shuffle.partitions": str(state_partitions),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
     }
@@ -68,7 +64,6 @@ def spark_session(
     ui_port: int = 4040,
     host: str = "127.0.0.1",
     ivy_dir: Path | None = None,
-    state_partitions: int = 2,
     python: str = sys.executable,
     extra_conf: Mapping[str, str] | None = None,
 ) -> SparkSession:
@@ -77,8 +72,6 @@ def spark_session(
     `ui_port` 0 picks a free port (read it from `sparkContext.uiWebUrl`). `ivy_dir` None keeps
     Spark's default cache in the home directory.
     """
-    if state_partitions < 1:
-        raise ValueError(f"state_partitions must be at least 1, got {state_partitions}")
     # The web UI (and with it the Prometheus endpoints) binds to SPARK_LOCAL_IP, not to the
     # driver's bind address; it is read by the JVM this call launches.
     os.environ["SPARK_LOCAL_IP"] = host
@@ -90,7 +83,6 @@ def spark_session(
         ui_port=ui_port,
         host=host,
         ivy_dir=ivy_dir,
-        state_partitions=state_partitions,
     )
     for key, value in {**conf, **(extra_conf or {})}.items():
         builder = builder.config(key, value)
