@@ -13,6 +13,7 @@ import pytest
 
 from faultline.config import Settings, load_settings
 from tests.services.endpoints import REPO, missing, require_endpoint
+from tests.store.servers import postgres_schema  # noqa: F401 (a fixture the tests ask for)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -29,6 +29,8 @@ from pyspark.errors import StreamingQueryException
 
 from faultline.engine.spark import run_spark_engine
 from faultline.engine.spark.job import QUERY_NAME
+from faultline.engine.spark.sink import default_writers
+from tests.store.servers import postgres_url
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -91,6 +93,35 @@ def test_verdicts_and_dead_letters_equal_the_in_process_engine(
 def _flat_key(rows: dict) -> list:
     """The seed-000 reading's key: its ts and seq were assigned at ingest."""
     return [key for key, row in rows.items() if row[6]]
+
+
+def test_a_store_for_concurrent_writers_is_written_from_the_executors(
+    spark: SparkSession, make_settings: SettingsFactory, postgres_schema: str, tmp_path: Path
+) -> None:
+    settings = make_settings(store_url=postgres_url(postgres_schema))
+    assert default_writers(settings.store_url) == "executors"
+    keys = publish_simulated(settings, stations=5, ticks=120, seed=41)
+    store = open_store(settings.store_url)
+    try:
+        with spark_engine_thread(
+            settings, tmp_path / "checkpoint", spark=spark, trigger_s=0.0,
+            max_offsets_per_trigger=200,
+        ) as running:  # fmt: skip
+            wait_until(
+                lambda: not running() or stored_counts(store)[0] >= len(keys),
+                timeout_s=240,
+                what=f"{len(keys)} readings in PostgreSQL",
+            )
+        stored = verdicts(store)
+    finally:
+        store.close()
+    reference = open_store(f"sqlite:///{tmp_path / 'in-process.db'}")
+    try:
+        run_in_process(settings, reference, len(keys))
+        assert stored == verdicts(reference)
+    finally:
+        reference.close()
+    assert set(stored) == set(keys)
 
 
 def test_a_stop_lets_the_micro_batch_in_flight_finish(
