@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 from faultline import __version__
+from faultline.batch.cli import add_batch_parser
 from faultline.config import Settings, load_settings
 from faultline.evaluate.cli import add_eval_parser
 
@@ -75,6 +76,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     runtime.start_engine()
     if not args.no_simulator:
         runtime.start_simulator()
+    runtime.start_global_anomalies()
     server = ApiServer(
         create_app(
             AppContext(
@@ -324,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
 
     add_eval_parser(sub, parents=[common])
+    add_batch_parser(sub, parents=[common])
 
     train = add("train", cmd_train, "Train seed 000's model and register it as the champion.")
     train.add_argument("--n-estimators", type=int)
