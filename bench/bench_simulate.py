@@ -42,7 +42,9 @@ def main() -> None:
 
     def simulator(stations: int) -> Simulator:
         return Simulator(
-            DEFAULT_SENSORS, stations=stations, seed=0,
+            DEFAULT_SENSORS,
+            stations=stations,
+            seed=0,
             faults_per_station_hour=args.faults_per_station_hour,
         )
 

@@ -64,7 +64,9 @@ class Metrics:
             "faultline_anomalies", "Readings judged anomalous", ["sensor"], registry=r
         )
         self.dead_letters = Counter(
-            "faultline_dead_letters", "Messages that could not become readings", ["kind"],
+            "faultline_dead_letters",
+            "Messages that could not become readings",
+            ["kind"],
             registry=r,
         )
         self.batches = Counter("faultline_batches", "Engine batches committed", registry=r)
@@ -72,17 +74,22 @@ class Metrics:
             "faultline_batch_failures", "Engine batches that failed and were retried", registry=r
         )
         self.batch_seconds = Histogram(
-            "faultline_batch_seconds", "Decode+detect+store time per batch",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "faultline_batch_seconds",
+            "Decode+detect+store time per batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
-            "faultline_batch_size", "Messages per engine batch",
-            buckets=(1, 10, 100, 1000, 5000, 10_000, 50_000), registry=r,
+            "faultline_batch_size",
+            "Messages per engine batch",
+            buckets=(1, 10, 100, 1000, 5000, 10_000, 50_000),
+            registry=r,
         )
         self.latency = Histogram(
             "faultline_ingest_to_verdict_seconds",
             "Processing latency: bus acceptance to stored verdict",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.http_ingested = Counter(
             "faultline_http_ingested", "Readings accepted by POST /api/readings", registry=r

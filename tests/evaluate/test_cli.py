@@ -119,9 +119,20 @@ def test_eval_csv_pools_the_scored_rows_of_all_files(
     write_csv(tmp_path / "a.csv", spikes=[100, 200], labelled=[100, 200], sep=";")
     write_csv(tmp_path / "b.csv", spikes=[150], labelled=[250], sep=";")
     argv = [
-        "eval", "csv", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"),
-        "--time-column", "time", "--label-column", "anomaly", "--sep", ";",
-        "--train-rows", "50", "--detector", "robust_z",
+        "eval",
+        "csv",
+        str(tmp_path / "a.csv"),
+        str(tmp_path / "b.csv"),
+        "--time-column",
+        "time",
+        "--label-column",
+        "anomaly",
+        "--sep",
+        ";",
+        "--train-rows",
+        "50",
+        "--detector",
+        "robust_z",
     ]
     assert run([*argv, "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
@@ -156,8 +167,17 @@ def test_eval_csv_refuses_bad_files_clearly(
 
 def test_eval_csv_needs_rows_left_after_training(tmp_path: Path) -> None:
     write_csv(tmp_path / "a.csv", spikes=[], labelled=[])
-    argv = ["eval", "csv", str(tmp_path / "a.csv"), "--time-column", "time", "--label-column",
-            "anomaly", "--detector", "robust_z"]
+    argv = [
+        "eval",
+        "csv",
+        str(tmp_path / "a.csv"),
+        "--time-column",
+        "time",
+        "--label-column",
+        "anomaly",
+        "--detector",
+        "robust_z",
+    ]
     with pytest.raises(ValueError, match="no rows left"):
         run([*argv, "--train-rows", "300"])
     with pytest.raises(ValueError, match="--train-rows must be >= 0"):
@@ -168,8 +188,18 @@ def test_eval_csv_fits_the_isolation_forest_on_the_training_rows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_csv(tmp_path / "a.csv", spikes=[200], labelled=[200])
-    argv = ["eval", "csv", str(tmp_path / "a.csv"), "--time-column", "time",
-            "--label-column", "anomaly", "--detector", "isolation_forest", "--json"]
+    argv = [
+        "eval",
+        "csv",
+        str(tmp_path / "a.csv"),
+        "--time-column",
+        "time",
+        "--label-column",
+        "anomaly",
+        "--detector",
+        "isolation_forest",
+        "--json",
+    ]
     with pytest.raises(ValueError, match="needs training rows"):
         run(argv)
     assert run([*argv, "--train-rows", "150"]) == 0

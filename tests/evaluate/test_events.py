@@ -38,7 +38,9 @@ def test_onsets_are_per_station_whatever_the_interleaving() -> None:
     mask = np.arange(10)
     got = alarm_onsets(station, ts, flagged, mask)
     assert list(zip(got.station, got.ts // S, got.mask, strict=True)) == [
-        (1, 0, 1), (0, 1, 2), (0, 4, 8)
+        (1, 0, 1),
+        (0, 1, 2),
+        (0, 4, 8),
     ]
 
 

@@ -58,8 +58,11 @@ def test_events_in_the_warm_up_are_left_out() -> None:
 
 @pytest.mark.parametrize(
     ("flags", "message"),
-    [(["--hours", "0"], "hours"), (["--grace", "-1"], "grace"),
-     (["--faults-per-hour", "0"], "faults_per_station_hour")],
+    [
+        (["--hours", "0"], "hours"),
+        (["--grace", "-1"], "grace"),
+        (["--faults-per-hour", "0"], "faults_per_station_hour"),
+    ],
 )
 def test_bad_settings_are_refused(flags: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -42,12 +42,18 @@ def test_healthy_signals_of_any_shape_rarely_alarm(  # type: ignore[no-untyped-d
     # p = 1e-4) a few alarms at most, whatever the shape of the noise, because each feature is
     # judged by its own history.
     rng = np.random.default_rng(0)
-    frame = pd.concat(
-        [
-            station_frame({"x0": noise(rng, 5000)}, station=f"s{i}").assign(order=np.arange(5000))
-            for i in range(4)
-        ]
-    ).sort_values("order", kind="stable").drop(columns="order")
+    frame = (
+        pd.concat(
+            [
+                station_frame({"x0": noise(rng, 5000)}, station=f"s{i}").assign(
+                    order=np.arange(5000)
+                )
+                for i in range(4)
+            ]
+        )
+        .sort_values("order", kind="stable")
+        .drop(columns="order")
+    )
     got = SurpriseDetector(["x0"]).process(frame.reset_index(drop=True))
     per_station = frame[STATION_ID].to_numpy()
     alarms = sum(len(onsets(got.is_anomaly[per_station == f"s{i}"])) for i in range(4))

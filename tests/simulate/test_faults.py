@@ -36,13 +36,20 @@ def run(kind: str, seed: int = 21) -> tuple[pd.DataFrame, list[FaultLabel]]:
     faulty run sent nothing).
     """
     faulty, labels = simulate_frame(
-        DEFAULT_SENSORS, TICKS, stations=STATIONS, seed=seed, faults_per_station_hour=6.0,
+        DEFAULT_SENSORS,
+        TICKS,
+        stations=STATIONS,
+        seed=seed,
+        faults_per_station_hour=6.0,
         fault_weights={kind: 1.0},
     )
     clean, _ = simulate_frame(DEFAULT_SENSORS, TICKS, stations=STATIONS, seed=seed)
     merged = clean.merge(
-        faulty[[STATION_ID, TS, *SENSORS]], on=[STATION_ID, TS], how="left",
-        suffixes=("_clean", ""), validate="one_to_one",
+        faulty[[STATION_ID, TS, *SENSORS]],
+        on=[STATION_ID, TS],
+        how="left",
+        suffixes=("_clean", ""),
+        validate="one_to_one",
     )
     assert len(labels) >= 10, "too few faults to test"
     assert {label.kind for label in labels} == {kind}
@@ -186,7 +193,11 @@ def test_labels_never_overlap_on_a_station() -> None:
 
 def test_fault_rate_follows_faults_per_station_hour() -> None:
     _, labels = simulate_frame(
-        DEFAULT_SENSORS, 4 * TICKS, stations=25, seed=2, faults_per_station_hour=2.0,
+        DEFAULT_SENSORS,
+        4 * TICKS,
+        stations=25,
+        seed=2,
+        faults_per_station_hour=2.0,
         fault_weights={"spike": 1.0},  # one tick each, so busy stations barely matter
     )
     assert len(labels) == pytest.approx(2.0 * 4 * 25, rel=0.25)

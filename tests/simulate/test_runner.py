@@ -35,7 +35,13 @@ def test_paced_run_publishes_every_tick_at_its_time() -> None:
     metrics = Metrics(clock=clock)
     sim = Simulator(DEFAULT_SENSORS, stations=5, seed=1)
     count = run_simulator(
-        sim, bus, TOPIC, clock=clock, rate_hz=2.0, stop=threading.Event(), max_ticks=30,
+        sim,
+        bus,
+        TOPIC,
+        clock=clock,
+        rate_hz=2.0,
+        stop=threading.Event(),
+        max_ticks=30,
         metrics=metrics,
     )
     messages = drain(bus)
@@ -60,8 +66,14 @@ def test_runner_publishes_what_the_frame_api_generates_and_every_label() -> None
     labels: list[FaultLabel] = []
     bus = MemoryBus(clock=clock)
     count = run_simulator(
-        Simulator(DEFAULT_SENSORS, **kwargs), bus, TOPIC, clock=clock, rate_hz=1.0,
-        stop=threading.Event(), on_labels=labels.extend, max_ticks=1200,
+        Simulator(DEFAULT_SENSORS, **kwargs),
+        bus,
+        TOPIC,
+        clock=clock,
+        rate_hz=1.0,
+        stop=threading.Event(),
+        on_labels=labels.extend,
+        max_ticks=1200,
     )
     dropped = sum(
         (label.end_ts - label.start_ts) // 1000 + 1 for label in expected if label.kind == "dropout"
@@ -77,7 +89,13 @@ def test_flat_out_run_publishes_in_blocks_stamped_with_the_clock() -> None:
     metrics = Metrics(clock=clock)
     sim = Simulator(DEFAULT_SENSORS, stations=100, seed=2)
     count = run_simulator(
-        sim, bus, TOPIC, clock=clock, rate_hz=0, stop=threading.Event(), max_ticks=250,
+        sim,
+        bus,
+        TOPIC,
+        clock=clock,
+        rate_hz=0,
+        stop=threading.Event(),
+        max_ticks=250,
         metrics=metrics,
     )
     assert count == len(drain(bus)) == 25_000 == published_count(metrics)
@@ -93,8 +111,12 @@ def test_stop_event_ends_a_run_with_no_tick_limit() -> None:
     worker = threading.Thread(
         target=lambda: result.append(
             run_simulator(
-                Simulator(DEFAULT_SENSORS, stations=3, seed=0), bus, TOPIC, clock=clock,
-                rate_hz=1.0, stop=stop,
+                Simulator(DEFAULT_SENSORS, stations=3, seed=0),
+                bus,
+                TOPIC,
+                clock=clock,
+                rate_hz=1.0,
+                stop=stop,
             )
         )
     )
@@ -135,8 +157,12 @@ def test_a_set_stop_event_publishes_nothing() -> None:
     stop.set()
     bus = MemoryBus()
     count = run_simulator(
-        Simulator(DEFAULT_SENSORS, stations=2, seed=0), bus, TOPIC, clock=ManualClock(),
-        rate_hz=1.0, stop=stop,
+        Simulator(DEFAULT_SENSORS, stations=2, seed=0),
+        bus,
+        TOPIC,
+        clock=ManualClock(),
+        rate_hz=1.0,
+        stop=stop,
     )
     assert count == 0 and drain(bus) == []
 
@@ -145,12 +171,21 @@ def test_labels_of_faults_in_progress_are_delivered_when_the_run_ends() -> None:
     clock = ManualClock()
     labels: list[FaultLabel] = []
     sim = Simulator(
-        DEFAULT_SENSORS, stations=4, seed=3, faults_per_station_hour=3600.0,
+        DEFAULT_SENSORS,
+        stations=4,
+        seed=3,
+        faults_per_station_hour=3600.0,
         fault_weights={"level_shift": 1.0},  # at least 30 ticks each, so all are cut short
     )
     run_simulator(
-        sim, MemoryBus(clock=clock), TOPIC, clock=clock, rate_hz=1.0, stop=threading.Event(),
-        on_labels=labels.extend, max_ticks=10,
+        sim,
+        MemoryBus(clock=clock),
+        TOPIC,
+        clock=clock,
+        rate_hz=1.0,
+        stop=threading.Event(),
+        on_labels=labels.extend,
+        max_ticks=10,
     )
     last_ts = clock.now_ms()
     assert len(labels) == 4
@@ -164,13 +199,22 @@ def test_a_bus_failure_is_raised_and_labels_are_still_delivered() -> None:
     bus.close()
     labels: list[FaultLabel] = []
     sim = Simulator(
-        DEFAULT_SENSORS, stations=10, seed=3, faults_per_station_hour=3600.0,
+        DEFAULT_SENSORS,
+        stations=10,
+        seed=3,
+        faults_per_station_hour=3600.0,
         fault_weights={"stuck": 1.0},
     )
     with pytest.raises(BusError, match="closed"):
         run_simulator(
-            sim, bus, TOPIC, clock=clock, rate_hz=0, stop=threading.Event(),
-            on_labels=labels.extend, max_ticks=5,
+            sim,
+            bus,
+            TOPIC,
+            clock=clock,
+            rate_hz=0,
+            stop=threading.Event(),
+            on_labels=labels.extend,
+            max_ticks=5,
         )
     assert len(labels) >= 5
     assert all(label.end_ts == clock.now_ms() for label in labels)
@@ -187,6 +231,10 @@ def test_a_bus_failure_is_raised_and_labels_are_still_delivered() -> None:
 def test_bad_runner_arguments_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         run_simulator(
-            Simulator(DEFAULT_SENSORS, stations=1), MemoryBus(), TOPIC, clock=ManualClock(),
-            stop=threading.Event(), **kwargs,
+            Simulator(DEFAULT_SENSORS, stations=1),
+            MemoryBus(),
+            TOPIC,
+            clock=ManualClock(),
+            stop=threading.Event(),
+            **kwargs,
         )

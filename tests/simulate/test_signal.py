@@ -107,7 +107,11 @@ def test_grouping_ticks_into_blocks_does_not_change_anything() -> None:
 
 def test_seq_rises_by_one_per_reading_of_each_station() -> None:
     frame, labels = simulate_frame(
-        DEFAULT_SENSORS, 3000, stations=6, seed=1, faults_per_station_hour=30,
+        DEFAULT_SENSORS,
+        3000,
+        stations=6,
+        seed=1,
+        faults_per_station_hour=30,
         fault_weights={"dropout": 1.0},
     )
     assert any(label.kind == "dropout" for label in labels)

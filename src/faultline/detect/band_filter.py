@@ -69,8 +69,7 @@ class BandFilterDetector(PerStationDetector):
         for station in self._slots.known(stations):
             slot = self._slots.get(station)
             state[station] = {
-                name: self._chronological(slot, j).tolist()
-                for j, name in enumerate(self.sensors)
+                name: self._chronological(slot, j).tolist() for j, name in enumerate(self.sensors)
             }
         return {"window": self.window, "stations": state}
 

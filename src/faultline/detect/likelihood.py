@@ -175,9 +175,7 @@ class Alarm:
         active, onset, _ = self._step(self._slots.lookup(stations), level)
         return active, onset
 
-    def update(
-        self, stations: np.ndarray, level: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def update(self, stations: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(active, onset) per reading, then move the state on; stations may repeat, in order."""
         slots = self._slots.assign(stations)
         self._age = grow(self._age, len(self._slots), 0)

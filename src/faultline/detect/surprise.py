@@ -72,8 +72,19 @@ _SIGMA_PER_MAD = math.sqrt(math.pi / 2)
 _SCALE_FLOOR = 1e-9
 
 # Per-sensor state: scalar fields, then the short ring and the quantile estimates.
-_SCALARS = ("n", "location", "slow_location", "last", "point_scale", "mean_scale", "jump_scale",
-            "fast_var", "slow_var", "run", "calibrated")
+_SCALARS = (
+    "n",
+    "location",
+    "slow_location",
+    "last",
+    "point_scale",
+    "mean_scale",
+    "jump_scale",
+    "fast_var",
+    "slow_var",
+    "run",
+    "calibrated",
+)
 
 
 class SurpriseDetector(Detector):
@@ -244,8 +255,9 @@ class SurpriseDetector(Detector):
         ):
             st[name] = np.where(learn, st[name] + weight * (value - st[name]), st[name])
         st["run"] = np.where(finite, run, st["run"])
-        st["location"] = np.where(first, x, np.where(learn, st["location"] + rate * deviation,
-                                                     st["location"]))
+        st["location"] = np.where(
+            first, x, np.where(learn, st["location"] + rate * deviation, st["location"])
+        )
         st["slow_location"] = np.where(
             first, x, np.where(learn, st["slow_location"] + slow * recent, st["slow_location"])
         )
@@ -353,7 +365,10 @@ def _surprise(q: np.ndarray, v: np.ndarray) -> np.ndarray:
         np.where(
             v > q90,
             at[1] + (v - q90) / d2,
-            np.where(v > q50, at[0] + (at[1] - at[0]) * (v - q50) / d1,
-                     at[0] * v / np.maximum(q50, _MIN_SPREAD)),
+            np.where(
+                v > q50,
+                at[0] + (at[1] - at[0]) * (v - q50) / d1,
+                at[0] * v / np.maximum(q50, _MIN_SPREAD),
+            ),
         ),
     )

@@ -28,9 +28,7 @@ class Counts:
     alarms_true: int = 0
 
     def __add__(self, other: Counts) -> Counts:
-        return Counts(
-            *(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__)
-        )
+        return Counts(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
 
 
 @dataclass(frozen=True)
@@ -44,8 +42,12 @@ class Classification:
     counts: Counts
 
     def as_json(self) -> dict[str, float | None]:
-        return {"f1_point": self.f1_point, "f1_event": self.f1_event, "far": self.far,
-                "mar": self.mar}
+        return {
+            "f1_point": self.f1_point,
+            "f1_event": self.f1_event,
+            "far": self.far,
+            "mar": self.mar,
+        }
 
 
 def runs(flags: np.ndarray) -> list[tuple[int, int]]:

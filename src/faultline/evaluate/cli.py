@@ -33,7 +33,9 @@ def add_eval_parser(
     nab = sources.add_parser("nab", parents=list(parents), help=text, description=text)
     nab.add_argument("--data", type=Path, help="the NAB corpus (default: ../shared/nab)")
     nab.add_argument(
-        "--detector", default=DEFAULT_DETECTOR, choices=sorted(EVAL_DETECTORS),
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        choices=sorted(EVAL_DETECTORS),
         help=f"default {DEFAULT_DETECTOR}; one of: {detectors}",
     )
     nab.add_argument("--json", action="store_true", help="print only a JSON object of scores")
@@ -50,15 +52,21 @@ def add_eval_parser(
     sim.add_argument("--hours", type=float, default=d.hours, help=f"per kind, default {d.hours}")
     sim.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
     sim.add_argument(
-        "--faults-per-hour", type=float, default=d.faults_per_station_hour,
+        "--faults-per-hour",
+        type=float,
+        default=d.faults_per_station_hour,
         help=f"faults per station-hour, default {d.faults_per_station_hour}",
     )
     sim.add_argument(
-        "--grace", type=int, default=d.grace,
+        "--grace",
+        type=int,
+        default=d.grace,
         help=f"readings after a fault's end in which an alarm still detects it (default {d.grace})",
     )
     sim.add_argument(
-        "--detector", default=DEFAULT_DETECTOR, choices=sorted(EVAL_DETECTORS),
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        choices=sorted(EVAL_DETECTORS),
         help=f"default {DEFAULT_DETECTOR}",
     )
     sim.add_argument("--json", action="store_true", help="print only a JSON object of results")
@@ -72,11 +80,15 @@ def add_eval_parser(
     csv.add_argument("--label-column", required=True)
     csv.add_argument("--sep", default=",", help="field separator (default ',')")
     csv.add_argument(
-        "--train-rows", type=int, default=0,
+        "--train-rows",
+        type=int,
+        default=0,
         help="the first N rows of each file fit/warm the detector and are not scored",
     )
     csv.add_argument(
-        "--detector", default=DEFAULT_DETECTOR, choices=sorted(EVAL_DETECTORS),
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        choices=sorted(EVAL_DETECTORS),
         help=f"default {DEFAULT_DETECTOR}",
     )
     csv.add_argument("--json", action="store_true", help="print only a JSON object of metrics")

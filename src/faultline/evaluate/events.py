@@ -77,8 +77,9 @@ def alarm_onsets(
     previous = np.r_[False, f[:-1]] & same
     onset = order[f & ~previous]
     onset.sort()
-    return Alarms(station[onset].astype(np.int64), ts[onset].astype(np.int64),
-                  mask[onset].astype(np.int64))
+    return Alarms(
+        station[onset].astype(np.int64), ts[onset].astype(np.int64), mask[onset].astype(np.int64)
+    )
 
 
 def match(alarms: Alarms, events: Events, grace_ms: int) -> Matching:
@@ -103,8 +104,10 @@ def match(alarms: Alarms, events: Events, grace_ms: int) -> Matching:
             & (events.station[e] == alarms.station)
             & (alarms.ts >= events.start[e])
             & (alarms.ts <= events.end[e] + grace_ms)
-            & ((events.sensor[e] == ALL_SENSORS) | ((alarms.mask >> np.maximum(events.sensor[e],
-                                                                                0)) & 1 == 1))
+            & (
+                (events.sensor[e] == ALL_SENSORS)
+                | ((alarms.mask >> np.maximum(events.sensor[e], 0)) & 1 == 1)
+            )
         )
         chosen = np.where(hit, e, chosen)
     true = chosen >= 0
@@ -209,5 +212,6 @@ def silence_alarms(station: np.ndarray, ts: np.ndarray, silent_ms: int) -> Alarm
     gap = np.diff(t)
     silent = same & (gap > silent_ms)
     at = t[:-1][silent] + silent_ms + 1  # `now - last > silent_ms` first holds here
-    return Alarms(s[:-1][silent].astype(np.int64), at.astype(np.int64),
-                  np.zeros(int(silent.sum()), np.int64))
+    return Alarms(
+        s[:-1][silent].astype(np.int64), at.astype(np.int64), np.zeros(int(silent.sum()), np.int64)
+    )

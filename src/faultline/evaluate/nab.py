@@ -114,9 +114,7 @@ def sweep_scores(rows: int, windows: Sequence[tuple[int, int]], profile: Profile
     width = b - a + 1
     inside = seen & (i <= b)
     after = seen & (i > b)
-    out[inside] = (
-        profile.tp_weight * scaled_sigmoid(-(b - i + 1)[inside] / width[inside]) / MAX_TP
-    )
+    out[inside] = profile.tp_weight * scaled_sigmoid(-(b - i + 1)[inside] / width[inside]) / MAX_TP
     if after.any():
         if (width[after] < 2).any():
             raise NabError("a window one row wide has no defined false-positive decay")
@@ -274,9 +272,7 @@ def optimise(
     )
 
 
-def score_corpus(
-    corpus: NabCorpus, scores: Mapping[str, np.ndarray]
-) -> dict[str, ProfileResult]:
+def score_corpus(corpus: NabCorpus, scores: Mapping[str, np.ndarray]) -> dict[str, ProfileResult]:
     """Every profile's result for one detector's scores (file name → one score per row)."""
     missing = [f.name for f in corpus.files if f.name not in scores]
     if missing:

@@ -72,12 +72,18 @@ def readings_frame(series: Sequence[Series], sensors: Sequence[str]) -> pd.DataF
         columns=list(READING_COLUMNS),
     )
     for name in sensors:
-        column = np.concatenate(
-            [
-                s.values[name].to_numpy(np.float64) if name in s.values else np.full(len(s), np.nan)
-                for s in series
-            ]
-        ) if series else np.empty(0)
+        column = (
+            np.concatenate(
+                [
+                    s.values[name].to_numpy(np.float64)
+                    if name in s.values
+                    else np.full(len(s), np.nan)
+                    for s in series
+                ]
+            )
+            if series
+            else np.empty(0)
+        )
         frame[name] = column[order]
     return frame
 

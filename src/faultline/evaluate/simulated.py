@@ -106,8 +106,11 @@ class SimulationRun:
             "faults_per_station_hour": s.faults_per_station_hour,
             "grace_readings": s.grace,
             "kinds": {
-                name: {**k.score.as_json(), "unscored_events": k.unscored,
-                       "false_alarms": k.false_alarms}
+                name: {
+                    **k.score.as_json(),
+                    "unscored_events": k.unscored,
+                    "false_alarms": k.false_alarms,
+                }
                 for name, k in self.kinds.items()
             },
             "dropout_station_health": self.station_health.as_json(),
@@ -156,14 +159,12 @@ def run_simulation(
         events = _events(labels, station_code, names)
         ts = frame[TS].to_numpy(np.int64)
         alarms = alarm_onsets(codes, ts, flagged, mask)
-        counted = events.start >= _first_verdict(codes, ts, score, len(station_code))[
-            events.station
-        ]
+        counted = (
+            events.start >= _first_verdict(codes, ts, score, len(station_code))[events.station]
+        )
         grace_ms = setup.grace * setup.interval_ms
         got = score_events(alarms, events, grace_ms, setup.interval_ms, counted)
-        results[kind] = KindResult(
-            kind, got, int((~counted).sum()), got.alarms - got.true_alarms
-        )
+        results[kind] = KindResult(kind, got, int((~counted).sum()), got.alarms - got.true_alarms)
         if kind == FaultKind.DROPOUT.value:
             health = score_events(
                 silence_alarms(codes, ts, setup.silent_ms), events, grace_ms, setup.interval_ms
@@ -198,8 +199,10 @@ def _events(
     return Events(
         station=np.array(codes, np.int64),
         sensor=np.array(
-            [ALL_SENSORS if lab.sensor == STATION_WIDE else sensors.index(lab.sensor)
-             for lab in labels],
+            [
+                ALL_SENSORS if lab.sensor == STATION_WIDE else sensors.index(lab.sensor)
+                for lab in labels
+            ],
             np.int64,
         ),
         start=np.array([lab.start_ts for lab in labels], np.int64),
@@ -215,4 +218,3 @@ def _first_verdict(
     judged = np.isfinite(score)
     np.minimum.at(first, codes[judged], ts[judged])
     return first
-
