@@ -1,7 +1,7 @@
 """Throughput and latency of the embedded pipeline: bus → decode → detect → SQLite → ack.
 
-Prints, for the default detector set (robust_z + seed 000's 1000-tree IsolationForest) and for
-robust_z alone:
+Prints, for the default detector set (the streaming default + seed 000's 1000-tree
+IsolationForest) and for the streaming detector alone:
   * kernel: decode + score alone on the same batches, no bus and no store (the baseline);
   * pipeline: the real Engine over a MemoryBus into a SqliteStore, backlog drained flat out;
   * the ratio pipeline/kernel, so the pipeline's overhead shows;
@@ -27,9 +27,8 @@ from faultline.bus import MemoryBus, Record
 from faultline.clock import SystemClock
 from faultline.codec import RawMessage, ReadingDecoder
 from faultline.config import Settings, load_settings
-from faultline.detect import Detector, DetectorPipeline
-from faultline.detect.isolation_forest import IsolationForestDetector
-from faultline.detect.robust import RobustStreamingDetector
+from faultline.detect import DetectorPipeline
+from faultline.detect.factory import build_detectors
 from faultline.engine import Engine
 from faultline.metrics import Metrics
 from faultline.models.base import ModelInfo
@@ -52,21 +51,9 @@ def make_records(settings: Settings, stations: int, ticks: int) -> list[Record]:
     return sim.block(ts).records()
 
 
-def detectors(settings: Settings, model: SklearnModel | None) -> list[Detector]:
-    d = settings.detect
-    out: list[Detector] = [
-        RobustStreamingDetector(
-            settings.sensor_names, threshold=d.threshold, warmup=d.warmup, alpha=d.alpha
-        )
-    ]
-    if model is not None:
-        out.append(IsolationForestDetector(settings.sensor_names, model))
-    return out
-
-
 def kernel_rate(settings: Settings, records: list[Record], model: SklearnModel | None) -> float:
     decoder = ReadingDecoder(settings.sensors, settings.ingest)
-    pipeline = DetectorPipeline(detectors(settings, model))
+    pipeline = DetectorPipeline(build_detectors(settings, model))
     size = settings.engine.batch_max_records
     now = SystemClock().now_ms()
     raws = [RawMessage(r.value, f"b/0/{i}", now, i) for i, r in enumerate(records)]
@@ -82,7 +69,7 @@ def engine_for(settings: Settings, bus: MemoryBus, db: Path, model: SklearnModel
         topic=TOPIC,
         store=open_store(f"sqlite:///{db}"),
         decoder=ReadingDecoder(settings.sensors, settings.ingest),
-        pipeline=DetectorPipeline(detectors(settings, model)),
+        pipeline=DetectorPipeline(build_detectors(settings, model)),
         settings=settings.engine,
         metrics=Metrics(),
     )
@@ -167,12 +154,14 @@ def main() -> None:
     print(f"readings: {len(records):,} ({args.stations} stations x {args.ticks} ticks)")
     print(f"batch: up to {settings.engine.batch_max_records} messages")
     with tempfile.TemporaryDirectory() as tmp:
-        for label, chosen in (("robust_z + isolation_forest(1000)", model), ("robust_z", None)):
+        streaming = settings.detect.detector
+        configurations = ((f"{streaming} + isolation_forest(1000)", model), (streaming, None))
+        for n, (label, chosen) in enumerate(configurations):
             kernel = kernel_rate(settings, records, chosen)
-            full = pipeline_rate(settings, records, chosen, Path(tmp) / f"{label[:8]}.db")
+            full = pipeline_rate(settings, records, chosen, Path(tmp) / f"run{n}.db")
             paced = records[: int(args.rate * 10)]
             p50, p99, worst = paced_latency(
-                settings, paced, chosen, Path(tmp) / f"{label[:8]}-paced.db", args.rate
+                settings, paced, chosen, Path(tmp) / f"run{n}-paced.db", args.rate
             )
             print(f"\n[{label}]")
             print(f"  kernel (decode+score)       {kernel:12,.0f} readings/s")
