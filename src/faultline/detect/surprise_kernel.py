@@ -1,0 +1,288 @@
+"""The `surprise` detector's per-reading work, compiled with numba.
+
+A detector whose state is one row per station can only vectorise across the stations of a round,
+so with few stations the cost is numpy's per-call overhead, not arithmetic. Here the rows of a
+batch are walked in order, each reading touching only its own station's state: any number of
+readings per station in one call, O(1) work and constant state per reading. The functions are
+pure over the arrays they are given; `faultline.detect.surprise` owns the arrays and says what
+they mean.
+
+State layout (S stations, M sensors, F views):
+
+* `scalars[S, M, len(SCALARS)]`: the per-sensor statistics named by `SCALARS`;
+* `ring[S, M, short]`: the newest `short` values of each sensor (value number t at t % short);
+* `quantiles[S, M, F, 4]`: each view's 50th/90th/99th/99.9th percentile estimates;
+* `station[S, len(STATION_FIELDS)]`: the peak blocks and the alarm of each station.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+FEATURES = ("point", "mean", "jump", "volatility", "stuck")
+SCALARS = (
+    "n",
+    "location",
+    "slow_location",
+    "last",
+    "point_scale",
+    "mean_scale",
+    "jump_scale",
+    "fast_var",
+    "slow_var",
+    "run",
+    "calibrated",
+)
+STATION_FIELDS = ("peak_current", "peak_previous", "peak_count", "alarm_age", "alarm_quiet")
+QUANTILES = np.array([0.5, 0.9, 0.99, 0.999])
+# Where the quantile estimates start: |N(0, 1)| for the three deviations in scales (they are
+# standard deviations on normal data), about 1 for the volatility ratio, no repeats for stuck.
+PRIOR = np.array(
+    [[0.674, 1.645, 2.576, 3.291]] * 3 + [[1.0, 1.25, 1.55, 1.8], [0.0, 0.0, 0.0, 0.0]]
+)
+# In feature units, the steepest tail the estimates may claim: a run of repeats is counted in
+# readings, so there one more repeat than ever seen is worth at most one decade.
+MIN_SPREAD = np.array([0.05, 0.05, 0.05, 0.05, 0.5])
+
+_N, _LOC, _SLOW_LOC, _LAST, _POINT, _MEAN, _JUMP, _FAST_VAR, _SLOW_VAR, _RUN, _CAL = range(11)
+_PEAK0, _PEAK1, _PEAK_COUNT, _AGE, _QUIET = range(5)
+_F = len(FEATURES)
+_LOOKS = math.log10(_F)
+_AT_MEDIAN = -math.log10(0.5)
+# A run this long is not a live signal: it teaches neither baselines nor scales.
+_STUCK_RUN = 2
+_ALARMED_WEIGHT = 0.1
+# E|X - mean| = sigma * sqrt(2/pi) for normal data, so mean absolute deviations are scaled by
+# sqrt(pi/2) to read as standard deviations.
+_SIGMA_PER_MAD = math.sqrt(math.pi / 2)
+# A sensor that never varies has no scale; this floor (relative to its level) stands in for it.
+_SCALE_FLOOR = 1e-9
+
+
+@njit(cache=True, nogil=True)
+def _tail_surprise(q: np.ndarray, v: float, min_spread: float) -> float:
+    """-log10 of the estimated share of values >= v, from one view's quantile estimates.
+
+    Piecewise linear through (0, 0), (q50, 0.3), (q90, 1), (q99, 2), (q999, 3), and beyond the
+    99.9th percentile an exponential tail (linear in surprise) as steep as the flatter of the
+    last two pieces.
+    """
+    q50, q90, q99, q999 = q[0], q[1], q[2], q[3]
+    d2 = max(q99 - q90, min_spread)
+    if v > q99:
+        return 2.0 + (v - q99) / max(q999 - q99, d2)
+    if v > q90:
+        return 1.0 + (v - q90) / d2
+    if v > q50:
+        return _AT_MEDIAN + (1.0 - _AT_MEDIAN) * (v - q50) / max(q90 - q50, min_spread)
+    return _AT_MEDIAN * v / max(q50, min_spread)
+
+
+@njit(cache=True, nogil=True)
+def process(
+    slots: np.ndarray,
+    x: np.ndarray,
+    learn: bool,
+    scalars: np.ndarray,
+    ring: np.ndarray,
+    quantiles: np.ndarray,
+    station: np.ndarray,
+    params: np.ndarray,
+    score: np.ndarray,
+    anomaly: np.ndarray,
+    mask: np.ndarray,
+) -> None:
+    """Judge every row of `x` (rows, sensors) in order; learn it too when `learn`.
+
+    `params` = (threshold, warmup, alpha, slow, short, fast, adapt, peak_block). Rows of slot -1
+    (a station never seen) get no verdict. Outputs are written into `score`, `anomaly`, `mask`.
+    """
+    threshold, warmup, alpha, slow_rate = params[0], params[1], params[2], params[3]
+    short = int(params[4])
+    fast, adapt, peak_block = params[5], params[6], params[7]
+    alarm_off = threshold / 2.0
+    m = x.shape[1]
+    features = np.zeros((m, _F))
+    sensor = np.zeros(m)
+    recent = np.zeros(m)
+    for r in range(x.shape[0]):
+        s = slots[r]
+        if s < 0:
+            continue
+        # Judge: every view of every sensor against the state before this reading.
+        judged_count = 0
+        level = -np.inf
+        worst = 0
+        for j in range(m):
+            v = x[r, j]
+            st = scalars[s, j]
+            n = st[_N]
+            sensor[j] = np.nan
+            if not (n >= 2 and np.isfinite(v)):
+                features[j, :] = np.nan
+                continue
+            held = int(min(n, short - 1))
+            total = 0.0
+            for i in range(held):
+                total += ring[s, j, (int(n) - 1 - i) % short]
+            recent[j] = (total + v) / (held + 1)
+            floor = _SCALE_FLOOR * (1.0 + abs(st[_LOC]))
+            features[j, 0] = abs(v - st[_LOC]) / max(st[_POINT], floor)
+            features[j, 1] = abs(recent[j] - st[_SLOW_LOC]) / max(st[_MEAN], floor)
+            features[j, 2] = abs(v - st[_LAST]) / max(st[_JUMP], floor)
+            features[j, 3] = math.sqrt(st[_FAST_VAR] / max(st[_SLOW_VAR], floor * floor))
+            features[j, 4] = math.log2(1.0 + (st[_RUN] + 1.0 if v == st[_LAST] else 0.0))
+            if n < warmup:
+                continue
+            best = -np.inf
+            for f in range(_F):
+                best = max(best, _tail_surprise(quantiles[s, j, f], features[j, f], MIN_SPREAD[f]))
+            sensor[j] = best - _LOOKS
+            judged_count += 1
+            if sensor[j] > level:
+                level = sensor[j]
+                worst = j
+        has = judged_count > 0
+        if has:
+            level -= math.log10(judged_count)
+            peak = level > max(station[s, _PEAK0], station[s, _PEAK1])
+            score[r] = level if peak else 0.0
+        else:
+            score[r] = np.nan
+        # The alarm: on at `threshold`, off once below half of it for `short` readings, after
+        # lasting at least `short`; no verdict leaves it as it was.
+        age, quiet = station[s, _AGE], station[s, _QUIET]
+        was_on = age > 0
+        starts = has and not was_on and level >= threshold
+        if was_on and has and level < alarm_off:
+            quiet += 1
+        elif has and level >= alarm_off:
+            quiet = 0
+        ends = was_on and age >= short and quiet >= short
+        active = (was_on and not ends) or starts
+        anomaly[r] = active and has
+        bits = 0
+        if anomaly[r]:
+            for j in range(m):
+                if np.isfinite(sensor[j]) and sensor[j] >= alarm_off:
+                    bits |= 1 << j
+            if bits == 0:
+                bits = 1 << worst
+        mask[r] = bits
+        if not learn:
+            continue
+        station[s, _AGE] = age + 1 if active else 0
+        station[s, _QUIET] = quiet if active else 0
+        if has:
+            station[s, _PEAK0] = max(station[s, _PEAK0], level)
+            station[s, _PEAK_COUNT] += 1
+            if station[s, _PEAK_COUNT] >= peak_block:
+                station[s, _PEAK1] = station[s, _PEAK0]
+                station[s, _PEAK0] = 0.0
+                station[s, _PEAK_COUNT] = 0.0
+        for j in range(m):
+            _absorb(
+                scalars[s, j],
+                ring[s, j],
+                quantiles[s, j],
+                x[r, j],
+                features[j],
+                recent[j],
+                sensor[j],
+                threshold,
+                warmup,
+                alpha,
+                slow_rate,
+                short,
+                fast,
+                adapt,
+            )
+
+
+@njit(cache=True, nogil=True)
+def _absorb(
+    st: np.ndarray,
+    ring: np.ndarray,
+    q: np.ndarray,
+    v: float,
+    features: np.ndarray,
+    recent: float,
+    surprise: float,
+    threshold: float,
+    warmup: float,
+    alpha: float,
+    slow_rate: float,
+    short: int,
+    fast: float,
+    adapt: float,
+) -> None:
+    """Learn one value of one sensor; a missing value (NaN) teaches nothing."""
+    if not np.isfinite(v):
+        return
+    n = st[_N]
+    first = n == 0
+    run = st[_RUN] + 1.0 if (v == st[_LAST] and not first) else 0.0
+    # A run of repeats teaches no baseline or scale: a frozen sensor would otherwise shrink its
+    # own scale and alarm on its recovery.
+    learn = not first and run < _STUCK_RUN
+    rate = max(alpha, 1.0 / (n + 1.0))
+    slow = max(slow_rate, 1.0 / (n + 1.0))
+    if first:
+        st[_LOC] = v
+        st[_SLOW_LOC] = v
+    elif learn:
+        deviation = v - st[_LOC]
+        if n < 2:
+            # Features (and the short mean) exist once there are two values.
+            held = int(min(n, short - 1))
+            total = 0.0
+            for i in range(held):
+                total += ring[(int(n) - 1 - i) % short]
+            recent = (total + v) / (held + 1)
+        shift = recent - st[_SLOW_LOC]
+        step = v - st[_LAST]
+        st[_POINT] += rate * (_SIGMA_PER_MAD * abs(deviation) - st[_POINT])
+        st[_MEAN] += slow * (_SIGMA_PER_MAD * abs(shift) - st[_MEAN])
+        st[_JUMP] += rate * (_SIGMA_PER_MAD * abs(step) - st[_JUMP])
+        st[_FAST_VAR] += max(fast, 1.0 / (n + 1.0)) * (deviation * deviation - st[_FAST_VAR])
+        st[_SLOW_VAR] += rate * (deviation * deviation - st[_SLOW_VAR])
+        st[_LOC] += rate * deviation
+        st[_SLOW_LOC] += slow * shift
+    st[_RUN] = run
+    st[_LAST] = v
+    # The first values' features are measured against scales from a handful of readings and run
+    # wild; calibrating on them would make later real anomalies look ordinary.
+    if n >= 2 and n >= warmup // 4 and np.all(np.isfinite(features)):
+        # What raises an alarm barely teaches the calibration, so a fault does not make the next
+        # one look ordinary; a lasting change of regime still gets learned.
+        weight = _ALARMED_WEIGHT if surprise >= threshold else 1.0
+        _calibrate(q, st[_CAL], features, weight, adapt)
+        st[_CAL] += 1.0
+    ring[int(n) % short] = v
+    st[_N] = n + 1.0
+
+
+@njit(cache=True, nogil=True)
+def _calibrate(
+    q: np.ndarray, done: float, features: np.ndarray, weight: float, adapt: float
+) -> None:
+    """Move each quantile estimate one step towards the new value (Robbins-Monro).
+
+    A step is `adapt` times the estimates' own 50th-99th spread (larger while few values have
+    been seen), up by p when the value lies above the p-quantile estimate and down by 1 - p
+    otherwise, so each estimate settles where a share 1 - p of values lie above it.
+    """
+    if done == 0:
+        q[:, :] = PRIOR
+    gain = weight * max(adapt, 1.0 / (done + 10.0))
+    for f in range(_F):
+        spread = max(q[f, 2] - q[f, 0], MIN_SPREAD[f])
+        for k in range(4):
+            p = QUANTILES[k]
+            q[f, k] += gain * spread * (p if features[f] > q[f, k] else p - 1.0)
+        # Estimates of one feature stay ordered, so the surprise stays monotonic.
+        for k in range(1, 4):
+            q[f, k] = max(q[f, k], q[f, k - 1])
