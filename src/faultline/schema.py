@@ -9,9 +9,10 @@ same frame cross into Spark's `mapInPandas` unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -96,12 +97,41 @@ class GlobalAnomaly:
     score: float
 
 
+RunStatus = Literal["succeeded", "failed"]
+RUN_SUCCEEDED: RunStatus = "succeeded"
+RUN_FAILED: RunStatus = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalAnomalyRun:
+    """The record of one run of the daily global-anomaly job over its UTC `day`.
+
+    A store keeps one per day, the latest run's, so "never ran" (no record) and "ran and found
+    nothing" (a succeeded record with 0 anomalies) differ. `started_at` and `finished_at` are
+    timezone-aware UTC; `series` counts the station/sensor series tested, `skipped` those left
+    out by reason (e.g. {"too_short": 3}), `anomalies` those found. A failed run says why in
+    `error`; its counts are as far as it got.
+    """
+
+    day: date
+    started_at: datetime
+    finished_at: datetime
+    status: RunStatus
+    series: int
+    skipped: Mapping[str, int]
+    anomalies: int
+    error: str | None = None
+
+
 @dataclass(frozen=True)
 class WriteBatch:
     """Everything one engine step commits atomically.
 
     `readings` carries the reading columns, the sensor columns, and the verdict columns
     (IS_ANOMALY, SENSOR_MASK, MODEL_VERSION and one score column per detector).
+    With a `global_anomaly_run`, the batch's global anomalies are that run's results: a
+    succeeded run replaces all of its day's anomalies with them, a failed one carries none and
+    leaves the day's anomalies as they were.
     """
 
     sensors: tuple[str, ...]
@@ -111,3 +141,4 @@ class WriteBatch:
     dead_letters: Sequence[DeadLetter] = field(default_factory=tuple)
     faults: Sequence[FaultLabel] = field(default_factory=tuple)
     global_anomalies: Sequence[GlobalAnomaly] = field(default_factory=tuple)
+    global_anomaly_run: GlobalAnomalyRun | None = None

@@ -19,6 +19,7 @@ from faultline.schema import (
     DeadLetter,
     FaultLabel,
     GlobalAnomaly,
+    GlobalAnomalyRun,
     WriteBatch,
     score_column,
 )
@@ -91,6 +92,7 @@ def write_batch(
     dead_letters: Sequence[DeadLetter] = (),
     faults: Sequence[FaultLabel] = (),
     global_anomalies: Sequence[GlobalAnomaly] = (),
+    global_anomaly_run: GlobalAnomalyRun | None = None,
     processed_at: int = T0 + 3_600_000,
     sensors: Sequence[str] = SENSORS,
     detectors: Sequence[str] = DETECTORS,
@@ -105,6 +107,7 @@ def write_batch(
         dead_letters=tuple(dead_letters),
         faults=tuple(faults),
         global_anomalies=tuple(global_anomalies),
+        global_anomaly_run=global_anomaly_run,
     )
 
 

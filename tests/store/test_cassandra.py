@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
+from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from cassandra import ConsistencyLevel, OperationTimedOut
@@ -19,6 +22,8 @@ from faultline.store import (
     AnomalyCount,
     DeadLetters,
     FaultLabels,
+    GlobalAnomalies,
+    GlobalAnomalyRuns,
     LatestAnomalies,
     Stations,
     StoreError,
@@ -28,6 +33,8 @@ from faultline.store import cassandra as cassandra_module
 from faultline.store.cassandra import CassandraStore
 from faultline.store.cassandra_schema import MIGRATIONS, SCHEMA_VERSION, parse_url
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
+from tests.contract.test_aggregate_contract import DAY0, anomaly
+from tests.contract.test_global_anomaly_run_contract import STARTED, run_of
 from tests.store.multiday import DAY, assert_agrees_with_memory
 from tests.store.servers import (
     cassandra_keyspace,
@@ -134,6 +141,41 @@ def test_replication_and_consistency_come_from_the_url(cassandra_keyspace: str) 
     finally:
         with cassandra_session() as session:
             session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+
+
+def test_a_rerun_too_large_for_one_batch_still_replaces_the_day(
+    store: CassandraStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cassandra_module, "_GLOBAL_ANOMALY_ROWS", 2)
+    first = [anomaly(s, "temperature", T0) for s in ("a", "b", "c", "d", "e")]
+    store.write(write_batch(global_anomalies=first, global_anomaly_run=run_of(DAY0, first)))
+    assert store.query(GlobalAnomalies(DAY0)) == first
+
+    found = [anomaly(s, "humidity", T0 + 60_000) for s in ("b", "x", "y")]
+    rerun = run_of(DAY0, found, started=STARTED + timedelta(hours=1))
+    store.write(write_batch(global_anomalies=found, global_anomaly_run=rerun))
+
+    assert store.query(GlobalAnomalies(DAY0)) == found
+    assert store.query(GlobalAnomalyRuns(DAY0)) == [rerun]
+
+
+def test_a_rerun_wins_over_a_run_whose_clock_was_ahead(
+    store: CassandraStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run's host clock was an hour ahead, so its cells carry later write timestamps
+    than the rerun's clock gives: the rerun still replaces them."""
+    ahead = time.time_ns() + 3600 * 10**9
+    monkeypatch.setattr(cassandra_module, "time", SimpleNamespace(time_ns=lambda: ahead))
+    first = [anomaly("a", "temperature", T0)]
+    store.write(write_batch(global_anomalies=first, global_anomaly_run=run_of(DAY0, first)))
+    monkeypatch.undo()
+
+    found = [anomaly("b", "temperature", T0)]
+    rerun = run_of(DAY0, found, started=STARTED + timedelta(hours=1))
+    store.write(write_batch(global_anomalies=found, global_anomaly_run=rerun))
+
+    assert store.query(GlobalAnomalies(DAY0)) == found
+    assert store.query(GlobalAnomalyRuns(DAY0)) == [rerun]
 
 
 def test_a_keyspace_from_a_newer_faultline_is_refused(

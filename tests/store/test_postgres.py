@@ -19,6 +19,8 @@ from faultline.store import (
     DeadLetterCount,
     DeadLetters,
     FaultLabels,
+    GlobalAnomalies,
+    GlobalAnomalyRuns,
     LatestAnomalies,
     Query,
     RecentReadings,
@@ -27,8 +29,11 @@ from faultline.store import (
     StoreError,
     open_store,
 )
+from faultline.store import postgres as postgres_module
 from faultline.store.postgres import DAY_MS, NATIVE, SCHEMA_VERSION, TIMESCALEDB, PostgresStore
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
+from tests.contract.test_aggregate_contract import DAY0, anomaly
+from tests.contract.test_global_anomaly_run_contract import run_of
 from tests.store.multiday import assert_agrees_with_memory
 from tests.store.servers import postgres_schema, postgres_url, refused_port
 
@@ -160,6 +165,34 @@ def test_reopening_keeps_the_data_and_the_schema_version(store: PostgresStore, u
     assert again.query(Stations()) == before
     assert again.partitioning == store.partitioning
     again.close()
+    with admin(url) as conn:
+        assert conn.execute("SELECT version FROM faultline_schema").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
+
+
+def test_a_second_version_schema_keeps_its_global_anomalies_and_gains_run_records(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    current = postgres_module.migrations
+    monkeypatch.setattr(postgres_module, "migrations", lambda p: current(p)[:2])
+    monkeypatch.setattr(postgres_module, "SCHEMA_VERSION", 2)
+    old = PostgresStore(url)
+    found = [anomaly("a", "temperature", T0), anomaly("b", "humidity", T0)]
+    old.write(write_batch(global_anomalies=found))
+    old.close()
+    monkeypatch.undo()
+
+    store = PostgresStore(url)
+    try:
+        assert store.query(GlobalAnomalies(DAY0)) == found
+        assert store.query(GlobalAnomalyRuns(DAY0)) == []
+        rerun = run_of(DAY0, found[1:])
+        store.write(write_batch(global_anomalies=found[1:], global_anomaly_run=rerun))
+        assert store.query(GlobalAnomalies(DAY0)) == found[1:]
+        assert store.query(GlobalAnomalyRuns(DAY0)) == [rerun]
+    finally:
+        store.close()
     with admin(url) as conn:
         assert conn.execute("SELECT version FROM faultline_schema").fetchall() == [
             (SCHEMA_VERSION,)

@@ -15,6 +15,8 @@ from faultline.store import (
     AnomalyCount,
     DeadLetterCount,
     DeadLetters,
+    GlobalAnomalies,
+    GlobalAnomalyRuns,
     LatestAnomalies,
     Query,
     RecentReadings,
@@ -25,6 +27,8 @@ from faultline.store import (
 )
 from faultline.store import sqlite as sqlite_module
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
+from tests.contract.test_aggregate_contract import DAY0, anomaly
+from tests.contract.test_global_anomaly_run_contract import run_of
 
 N_STATIONS = 25
 
@@ -145,6 +149,30 @@ def test_a_first_version_database_gains_dead_letter_kinds(
         store.close()
 
     assert (row.source, row.kind, row.payload) == ("bus/0/1", "invalid", b"\x00")
+
+
+def test_a_third_version_database_keeps_its_global_anomalies_and_gains_run_records(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:3])
+    old = SqliteStore(path)
+    found = [anomaly("a", "temperature", T0), anomaly("b", "humidity", T0)]
+    old.write(write_batch(global_anomalies=found))
+    old.close()
+    monkeypatch.undo()
+
+    store = SqliteStore(path)
+    try:
+        assert store.query(GlobalAnomalies(DAY0)) == found
+        assert store.query(GlobalAnomalyRuns(DAY0)) == []
+        rerun = run_of(DAY0, found[1:])
+        store.write(write_batch(global_anomalies=found[1:], global_anomaly_run=rerun))
+        assert store.query(GlobalAnomalies(DAY0)) == found[1:]
+        assert store.query(GlobalAnomalyRuns(DAY0)) == [rerun]
+    finally:
+        store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_module.MIGRATIONS)
 
 
 def test_a_failing_migration_changes_nothing(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,11 +3,13 @@
 `write` is atomic and idempotent: a batch is committed whole or not at all, and writing the same
 batch again changes nothing (readings are keyed by (station_id, ts, seq), dead letters by their
 source, fault labels by (station_id, sensor, kind, start_ts), global anomalies by (day,
-station_id, sensor, minute)). That is what makes the engine's at-least-once delivery safe. A
-write also folds the readings it inserts (and only those) into 1-minute aggregates per station
-and sensor, in the same transaction, so replays never count a reading twice. Queries are typed
-objects; `query(q)` returns `q`'s result type, and every query is served from an index, never a
-full scan.
+station_id, sensor, minute), global-anomaly run records by day). That is what makes the engine's
+at-least-once delivery safe. A batch carrying a succeeded global-anomaly run replaces that day's
+global anomalies with its own in the same transaction, so running a day again leaves exactly
+what the new run found. A write also folds the readings it inserts (and only those) into 1-minute
+aggregates per station and sensor, in the same transaction, so replays never count a reading
+twice. Queries are typed objects; `query(q)` returns `q`'s result type, and every query is
+served from an index, never a full scan.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Generic, TypeVar
 
 import pandas as pd
 
-from faultline.schema import FaultLabel, GlobalAnomaly, WriteBatch
+from faultline.schema import FaultLabel, GlobalAnomaly, GlobalAnomalyRun, WriteBatch
 
 R = TypeVar("R")
 
@@ -186,6 +188,21 @@ class GlobalAnomalies(Query[list[GlobalAnomaly]]):
         return self.first_day, self.first_day if self.last_day is None else self.last_day
 
 
+@dataclass(frozen=True, slots=True)
+class GlobalAnomalyRuns(Query[list[GlobalAnomalyRun]]):
+    """The run records of the daily global-anomaly job (each day's latest run) of the UTC days
+    first_day to last_day (both included; None: first_day alone), by day. A day missing from
+    the result was never run."""
+
+    first_day: date
+    last_day: date | None = None
+
+    @property
+    def days(self) -> tuple[date, date]:
+        """(first, last) day, both included; last before first means no day at all."""
+        return self.first_day, self.first_day if self.last_day is None else self.last_day
+
+
 class Store(ABC):
     """Where readings, verdicts, dead letters and fault labels live."""
 
@@ -195,9 +212,10 @@ class Store(ABC):
 
         Raises StoreError, having committed nothing, when any part of the batch cannot be stored
         (missing or malformed columns, non-finite sensor values, a fault label ending before it
-        starts, a global anomaly outside its day or with a non-finite number, an unreachable
-        backend). Within one batch the first of several readings with the same key wins, as it
-        does across batches.
+        starts, a global anomaly outside its day or with a non-finite number, a global-anomaly
+        run that is inconsistent with itself or with the batch's global anomalies, an
+        unreachable backend). Within one batch the first of several readings with the same key
+        wins, as it does across batches.
         """
 
     @abstractmethod

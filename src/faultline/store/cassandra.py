@@ -30,6 +30,19 @@ acknowledges a batch only once its write succeeded; the replay then completes it
 Dead letters get their ids from a sequence advanced by LWT and are unique by source with
 INSERT ... IF NOT EXISTS; their by-day index is rewritten from the stored letter on every
 replay, so it heals after a half-finished write too.
+
+A global-anomaly run replaces its day's results within the day's one `global_anomalies`
+partition, whose static columns hold the run record. The writer picks a write timestamp T above
+the stored record's (so a rerun wins even when its host's clock is behind the last run's) and
+sends one single-partition batch: delete every row at T - 1, insert the new anomalies at T, set
+the record at T. Such a batch applies atomically and in isolation, so a reader sees the old
+run's results and record or the new ones, never a mix, and an anomaly the rerun no longer finds
+is gone. A day with more than _GLOBAL_ANOMALY_ROWS anomalies goes in several such batches, the
+deletion in the first and the record in the last, which is atomic per batch only: readers may
+see part of the new results beside the old record, and a write that fails between batches
+leaves part of them (the job then records the run as failed). Either way the next run of the
+day deletes everything older than its own T, so running a day again is idempotent and always
+ends with exactly its results. A failed run sets only the record.
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ import heapq
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -57,7 +71,7 @@ from faultline.batch.aggregate import (
     merge_partial,
     partial_rows,
 )
-from faultline.schema import FaultLabel, GlobalAnomaly, WriteBatch
+from faultline.schema import RUN_SUCCEEDED, FaultLabel, GlobalAnomaly, GlobalAnomalyRun, WriteBatch
 from faultline.store.base import (
     AnomalyCount,
     DeadLetterCount,
@@ -65,6 +79,7 @@ from faultline.store.base import (
     DeadLetters,
     FaultLabels,
     GlobalAnomalies,
+    GlobalAnomalyRuns,
     LatestAnomalies,
     MinuteAggregates,
     Query,
@@ -88,12 +103,16 @@ from faultline.store.cassandra_schema import (
 )
 from faultline.store.columns import (
     BatchColumns,
+    GlobalAnomalyRow,
+    GlobalAnomalyRunRow,
     batch_columns,
     check_faults,
     day_number,
     dead_letter_fields,
     global_anomaly,
     global_anomaly_rows,
+    global_anomaly_run,
+    global_anomaly_run_row,
     recent_frame,
 )
 from faultline.store.encoded import EncodedReadings, decode_reading, encode_readings
@@ -108,6 +127,7 @@ _ERRORS = (
 _MIN, _MAX = -(2**63), 2**63 - 1
 _CHUNK_ROWS = 500  # rows per conditional batch: one Paxos round each, and modest mutations
 _RETRIES = 20  # lost LWT races in a row before a write gives up
+_GLOBAL_ANOMALY_ROWS = 5000  # a run's results per single-partition batch: about 0.5 MB
 
 # Series in `buckets`.
 _READINGS = "readings"
@@ -179,6 +199,19 @@ _CQL = {
     "FROM {ks}.global_anomalies WHERE day = ?",
     "station_global_anomalies_of_day": "SELECT day, station_id, sensor, minute, value, "
     "expected, score FROM {ks}.global_anomalies WHERE day = ? AND station_id = ?",
+    "global_anomaly_run_written": "SELECT WRITETIME(run_status) FROM {ks}.global_anomalies "
+    "WHERE day = ? LIMIT 1",
+    "clear_global_anomalies": "DELETE FROM {ks}.global_anomalies USING TIMESTAMP ? "
+    "WHERE day = ? AND station_id >= ''",
+    "put_global_anomaly": "INSERT INTO {ks}.global_anomalies "
+    "(day, station_id, sensor, minute, value, expected, score) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "USING TIMESTAMP ?",
+    "put_global_anomaly_run": "UPDATE {ks}.global_anomalies USING TIMESTAMP ? SET "
+    "run_started = ?, run_finished = ?, run_status = ?, run_series = ?, run_skipped = ?, "
+    "run_anomalies = ?, run_error = ? WHERE day = ?",
+    "global_anomaly_run_of_day": "SELECT day, run_started, run_finished, run_status, "
+    "run_series, run_skipped, run_anomalies, run_error FROM {ks}.global_anomalies "
+    "WHERE day = ? LIMIT 1",
 }
 
 _Key = tuple[str, int]  # a readings partition: (station_id, day)
@@ -233,6 +266,7 @@ class CassandraStore(Store):
             RecentReadings: self._recent_readings,
             MinuteAggregates: self._minute_aggregates,
             GlobalAnomalies: self._global_anomalies,
+            GlobalAnomalyRuns: self._global_anomaly_runs,
         }
 
     def write(self, batch: WriteBatch) -> None:
@@ -241,6 +275,7 @@ class CassandraStore(Store):
         letters = dead_letter_fields(batch.dead_letters)
         check_faults(batch.faults)
         anomalies = global_anomaly_rows(batch.global_anomalies)
+        run = global_anomaly_run_row(batch, anomalies)
         self._check_open()
         try:
             if readings:
@@ -249,7 +284,9 @@ class CassandraStore(Store):
                 self._write_dead_letters(letters)
             if batch.faults:
                 self._write_faults(batch.faults)
-            if anomalies:
+            if run is not None:
+                self._write_global_anomaly_run(run, anomalies)
+            elif anomalies:
                 self._run("add_bucket", {(_GLOBAL_ANOMALIES, "", row[0]) for row in anomalies})
                 self._run("add_global_anomaly", anomalies)
         except _ERRORS as exc:
@@ -479,6 +516,34 @@ class CassandraStore(Store):
         self._run("add_bucket", {(_FAULTS, "", f.start_ts // DAY_MS) for f in faults})
         self._run("add_fault", rows)
 
+    def _write_global_anomaly_run(
+        self, run: GlobalAnomalyRunRow, anomalies: list[GlobalAnomalyRow]
+    ) -> None:
+        """The run's record and, when it succeeded, its results in place of the day's (see the
+        module docstring for what readers see)."""
+        day = run[0]
+        self._run("add_bucket", [(_GLOBAL_ANOMALIES, "", day)])
+        stored = self._session.execute(self._cql["global_anomaly_run_written"], (day,)).one()
+        previous = _MIN if stored is None or stored[0] is None else stored[0]
+        stamp = max(time.time_ns() // 1000, previous + 2)
+        record = self._cql["put_global_anomaly_run"].bind((stamp, *run[1:], day))
+        if run[3] != RUN_SUCCEEDED:
+            self._session.execute(record)
+            return
+        chunks = [
+            anomalies[i : i + _GLOBAL_ANOMALY_ROWS]
+            for i in range(0, len(anomalies), _GLOBAL_ANOMALY_ROWS)
+        ] or [[]]
+        for i, chunk in enumerate(chunks):
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            if i == 0:
+                batch.add(self._cql["clear_global_anomalies"], (stamp - 1, day))
+            for anomaly in chunk:
+                batch.add(self._cql["put_global_anomaly"], (*anomaly, stamp))
+            if i == len(chunks) - 1:
+                batch.add(record)
+            self._session.execute(batch)
+
     # Reading
 
     def _days(
@@ -651,7 +716,23 @@ class CassandraStore(Store):
         else:
             params = [(day, q.station_id) for day in days]
             results = self._run("station_global_anomalies_of_day", params)
-        return [global_anomaly(row) for result in results for row in result]
+        # A day's partition with a run record but no anomalies reads as one row of nulls.
+        return [global_anomaly(row) for result in results for row in result if row[1] is not None]
+
+    def _global_anomaly_runs(self, q: GlobalAnomalyRuns) -> list[GlobalAnomalyRun]:
+        first, last = (day_number(day) for day in q.days)
+        days = self._days(_GLOBAL_ANOMALIES, "", first, last, newest_first=False)
+        runs = []
+        for result in self._run("global_anomaly_run_of_day", [(day,) for day in days]):
+            row = result.one()
+            if row is not None and row[3] is not None:  # else anomalies written without a run
+                day, started, finished, status, series, skipped, found, error = row
+                runs.append(
+                    global_anomaly_run(
+                        (day, started, finished, status, series, dict(skipped), found, error)
+                    )
+                )
+        return runs
 
     # Running statements
 

@@ -94,6 +94,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expected double, score double,
             PRIMARY KEY ((day), station_id, sensor, minute))""",
     ),
+    (
+        # The day's latest run record, static in the day's partition so that it, the deletion
+        # of the previous run's anomalies and the new ones are one single-partition batch.
+        """ALTER TABLE {ks}.global_anomalies ADD IF NOT EXISTS (run_started bigint STATIC,
+            run_finished bigint STATIC, run_status text STATIC, run_series bigint STATIC,
+            run_skipped frozen<map<text, bigint>> STATIC, run_anomalies bigint STATIC,
+            run_error text STATIC)""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -9,17 +9,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import date
+from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
 
 from faultline.batch.aggregate import minute_partials
+from faultline.clock import datetime_to_ms, ms_to_datetime
 from faultline.schema import (
     IS_ANOMALY,
     MODEL_VERSION,
     READING_COLUMNS,
     RECEIVED_AT,
+    RUN_FAILED,
+    RUN_SUCCEEDED,
     SENSOR_MASK,
     SEQ,
     STATION_ID,
@@ -28,6 +31,7 @@ from faultline.schema import (
     DeadLetter,
     FaultLabel,
     GlobalAnomaly,
+    GlobalAnomalyRun,
     WriteBatch,
     mask_to_sensors,
     score_column,
@@ -39,6 +43,9 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 GlobalAnomalyRow = tuple[int, str, str, int, float, float, float]
 """(day number, station_id, sensor, minute, value, expected, score): a GlobalAnomaly stored."""
+GlobalAnomalyRunRow = tuple[int, int, int, str, int, dict[str, int], int, str | None]
+"""(day number, started_at ms, finished_at ms, status, series, skipped by reason, anomalies,
+error): a GlobalAnomalyRun stored."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,84 @@ def global_anomaly(row: GlobalAnomalyRow) -> GlobalAnomaly:
     """A stored global anomaly (in GlobalAnomalyRow order) back as a GlobalAnomaly."""
     day, station_id, sensor, minute, value, expected, score = row
     return GlobalAnomaly(day_of(day), station_id, sensor, minute, value, expected, score)
+
+
+def global_anomaly_run_row(
+    batch: WriteBatch, anomalies: Sequence[GlobalAnomalyRow]
+) -> GlobalAnomalyRunRow | None:
+    """The stored form of the batch's global-anomaly run (None when it has none), checked
+    against itself and against `anomalies`, the batch's global anomalies as
+    global_anomaly_rows returned them: a succeeded run carries exactly the anomalies it counts,
+    all of its day (they replace the day's), a failed run carries none and says why."""
+    run = batch.global_anomaly_run
+    if run is None:
+        return None
+    if not isinstance(run.day, date):
+        raise StoreError(f"global-anomaly run: day must be a date, got {run.day!r}")
+    name = f"global-anomaly run of {run.day.isoformat()}"
+    started = _utc_ms(name, "started_at", run.started_at)
+    finished = _utc_ms(name, "finished_at", run.finished_at)
+    if finished < started:
+        raise StoreError(f"{name}: finished_at {run.finished_at} is before started_at")
+    if run.status not in (RUN_SUCCEEDED, RUN_FAILED):
+        raise StoreError(
+            f"{name}: status must be {RUN_SUCCEEDED!r} or {RUN_FAILED!r}, got {run.status!r}"
+        )
+    series = _count(name, "series", run.series)
+    found = _count(name, "anomalies", run.anomalies)
+    skipped = {}
+    for reason, n in dict(run.skipped).items():
+        if not (isinstance(reason, str) and reason):
+            raise StoreError(f"{name}: skip reasons must be non-empty str, got {reason!r}")
+        skipped[reason] = _count(name, f"skipped[{reason!r}]", n)
+    day = day_number(run.day)
+    if run.status == RUN_FAILED:
+        if not (isinstance(run.error, str) and run.error):
+            raise StoreError(f"{name}: a failed run must say why in error")
+        if anomalies:
+            raise StoreError(f"{name}: a failed run stores no global anomalies")
+    else:
+        if run.error is not None:
+            raise StoreError(f"{name}: a succeeded run has no error, got {run.error!r}")
+        if len(anomalies) != found:
+            raise StoreError(
+                f"{name}: the run counts {found} anomalies but the batch carries {len(anomalies)}"
+            )
+        other = next((row for row in anomalies if row[0] != day), None)
+        if other is not None:
+            raise StoreError(
+                f"{name}: the batch carries a global anomaly of {day_of(other[0]).isoformat()}"
+            )
+    return (day, started, finished, run.status, series, skipped, found, run.error)
+
+
+def global_anomaly_run(row: GlobalAnomalyRunRow) -> GlobalAnomalyRun:
+    """A stored run record (in GlobalAnomalyRunRow order) back as a GlobalAnomalyRun."""
+    day, started, finished, status, series, skipped, anomalies, error = row
+    if status not in (RUN_SUCCEEDED, RUN_FAILED):
+        raise StoreError(f"stored global-anomaly run of {day_of(day)} has status {status!r}")
+    return GlobalAnomalyRun(
+        day=day_of(day),
+        started_at=ms_to_datetime(started),
+        finished_at=ms_to_datetime(finished),
+        status=status,
+        series=series,
+        skipped=dict(sorted(skipped.items())),
+        anomalies=anomalies,
+        error=error,
+    )
+
+
+def _utc_ms(name: str, what: str, value: object) -> int:
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise StoreError(f"{name}: {what} must be a timezone-aware datetime, got {value!r}")
+    return datetime_to_ms(value)
+
+
+def _count(name: str, what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise StoreError(f"{name}: {what} must be a whole number >= 0, got {value!r}")
+    return int(value)
 
 
 def recent_frame(

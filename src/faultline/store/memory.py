@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from faultline.batch.aggregate import Partial, aggregate_frame, merge_partial, partial_rows
-from faultline.schema import FaultLabel, GlobalAnomaly, WriteBatch
+from faultline.schema import RUN_SUCCEEDED, FaultLabel, GlobalAnomaly, GlobalAnomalyRun, WriteBatch
 from faultline.store.base import (
     AnomalyCount,
     DeadLetterCount,
@@ -25,6 +25,7 @@ from faultline.store.base import (
     DeadLetters,
     FaultLabels,
     GlobalAnomalies,
+    GlobalAnomalyRuns,
     LatestAnomalies,
     MinuteAggregates,
     Query,
@@ -41,12 +42,15 @@ from faultline.store.base import (
 from faultline.store.columns import (
     BatchColumns,
     GlobalAnomalyRow,
+    GlobalAnomalyRunRow,
     batch_columns,
     check_faults,
     day_number,
     dead_letter_fields,
     global_anomaly,
     global_anomaly_rows,
+    global_anomaly_run,
+    global_anomaly_run_row,
     recent_frame,
 )
 
@@ -79,6 +83,8 @@ class MemoryStore(Store):
         self._minutes_by_station: dict[str, list[_StationMinute]] = {}
         self._global_anomalies: dict[_AnomalyKey, GlobalAnomalyRow] = {}
         self._global_anomaly_keys: list[_AnomalyKey] = []
+        self._global_anomaly_runs: dict[int, GlobalAnomalyRunRow] = {}  # by day number
+        self._global_anomaly_run_days: list[int] = []
         self._handlers: dict[type[Any], Callable[[Any], Any]] = {
             LatestAnomalies: self._latest_anomalies,
             AnomalyCount: self._anomaly_count,
@@ -90,6 +96,7 @@ class MemoryStore(Store):
             RecentReadings: self._recent_readings,
             MinuteAggregates: self._minute_aggregates,
             GlobalAnomalies: self._global_anomaly_rows,
+            GlobalAnomalyRuns: self._global_anomaly_run_rows,
         }
 
     def write(self, batch: WriteBatch) -> None:
@@ -97,6 +104,7 @@ class MemoryStore(Store):
         letters = dead_letter_fields(batch.dead_letters)
         check_faults(batch.faults)
         anomalies = global_anomaly_rows(batch.global_anomalies)
+        run = global_anomaly_run_row(batch, anomalies)
         rows = _reading_rows(columns, batch.processed_at)
         latest = [rows[i] for i in columns.latest_per_station()]
         with self._lock:
@@ -120,6 +128,12 @@ class MemoryStore(Store):
                 known = self._faults.get(key)
                 if known is None or label.end_ts > known.end_ts:
                     self._faults[key] = label
+            if run is not None:
+                if run[3] == RUN_SUCCEEDED:
+                    self._clear_global_anomalies(run[0])
+                if run[0] not in self._global_anomaly_runs:
+                    insort(self._global_anomaly_run_days, run[0])
+                self._global_anomaly_runs[run[0]] = run
             for anomaly in anomalies:
                 if anomaly[:4] not in self._global_anomalies:
                     insort(self._global_anomaly_keys, anomaly[:4])
@@ -182,6 +196,13 @@ class MemoryStore(Store):
                 insort(self._minute_keys, key)
                 insort(self._minutes_by_station.setdefault(station, []), (minute, sensor))
             self._minutes[key] = merge_partial(known, (count, total, low, high))
+
+    def _clear_global_anomalies(self, day: int) -> None:
+        start = bisect_left(self._global_anomaly_keys, (day,))
+        end = bisect_left(self._global_anomaly_keys, (day + 1,))
+        for key in self._global_anomaly_keys[start:end]:
+            del self._global_anomalies[key]
+        del self._global_anomaly_keys[start:end]
 
     def _latest_anomalies(self, q: LatestAnomalies) -> list[ReadingRow]:
         if q.station_id is None:
@@ -248,6 +269,15 @@ class MemoryStore(Store):
             global_anomaly(self._global_anomalies[key])
             for key in self._global_anomaly_keys[start:end]
             if q.station_id in (None, key[1])
+        ]
+
+    def _global_anomaly_run_rows(self, q: GlobalAnomalyRuns) -> list[GlobalAnomalyRun]:
+        first, last = (day_number(day) for day in q.days)
+        start = bisect_left(self._global_anomaly_run_days, first)
+        end = bisect_right(self._global_anomaly_run_days, last)
+        return [
+            global_anomaly_run(self._global_anomaly_runs[day])
+            for day in self._global_anomaly_run_days[start:end]
         ]
 
     def _recent_readings(self, q: RecentReadings) -> pd.DataFrame:

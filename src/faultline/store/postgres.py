@@ -15,7 +15,9 @@ Layout, and why:
 * `dead_letters` is unique by source, `fault_labels` by (station_id, sensor, kind, start_ts).
 * `minute_aggregates` keeps count, sum, min and max per (station_id, minute, sensor), indexed by
   minute for "every station's minutes in a range"; `global_anomalies` is keyed by (day,
-  station_id, sensor, minute), with an index for one station's days.
+  station_id, sensor, minute), with an index for one station's days; `global_anomaly_runs`
+  keeps each day's latest run record. A succeeded run deletes its day's anomalies and inserts
+  its own in the transaction that records it, so a rerun leaves exactly what it found.
 * Text that queries sort by uses the "C" collation, so the order is by code point, as in every
   other store, whatever the database's locale.
 
@@ -49,8 +51,14 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from faultline.batch.aggregate import PARTIAL_COLUMNS, aggregate_frame
-from faultline.schema import FaultLabel, WriteBatch
-from faultline.store.aggregate_sql import global_anomalies_sql, minute_aggregates_sql
+from faultline.schema import RUN_SUCCEEDED, FaultLabel, WriteBatch
+from faultline.store.aggregate_sql import (
+    global_anomalies_sql,
+    global_anomaly_runs_sql,
+    minute_aggregates_sql,
+    run_from_sql,
+    run_to_sql,
+)
 from faultline.store.base import (
     AnomalyCount,
     DeadLetterCount,
@@ -58,6 +66,7 @@ from faultline.store.base import (
     DeadLetters,
     FaultLabels,
     GlobalAnomalies,
+    GlobalAnomalyRuns,
     LatestAnomalies,
     MinuteAggregates,
     Query,
@@ -75,6 +84,8 @@ from faultline.store.columns import (
     dead_letter_fields,
     global_anomaly,
     global_anomaly_rows,
+    global_anomaly_run,
+    global_anomaly_run_row,
     recent_frame,
 )
 from faultline.store.encoded import EncodedReadings, decode_reading, encode_readings
@@ -174,6 +185,18 @@ def migrations(partitioning: str) -> tuple[tuple[str, ...], ...]:
             )""",
             "CREATE INDEX global_anomalies_by_station ON global_anomalies (station_id, day)",
         ),
+        (
+            """CREATE TABLE global_anomaly_runs (
+                day integer PRIMARY KEY,
+                started_at bigint NOT NULL,
+                finished_at bigint NOT NULL CHECK (finished_at >= started_at),
+                status text NOT NULL CHECK (status IN ('succeeded', 'failed')),
+                series bigint NOT NULL,
+                skipped text NOT NULL,
+                anomalies bigint NOT NULL,
+                error text
+            )""",
+        ),
     )
 
 
@@ -235,6 +258,13 @@ _ADD_GLOBAL_ANOMALY = """INSERT INTO global_anomalies
     (day, station_id, sensor, minute, value, expected, score) VALUES (%s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (day, station_id, sensor, minute) DO UPDATE SET
     value = excluded.value, expected = excluded.expected, score = excluded.score"""
+_CLEAR_GLOBAL_ANOMALIES = "DELETE FROM global_anomalies WHERE day = %s"
+_PUT_GLOBAL_ANOMALY_RUN = """INSERT INTO global_anomaly_runs
+    (day, started_at, finished_at, status, series, skipped, anomalies, error)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (day) DO UPDATE SET
+    started_at = excluded.started_at, finished_at = excluded.finished_at,
+    status = excluded.status, series = excluded.series, skipped = excluded.skipped,
+    anomalies = excluded.anomalies, error = excluded.error"""
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
     VALUES (%s, %s, %s, %s, %s) ON CONFLICT (station_id, sensor, kind, start_ts)
     DO UPDATE SET end_ts = greatest(fault_labels.end_ts, excluded.end_ts)"""
@@ -297,6 +327,7 @@ class PostgresStore(Store):
         letters = dead_letter_fields(batch.dead_letters)
         faults = [(f.station_id, f.sensor, f.kind, f.start_ts, f.end_ts) for f in batch.faults]
         anomalies = global_anomaly_rows(batch.global_anomalies)
+        run = global_anomaly_run_row(batch, anomalies)
         with self._write_lock:
             if self._closed:
                 raise StoreError("the store is closed")
@@ -316,6 +347,10 @@ class PostgresStore(Store):
                         cur.executemany(_ADD_DEAD_LETTER, letters)
                     if faults:
                         cur.executemany(_ADD_FAULT, faults)
+                    if run is not None:
+                        if run[3] == RUN_SUCCEEDED:
+                            cur.execute(_CLEAR_GLOBAL_ANOMALIES, (run[0],))
+                        cur.execute(_PUT_GLOBAL_ANOMALY_RUN, run_to_sql(run))
                     if anomalies:
                         cur.executemany(_ADD_GLOBAL_ANOMALY, anomalies)
             except psycopg.Error as exc:
@@ -537,6 +572,7 @@ _SQL: dict[type[Any], Callable[[Any], _Sql]] = {
     ),
     MinuteAggregates: lambda q: minute_aggregates_sql(q, "%s"),
     GlobalAnomalies: lambda q: global_anomalies_sql(q, "%s"),
+    GlobalAnomalyRuns: lambda q: global_anomaly_runs_sql(q, "%s"),
 }
 
 
@@ -575,4 +611,5 @@ _RESULTS: dict[type[Any], Callable[[Any, list[tuple[Any, ...]]], Any]] = {
     RecentReadings: _recent,
     MinuteAggregates: lambda _q, rows: aggregate_frame(rows),
     GlobalAnomalies: lambda _q, rows: [global_anomaly(row) for row in rows],
+    GlobalAnomalyRuns: lambda _q, rows: [global_anomaly_run(run_from_sql(row)) for row in rows],
 }

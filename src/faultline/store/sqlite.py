@@ -14,7 +14,9 @@ Layout, and why:
 
 * `minute_aggregates` keeps count, sum, min and max per (station_id, minute, sensor), indexed
   by minute for "every station's minutes in a range"; `global_anomalies` is keyed by (day,
-  station_id, sensor, minute), with an index for one station's days.
+  station_id, sensor, minute), with an index for one station's days; `global_anomaly_runs`
+  keeps each day's latest run record. A succeeded run deletes its day's anomalies and inserts
+  its own in the transaction that records it, so a rerun leaves exactly what it found.
 
 Station counts and minute aggregates must grow by exactly the rows a write inserts, or replays
 would count twice. A write inserts with INSERT OR IGNORE and looks at how many rows went in: all
@@ -45,8 +47,14 @@ import numpy as np
 import pandas as pd
 
 from faultline.batch.aggregate import aggregate_frame, partial_rows
-from faultline.schema import FaultLabel, WriteBatch
-from faultline.store.aggregate_sql import global_anomalies_sql, minute_aggregates_sql
+from faultline.schema import RUN_SUCCEEDED, FaultLabel, WriteBatch
+from faultline.store.aggregate_sql import (
+    global_anomalies_sql,
+    global_anomaly_runs_sql,
+    minute_aggregates_sql,
+    run_from_sql,
+    run_to_sql,
+)
 from faultline.store.base import (
     AnomalyCount,
     DeadLetterCount,
@@ -54,6 +62,7 @@ from faultline.store.base import (
     DeadLetters,
     FaultLabels,
     GlobalAnomalies,
+    GlobalAnomalyRuns,
     LatestAnomalies,
     MinuteAggregates,
     Query,
@@ -73,6 +82,8 @@ from faultline.store.columns import (
     dead_letter_fields,
     global_anomaly,
     global_anomaly_rows,
+    global_anomaly_run,
+    global_anomaly_run_row,
     recent_frame,
 )
 from faultline.store.json_text import json_list, json_objects
@@ -157,6 +168,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) STRICT, WITHOUT ROWID""",
         "CREATE INDEX global_anomalies_by_station ON global_anomalies (station_id, day)",
     ),
+    (
+        """CREATE TABLE global_anomaly_runs (
+            day INTEGER PRIMARY KEY,
+            started_at INTEGER NOT NULL,
+            finished_at INTEGER NOT NULL CHECK (finished_at >= started_at),
+            status TEXT NOT NULL CHECK (status IN ('succeeded', 'failed')),
+            series INTEGER NOT NULL,
+            skipped TEXT NOT NULL,
+            anomalies INTEGER NOT NULL,
+            error TEXT
+        ) STRICT""",
+    ),
 )
 
 _INSERT_READINGS = (
@@ -184,6 +207,10 @@ _ADD_GLOBAL_ANOMALY = """INSERT INTO global_anomalies
     (day, station_id, sensor, minute, value, expected, score) VALUES (?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (day, station_id, sensor, minute) DO UPDATE SET
     value = excluded.value, expected = excluded.expected, score = excluded.score"""
+_CLEAR_GLOBAL_ANOMALIES = "DELETE FROM global_anomalies WHERE day = ?"
+_PUT_GLOBAL_ANOMALY_RUN = """INSERT OR REPLACE INTO global_anomaly_runs
+    (day, started_at, finished_at, status, series, skipped, anomalies, error)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 _ADD_DEAD_LETTER = """INSERT INTO dead_letters (received_at, source, reason, payload, kind)
     VALUES (?, ?, ?, ?, ?) ON CONFLICT (source) DO NOTHING"""
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
@@ -218,6 +245,7 @@ class SqliteStore(Store):
         letters = dead_letter_fields(batch.dead_letters)
         faults = [(f.station_id, f.sensor, f.kind, f.start_ts, f.end_ts) for f in batch.faults]
         anomalies = global_anomaly_rows(batch.global_anomalies)
+        run = global_anomaly_run_row(batch, anomalies)
         with self._write_lock:
             if self._closed:
                 raise StoreError("the store is closed")
@@ -232,6 +260,10 @@ class SqliteStore(Store):
                         conn.executemany(_ADD_MINUTE, partial_rows(columns.minute_partials(new)))
                 conn.executemany(_ADD_DEAD_LETTER, letters)
                 conn.executemany(_ADD_FAULT, faults)
+                if run is not None:
+                    if run[3] == RUN_SUCCEEDED:
+                        conn.execute(_CLEAR_GLOBAL_ANOMALIES, (run[0],))
+                    conn.execute(_PUT_GLOBAL_ANOMALY_RUN, run_to_sql(run))
                 conn.executemany(_ADD_GLOBAL_ANOMALY, anomalies)
                 conn.execute("COMMIT")
             except BaseException as exc:
@@ -452,6 +484,7 @@ _SQL: dict[type[Any], Callable[[Any], _Sql]] = {
     ),
     MinuteAggregates: lambda q: minute_aggregates_sql(q, "?"),
     GlobalAnomalies: lambda q: global_anomalies_sql(q, "?"),
+    GlobalAnomalyRuns: lambda q: global_anomaly_runs_sql(q, "?"),
 }
 
 
@@ -507,4 +540,5 @@ _RESULTS: dict[type[Any], Callable[[Any, list[tuple[Any, ...]]], Any]] = {
     RecentReadings: _recent,
     MinuteAggregates: lambda _q, rows: aggregate_frame(rows),
     GlobalAnomalies: lambda _q, rows: [global_anomaly(row) for row in rows],
+    GlobalAnomalyRuns: lambda _q, rows: [global_anomaly_run(run_from_sql(row)) for row in rows],
 }
