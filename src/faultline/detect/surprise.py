@@ -1,6 +1,7 @@
 """Calibrated surprise: several streaming views of each sensor, each judged against its own past.
 
-Per (station, sensor), five views are kept up to date in O(1) per reading:
+Per (station, sensor), six views are kept up to date in O(1) per reading, on the reading less
+its sensor's usual offset at that time of day (below):
 
 * *point*: |x - location| / scale, the reading against a fast exponentially weighted baseline
   (spikes);
@@ -9,7 +10,16 @@ Per (station, sensor), five views are kept up to date in O(1) per reading:
 * *jump*: |x - previous reading| / scale of such steps (sudden changes);
 * *volatility*: fast over slow exponentially weighted variance of the deviations before the
   reading (noise bursts, a flat line coming alive);
-* *stuck*: log2(1 + r) for a run of r readings equal to the one before (a frozen sensor).
+* *stuck*: log2(1 + r) for a run of r readings equal to the one before (a frozen sensor; judged
+  on the values as sent);
+* *range*: how far the reading lies beyond the lowest and highest of the recent readings, in
+  units of that range (a record; the edges drift back towards the baseline by 1e-4 a reading).
+
+*Daily pattern.* Each sensor keeps a profile of 48 half-hour slots of the UTC day (each slot the
+mean of its readings, averaged over days) and the share of its variance the profile explains.
+Once a slot has been seen on two days, the views see the reading less that share of the slot's
+offset from the sensor's level: a daily rise is then ordinary, and a reading at its usual night
+level in the morning is not. A signal without a daily pattern explains nothing and is left as is.
 
 A feature's value means nothing on its own: a "5" is routine on a bursty series and unheard of on a
 smooth one. So each feature keeps streaming estimates of its own 50th, 90th, 99th and 99.9th
@@ -24,15 +34,17 @@ fault does not make the next one look ordinary (a fault that recurs every few hu
 on a white-noise sensor still does: the readings of a fault after its onset are learned), and
 a run of repeats teaches no baseline or scale (a frozen sensor would otherwise shrink its own
 scale and alarm on its recovery). A sensor's
-surprise is its largest feature surprise less log10(5), and a reading's is its sensors' largest
+surprise is its largest feature surprise less log10(6), and a reading's is its sensors' largest
 less log10(sensors judged): the Bonferroni allowance for having looked several times. Surprise
 reads as a probability: 3 = one reading in a thousand. Heavy-tailed noise is the weak spot: the
 exponential tail underestimates how often a Student-t(4) reading lands far out.
 
-The score of a reading is its surprise when it is a *peak*, more surprising than every reading of
-the station in the last one to two `peak_block`s, and 0 otherwise: a long fault shows as one scored
-onset (and any stronger escalation), not hundreds of scored readings. `is_anomaly` follows the
-surprise through a hysteresis `Alarm`. NaN (no verdict) until a sensor has learned `warmup` values.
+The score of a reading is its surprise when it is a *peak*, more surprising by half a decade than
+every reading of the station in the last one to two `peak_block`s, and 0 otherwise: a long fault
+shows as one scored onset (and any stronger escalation), not hundreds of scored readings.
+`is_anomaly` follows the surprise through a hysteresis alarm (on at `threshold`, off below half
+of it). NaN (no verdict) until a sensor has learned `warmup` values. The per-reading work is the
+numba kernel in `faultline.detect.surprise_kernel`.
 """
 
 from __future__ import annotations
@@ -46,10 +58,11 @@ import pandas as pd
 from faultline.detect import surprise_kernel as kernel
 from faultline.detect.base import Detector, Scores
 from faultline.detect.slots import StationSlots, grow, sensor_values
-from faultline.schema import STATION_ID
+from faultline.schema import STATION_ID, TS
 
 FEATURES = kernel.FEATURES
 QUANTILES = kernel.QUANTILES
+_SENSOR_FIELDS = {*kernel.SCALARS, "ring", "quantiles", "season"}
 
 
 class SurpriseDetector(Detector):
@@ -89,6 +102,7 @@ class SurpriseDetector(Detector):
         self._scalars = np.zeros((0, m, len(kernel.SCALARS)))
         self._ring = np.zeros((0, m, short))
         self._q = np.zeros((0, m, len(FEATURES), len(QUANTILES)))
+        self._season = np.zeros((0, m, 2, kernel.SEASON_SLOTS))
         self._station = np.zeros((0, len(kernel.STATION_FIELDS)))
 
     def score(self, frame: pd.DataFrame) -> Scores:
@@ -107,11 +121,13 @@ class SurpriseDetector(Detector):
         if len(frame):
             kernel.process(
                 slots,
+                frame[TS].to_numpy(np.int64),
                 sensor_values(frame, self.sensors),
                 learn,
                 self._scalars,
                 self._ring,
                 self._q,
+                self._season,
                 self._station,
                 self._params,
                 out.score,
@@ -124,6 +140,7 @@ class SurpriseDetector(Detector):
         self._scalars = grow(self._scalars, stations, 0.0)
         self._ring = grow(self._ring, stations, 0.0)
         self._q = grow(self._q, stations, 0.0)
+        self._season = grow(self._season, stations, 0.0)
         self._station = grow(self._station, stations, 0.0)
 
     def snapshot(self, stations: Sequence[str] | None = None) -> dict[str, Any]:
@@ -138,6 +155,7 @@ class SurpriseDetector(Detector):
                         **dict(zip(kernel.SCALARS, self._scalars[slot, j].tolist(), strict=True)),
                         "ring": self._ring[slot, j].tolist(),
                         "quantiles": self._q[slot, j].tolist(),
+                        "season": self._season[slot, j].tolist(),
                     }
                     for j, name in enumerate(self.sensors)
                 },
@@ -152,6 +170,11 @@ class SurpriseDetector(Detector):
             unknown = set(state["sensors"]) - set(self.sensors)
             if unknown:
                 raise ValueError(f"snapshot of {station!r} has unknown sensors {sorted(unknown)}")
+            for name, sensor in state["sensors"].items():
+                missing = _SENSOR_FIELDS - set(sensor)
+                if missing:
+                    # An older detector's state: refuse it whole rather than half-restore it.
+                    raise ValueError(f"snapshot of {station!r}/{name!r} lacks {sorted(missing)}")
         slots = self._slots.assign(np.array(list(stations), dtype=object))
         self._ensure(len(self._slots))
         alarms: dict[str, Any] = snapshot["alarm"]
@@ -161,5 +184,6 @@ class SurpriseDetector(Detector):
                 self._scalars[slot, j] = [sensor[f] for f in kernel.SCALARS] if sensor else 0.0
                 self._ring[slot, j] = sensor["ring"] if sensor else 0.0
                 self._q[slot, j] = sensor["quantiles"] if sensor else 0.0
+                self._season[slot, j] = sensor["season"] if sensor else 0.0
             alarm = alarms.get(station, {"age": 0, "quiet": 0})
             self._station[slot] = [*state["peak"], alarm["age"], alarm["quiet"]]

@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
-FEATURES = ("point", "mean", "jump", "volatility", "stuck")
+FEATURES = ("point", "mean", "jump", "volatility", "stuck", "range")
 SCALARS = (
     "n",
     "location",
@@ -35,19 +35,33 @@ SCALARS = (
     "slow_var",
     "run",
     "calibrated",
+    "last_raw",
+    "range_low",
+    "range_high",
+    "slot",
+    "slot_sum",
+    "slot_count",
+    "level",
+    "residual_var",
+    "total_var",
+    "seasonality",
 )
 STATION_FIELDS = ("peak_current", "peak_previous", "peak_count", "alarm_age", "alarm_quiet")
 QUANTILES = np.array([0.5, 0.9, 0.99, 0.999])
 # Where the quantile estimates start: |N(0, 1)| for the three deviations in scales (they are
 # standard deviations on normal data), about 1 for the volatility ratio, no repeats for stuck.
 PRIOR = np.array(
-    [[0.674, 1.645, 2.576, 3.291]] * 3 + [[1.0, 1.25, 1.55, 1.8], [0.0, 0.0, 0.0, 0.0]]
+    [[0.674, 1.645, 2.576, 3.291]] * 3
+    + [[1.0, 1.25, 1.55, 1.8], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
 )
 # In feature units, the steepest tail the estimates may claim: a run of repeats is counted in
 # readings, so there one more repeat than ever seen is worth at most one decade.
-MIN_SPREAD = np.array([0.05, 0.05, 0.05, 0.05, 0.5])
+MIN_SPREAD = np.array([0.05, 0.05, 0.05, 0.05, 0.5, 0.1])
 
-_N, _LOC, _SLOW_LOC, _LAST, _POINT, _MEAN, _JUMP, _FAST_VAR, _SLOW_VAR, _RUN, _CAL = range(11)
+(_N, _LOC, _SLOW_LOC, _LAST, _POINT, _MEAN, _JUMP, _FAST_VAR, _SLOW_VAR, _RUN, _CAL) = range(11)
+(_LAST_RAW, _LOW, _HIGH, _SLOT, _SLOT_SUM, _SLOT_COUNT, _LEVEL, _RES_VAR, _TOT_VAR, _SEASONAL) = (
+    range(11, 21)
+)
 _PEAK0, _PEAK1, _PEAK_COUNT, _AGE, _QUIET = range(5)
 _F = len(FEATURES)
 _LOOKS = math.log10(_F)
@@ -60,6 +74,17 @@ _ALARMED_WEIGHT = 0.1
 _SIGMA_PER_MAD = math.sqrt(math.pi / 2)
 # A sensor that never varies has no scale; this floor (relative to its level) stands in for it.
 _SCALE_FLOOR = 1e-9
+# A score is reported on a new peak only: a reading 10**0.5 times as surprising as anything of its
+# station lately, so a fault that slowly worsens is not reported again on every reading.
+_PEAK_MARGIN = 0.5
+# The range view's memory: the edges move back towards the baseline by this share per reading.
+_RANGE_DECAY = 1e-4
+# The daily profile: half-hour slots, each the mean of its readings, averaged over days with
+# this weight for the newest day; the level and variances it is judged against move slowly.
+SEASON_SLOTS = 48
+_SEASON_RATE = 0.3
+_LEVEL_RATE = 0.001
+_VARIANCE_RATE = 0.002
 
 
 @njit(cache=True, nogil=True)
@@ -84,34 +109,39 @@ def _tail_surprise(q: np.ndarray, v: float, min_spread: float) -> float:
 @njit(cache=True, nogil=True)
 def process(
     slots: np.ndarray,
+    ts: np.ndarray,
     x: np.ndarray,
     learn: bool,
     scalars: np.ndarray,
     ring: np.ndarray,
     quantiles: np.ndarray,
+    season: np.ndarray,
     station: np.ndarray,
     params: np.ndarray,
     score: np.ndarray,
     anomaly: np.ndarray,
     mask: np.ndarray,
 ) -> None:
-    """Judge every row of `x` (rows, sensors) in order; learn it too when `learn`.
+    """Judge every row of `x` (rows, sensors; event times `ts` in epoch ms) in order; learn it
+    too when `learn`.
 
     `params` = (threshold, warmup, alpha, slow, short, fast, adapt, peak_block). Rows of slot -1
     (a station never seen) get no verdict. Outputs are written into `score`, `anomaly`, `mask`.
     """
-    threshold, warmup, alpha, slow_rate = params[0], params[1], params[2], params[3]
+    threshold, warmup = params[0], params[1]
     short = int(params[4])
-    fast, adapt, peak_block = params[5], params[6], params[7]
+    peak_block = params[7]
     alarm_off = threshold / 2.0
     m = x.shape[1]
     features = np.zeros((m, _F))
     sensor = np.zeros(m)
     recent = np.zeros(m)
+    adjusted = np.zeros(m)
     for r in range(x.shape[0]):
         s = slots[r]
         if s < 0:
             continue
+        slot = day_slot(ts[r])
         # Judge: every view of every sensor against the state before this reading.
         judged_count = 0
         level = -np.inf
@@ -124,17 +154,17 @@ def process(
             if not (n >= 2 and np.isfinite(v)):
                 features[j, :] = np.nan
                 continue
-            held = int(min(n, short - 1))
-            total = 0.0
-            for i in range(held):
-                total += ring[s, j, (int(n) - 1 - i) % short]
-            recent[j] = (total + v) / (held + 1)
+            xv = v - _seasonal_offset(st, season[s, j], slot)
+            adjusted[j] = xv
+            recent[j] = _short_mean(ring[s, j], n, xv, short)
             floor = _SCALE_FLOOR * (1.0 + abs(st[_LOC]))
-            features[j, 0] = abs(v - st[_LOC]) / max(st[_POINT], floor)
+            features[j, 0] = abs(xv - st[_LOC]) / max(st[_POINT], floor)
             features[j, 1] = abs(recent[j] - st[_SLOW_LOC]) / max(st[_MEAN], floor)
-            features[j, 2] = abs(v - st[_LAST]) / max(st[_JUMP], floor)
+            features[j, 2] = abs(xv - st[_LAST]) / max(st[_JUMP], floor)
             features[j, 3] = math.sqrt(st[_FAST_VAR] / max(st[_SLOW_VAR], floor * floor))
-            features[j, 4] = math.log2(1.0 + (st[_RUN] + 1.0 if v == st[_LAST] else 0.0))
+            features[j, 4] = math.log2(1.0 + (st[_RUN] + 1.0 if v == st[_LAST_RAW] else 0.0))
+            outside = max(xv - st[_HIGH], st[_LOW] - xv, 0.0)
+            features[j, 5] = outside / max(st[_HIGH] - st[_LOW], floor)
             if n < warmup:
                 continue
             best = -np.inf
@@ -148,7 +178,7 @@ def process(
         has = judged_count > 0
         if has:
             level -= math.log10(judged_count)
-            peak = level > max(station[s, _PEAK0], station[s, _PEAK1])
+            peak = level > max(station[s, _PEAK0], station[s, _PEAK1]) + _PEAK_MARGIN
             score[r] = level if peak else 0.0
         else:
             score[r] = np.nan
@@ -184,22 +214,53 @@ def process(
                 station[s, _PEAK0] = 0.0
                 station[s, _PEAK_COUNT] = 0.0
         for j in range(m):
+            v = x[r, j]
+            if not np.isfinite(v):
+                continue
+            st = scalars[s, j]
+            if st[_N] < 2:
+                adjusted[j] = v - _seasonal_offset(st, season[s, j], slot)
+                recent[j] = _short_mean(ring[s, j], st[_N], adjusted[j], short)
             _absorb(
-                scalars[s, j],
+                st,
                 ring[s, j],
                 quantiles[s, j],
-                x[r, j],
-                features[j],
+                v,
+                adjusted[j],
                 recent[j],
+                features[j],
                 sensor[j],
-                threshold,
-                warmup,
-                alpha,
-                slow_rate,
-                short,
-                fast,
-                adapt,
+                params,
             )
+            _learn_season(st, season[s, j], v, slot)
+
+
+@njit(cache=True, nogil=True)
+def day_slot(ts_ms: int) -> int:
+    """The slot of the day (UTC) an event time falls in."""
+    return int((ts_ms // 1000) % 86400 * SEASON_SLOTS // 86400)
+
+
+@njit(cache=True, nogil=True)
+def _seasonal_offset(st: np.ndarray, season: np.ndarray, slot: int) -> float:
+    """How far this time of day usually sits from the sensor's level, as far as it is seasonal.
+
+    Zero until the slot has been seen on two days, and scaled by the share of the sensor's
+    variance the daily profile explains, so a signal without a daily pattern is left as it is.
+    """
+    if season[1, slot] < 2:
+        return 0.0
+    return st[_SEASONAL] * (season[0, slot] - st[_LEVEL])
+
+
+@njit(cache=True, nogil=True)
+def _short_mean(ring: np.ndarray, n: float, v: float, short: int) -> float:
+    """Mean of `v` and the newest `short - 1` values before it."""
+    held = int(min(n, short - 1))
+    total = 0.0
+    for i in range(held):
+        total += ring[(int(n) - 1 - i) % short]
+    return (total + v) / (held + 1)
 
 
 @njit(cache=True, nogil=True)
@@ -207,24 +268,19 @@ def _absorb(
     st: np.ndarray,
     ring: np.ndarray,
     q: np.ndarray,
+    raw: float,
     v: float,
-    features: np.ndarray,
     recent: float,
+    features: np.ndarray,
     surprise: float,
-    threshold: float,
-    warmup: float,
-    alpha: float,
-    slow_rate: float,
-    short: int,
-    fast: float,
-    adapt: float,
+    params: np.ndarray,
 ) -> None:
-    """Learn one value of one sensor; a missing value (NaN) teaches nothing."""
-    if not np.isfinite(v):
-        return
+    """Learn one finite value of one sensor: `raw` as sent, `v` with the daily pattern removed."""
+    threshold, warmup, alpha, slow_rate = params[0], params[1], params[2], params[3]
+    short, fast, adapt = int(params[4]), params[5], params[6]
     n = st[_N]
     first = n == 0
-    run = st[_RUN] + 1.0 if (v == st[_LAST] and not first) else 0.0
+    run = st[_RUN] + 1.0 if (raw == st[_LAST_RAW] and not first) else 0.0
     # A run of repeats teaches no baseline or scale: a frozen sensor would otherwise shrink its
     # own scale and alarm on its recovery.
     learn = not first and run < _STUCK_RUN
@@ -235,13 +291,6 @@ def _absorb(
         st[_SLOW_LOC] = v
     elif learn:
         deviation = v - st[_LOC]
-        if n < 2:
-            # Features (and the short mean) exist once there are two values.
-            held = int(min(n, short - 1))
-            total = 0.0
-            for i in range(held):
-                total += ring[(int(n) - 1 - i) % short]
-            recent = (total + v) / (held + 1)
         shift = recent - st[_SLOW_LOC]
         step = v - st[_LAST]
         st[_POINT] += rate * (_SIGMA_PER_MAD * abs(deviation) - st[_POINT])
@@ -251,8 +300,17 @@ def _absorb(
         st[_SLOW_VAR] += rate * (deviation * deviation - st[_SLOW_VAR])
         st[_LOC] += rate * deviation
         st[_SLOW_LOC] += slow * shift
+    # The range seen lately: it shrinks slowly towards the baseline, so one old excursion does
+    # not blind the range view for good.
+    if first:
+        st[_LOW] = v
+        st[_HIGH] = v
+    else:
+        st[_LOW] = min(st[_LOW] - _RANGE_DECAY * (st[_LOW] - st[_LOC]), v)
+        st[_HIGH] = max(st[_HIGH] - _RANGE_DECAY * (st[_HIGH] - st[_LOC]), v)
     st[_RUN] = run
     st[_LAST] = v
+    st[_LAST_RAW] = raw
     # The first values' features are measured against scales from a handful of readings and run
     # wild; calibrating on them would make later real anomalies look ordinary.
     if n >= 2 and n >= warmup // 4 and np.all(np.isfinite(features)):
@@ -263,6 +321,35 @@ def _absorb(
         st[_CAL] += 1.0
     ring[int(n) % short] = v
     st[_N] = n + 1.0
+
+
+@njit(cache=True, nogil=True)
+def _learn_season(st: np.ndarray, season: np.ndarray, raw: float, slot: int) -> None:
+    """Fold a finished slot's mean into the daily profile and track how much it explains."""
+    current = int(st[_SLOT])
+    if slot != current:
+        if st[_SLOT_COUNT] > 0:
+            mean = st[_SLOT_SUM] / st[_SLOT_COUNT]
+            seen = season[1, current]
+            season[0, current] = (
+                mean
+                if seen == 0
+                else season[0, current] + _SEASON_RATE * (mean - season[0, current])
+            )
+            season[1, current] = seen + 1.0
+        st[_SLOT] = slot
+        st[_SLOT_SUM] = 0.0
+        st[_SLOT_COUNT] = 0.0
+    st[_SLOT_SUM] += raw
+    st[_SLOT_COUNT] += 1.0
+    st[_LEVEL] = raw if st[_N] <= 1 else st[_LEVEL] + _LEVEL_RATE * (raw - st[_LEVEL])
+    if season[1, slot] >= 2:
+        residual = raw - season[0, slot]
+        spread = raw - st[_LEVEL]
+        st[_RES_VAR] += _VARIANCE_RATE * (residual * residual - st[_RES_VAR])
+        st[_TOT_VAR] += _VARIANCE_RATE * (spread * spread - st[_TOT_VAR])
+        if st[_TOT_VAR] > 0:
+            st[_SEASONAL] = min(1.0, max(0.0, 1.0 - st[_RES_VAR] / st[_TOT_VAR]))
 
 
 @njit(cache=True, nogil=True)
