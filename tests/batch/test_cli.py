@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from faultline.batch import global_anomalies as job_module
 from faultline.batch.cli import add_batch_parser
+from faultline.clock import datetime_to_ms, iso_ms
 from faultline.config import load_settings
-from faultline.store import GlobalAnomalies, open_store
+from faultline.store import GlobalAnomalies, GlobalAnomalyRuns, open_store
 from tests.batch.readings import DAY, readings_of
 from tests.contract.batches import write_batch
 
@@ -49,13 +51,18 @@ def test_the_command_finds_and_stores_a_days_anomalies(
 
     out = capsys.readouterr().out
     assert code == 0
-    assert out.startswith("global anomalies of 2026-03-14: ")
-    assert "s-1/humidity at 01:30 UTC" in out
     store = open_store(load_settings(data_dir=data_dir).store_url)
-    assert ("humidity", "s-1") in {
-        (a.sensor, a.station_id) for a in store.query(GlobalAnomalies(DAY))
-    }
+    found = store.query(GlobalAnomalies(DAY))
+    (record,) = store.query(GlobalAnomalyRuns(DAY))
     store.close()
+    head, when, *rest = out.splitlines()
+    assert head == (
+        f"global anomalies of 2026-03-14: succeeded, {len(found)} anomalies in 3 series, 0 skipped"
+    )
+    assert when.startswith(f"  run from {iso_ms(datetime_to_ms(record.started_at))} to ")
+    assert when.endswith(" s), recorded")
+    assert "  s-1/humidity at 01:30 UTC: " in "\n".join(rest)
+    assert ("humidity", "s-1") in {(a.sensor, a.station_id) for a in found}
 
 
 def test_json_output_and_job_options(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -64,11 +71,55 @@ def test_json_output_and_job_options(data_dir: Path, capsys: pytest.CaptureFixtu
     assert run([*argv, "--json", "--period-minutes", "721"]) == 0
 
     report = json.loads(capsys.readouterr().out)
-    assert (report["day"], report["series"], report["anomalies"]) == ("2026-03-14", 0, [])
+    record = report["run"]
+    assert (record["day"], record["status"], record["series"], record["anomalies"]) == (
+        "2026-03-14",
+        "succeeded",
+        0,
+        0,
+    )
+    assert (record["skipped"], record["error"], report["not_recorded"]) == (
+        {"too_short": 3},
+        None,
+        None,
+    )
+    assert record["started_at"].endswith("+00:00")
+    assert record["finished_at"] >= record["started_at"]
+    assert report["anomalies"] == []
     assert {s["reason"] for s in report["skipped"]} == {
         "its readings span 1440 minutes; S-H-ESD needs two seasonal periods (1442 minutes)"
     }
     assert len(report["skipped"]) == 3
+
+
+def test_a_failed_run_exits_1_and_says_what_its_record_says(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object) -> None:
+        raise ValueError("S-H-ESD needs finite values: fill gaps first")
+
+    monkeypatch.setattr(job_module, "seasonal_hybrid_esd", broken)
+    argv = ["batch", "global-anomalies", "--day", "2026-03-14", "--data-dir", str(data_dir)]
+
+    assert run(argv) == 1
+
+    head, when = capsys.readouterr().out.splitlines()
+    assert head == (
+        "global anomalies of 2026-03-14: failed: ValueError: S-H-ESD needs finite values: fill "
+        "gaps first; before that, 0 anomalies in 0 series, 0 skipped"
+    )
+    assert when.endswith(", recorded")
+    store = open_store(load_settings(data_dir=data_dir).store_url)
+    (record,) = store.query(GlobalAnomalyRuns(DAY))
+    store.close()
+    assert (record.status, record.error) == (
+        "failed",
+        "ValueError: S-H-ESD needs finite values: fill gaps first",
+    )
+
+    assert run([*argv, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["run"]["status"] == "failed" and report["run"]["error"] == record.error
 
 
 @pytest.mark.parametrize("day", ["14.03.2026", "2026-02-30", "yesterday"])

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,9 @@ from faultline.batch.scheduler import run_daily_global_anomalies
 from faultline.clock import ManualClock
 from faultline.config import load_settings
 from faultline.runtime import Runtime
-from faultline.store import GlobalAnomalies, MemoryStore
+from faultline.schema import RUN_FAILED, RUN_SUCCEEDED, GlobalAnomalyRun
+from faultline.store import GlobalAnomalies, GlobalAnomalyRuns, MemoryStore, MinuteAggregates, Store
+from tests.batch.failing import FailingStore
 from tests.batch.readings import DAY, START, readings_of
 from tests.contract.batches import write_batch
 
@@ -44,11 +46,14 @@ class Recorder:
 
 
 @contextmanager
-def scheduled(clock: ManualClock, job: Recorder, **options: float) -> Iterator[threading.Thread]:
+def scheduled(
+    clock: ManualClock, job: Recorder | None, store: Store | None = None, **options: float
+) -> Iterator[threading.Thread]:
+    """The schedule in a thread; job None runs the real job over `store`."""
     stop = threading.Event()
     thread = threading.Thread(
         target=run_daily_global_anomalies,
-        args=(load_settings(), MemoryStore(), clock, stop),
+        args=(load_settings(), store or MemoryStore(), clock, stop),
         kwargs={"poll_s": 0.005, "job": job, **options},
     )
     thread.start()
@@ -99,6 +104,29 @@ def test_a_failed_run_is_retried_later_and_the_loop_goes_on(
     assert "global anomalies of 2026-03-14 failed; trying again in 120 s" in caplog.text
 
 
+def test_scheduled_runs_are_recorded_a_failed_one_too() -> None:
+    store = FailingStore(MemoryStore(), what=MinuteAggregates, queries=1)
+    store.write(write_batch(readings_of("s-1", 0, 1440, seed=17)))
+    clock = ManualClock(MIDNIGHT + 600_000)
+
+    def record() -> GlobalAnomalyRun | None:
+        runs = store.query(GlobalAnomalyRuns(DAY))
+        return runs[0] if runs else None
+
+    with scheduled(clock, None, store, retry_s=120):
+        eventually(lambda: record() is not None)
+        failed = record()
+        assert failed is not None and failed.status == RUN_FAILED
+        assert failed.error == "StoreError: MinuteAggregates failed: timed out"
+        assert failed.started_at == datetime(2026, 3, 15, 0, 10, tzinfo=UTC)
+
+        clock.advance(120)  # the retry
+        eventually(lambda: record() != failed)
+    succeeded = record()
+    assert succeeded is not None and succeeded.status == RUN_SUCCEEDED
+    assert (succeeded.series, succeeded.started_at) == (3, datetime(2026, 3, 15, 0, 12, tzinfo=UTC))
+
+
 def test_runtime_runs_the_job_over_its_store(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, bus_url="memory://")
     runtime = Runtime(settings, clock=ManualClock(MIDNIGHT + 3_600_000))
@@ -110,6 +138,8 @@ def test_runtime_runs_the_job_over_its_store(tmp_path: Path) -> None:
     eventually(lambda: bool(runtime.store.query(GlobalAnomalies(DAY))))
     found = {(a.sensor, a.minute) for a in runtime.store.query(GlobalAnomalies(DAY))}
     assert ("temperature", START + 300 * 60_000) in found
+    (run,) = runtime.store.query(GlobalAnomalyRuns(DAY))
+    assert (run.status, run.anomalies) == (RUN_SUCCEEDED, len(found))
     assert runtime.probes()["global-anomalies"]() is None
     runtime.shutdown(timeout_s=10)
     assert not any(t.is_alive() for t in runtime.threads)

@@ -27,7 +27,8 @@ def add_batch_parser(
 
     text = (
         "Seasonal Hybrid ESD over each station's and sensor's 1-minute means of one UTC day; "
-        "stores the anomalies (running a day again replaces its results)."
+        "stores the anomalies with a record of the run (running a day again replaces its "
+        "results) and prints what the record says. Exits 1 when the run failed."
     )
     job = jobs.add_parser("global-anomalies", parents=list(parents), help=text, description=text)
     job.add_argument(
@@ -43,15 +44,20 @@ def add_batch_parser(
         default=0.02,
         help="at most this fraction of a series' minutes are anomalies (default 0.02)",
     )
-    job.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    job.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as one JSON object: run (the record), anomalies, skipped",
+    )
     job.set_defaults(handler=cmd_global_anomalies)
     return parser
 
 
 def cmd_global_anomalies(args: argparse.Namespace) -> int:
-    from faultline.batch.global_anomalies import run_global_anomalies
+    from faultline.batch.global_anomalies import GlobalAnomalyRunFailed, run_global_anomalies
     from faultline.batch.shesd import ShesdParams
     from faultline.config import load_settings
+    from faultline.schema import RUN_SUCCEEDED
     from faultline.store import open_store
 
     params = ShesdParams(args.period_minutes, args.alpha, args.max_anomalies)
@@ -60,13 +66,21 @@ def cmd_global_anomalies(args: argparse.Namespace) -> int:
     store = open_store(settings.store_url)
     try:
         report = run_global_anomalies(settings, store, day, params=params)
+    except GlobalAnomalyRunFailed as failed:
+        report = failed.report
     finally:
         store.close()
     if args.json:
-        print(json.dumps(asdict(report), default=str))
+        print(json.dumps(asdict(report), default=_json_value))
     else:
         print(report.summary())
-    return 0
+    return 0 if report.run.status == RUN_SUCCEEDED else 1
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, date):  # and datetime, which is one
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _day(text: str) -> date:

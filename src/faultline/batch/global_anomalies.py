@@ -4,16 +4,21 @@ For every station, the job reads the day's 1-minute aggregates (faultline.batch.
 by the store as readings arrive), and for each sensor tests the means from the first to the last
 minute with readings, short gaps filled by linear interpolation. A series too short for two
 seasonal periods, or with readings in too few of its minutes for the filled gaps to be
-harmless, is skipped with the reason. Anomalies are stored keyed by (day, station, sensor,
-minute), so running a day again replaces its results instead of adding to them.
+harmless, is skipped with the reason.
+
+Every run, succeeded or failed, is stored as the day's run record (faultline.schema.
+GlobalAnomalyRun), so a day never run can be told from a day without anomalies. A succeeded
+run's anomalies are written with its record in one store write that replaces the day's earlier
+results, so running a day again leaves exactly what the new run found. A failed run records
+why and leaves the day's results as the last succeeded run stored them.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
-from datetime import date
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
@@ -21,45 +26,122 @@ import pandas as pd
 from faultline.batch.aggregate import MEAN, MINUTE, MINUTE_MS, SENSOR
 from faultline.batch.days import DAY_MS, day_window
 from faultline.batch.shesd import ShesdParams, seasonal_hybrid_esd
-from faultline.clock import Clock, SystemClock
+from faultline.clock import Clock, SystemClock, datetime_to_ms, iso_ms, ms_to_datetime
 from faultline.config import Settings
-from faultline.schema import GlobalAnomaly, WriteBatch, empty_readings
+from faultline.schema import (
+    RUN_FAILED,
+    RUN_SUCCEEDED,
+    GlobalAnomaly,
+    GlobalAnomalyRun,
+    RunStatus,
+    WriteBatch,
+    empty_readings,
+)
 from faultline.store import MinuteAggregates, Stations, Store
 
 log = logging.getLogger(__name__)
 
 MIN_COVERAGE = 0.5  # of the minutes between a series' first and last reading
+# Why a series was skipped, as the run record counts them.
+TOO_SHORT = "too_short"
+TOO_SPARSE = "too_sparse"
 
 
 @dataclass(frozen=True)
 class SkippedSeries:
     station_id: str
     sensor: str
+    kind: str  # TOO_SHORT or TOO_SPARSE
     reason: str
 
 
 @dataclass(frozen=True)
 class GlobalAnomalyReport:
-    """What one run found: `series` analysed, their anomalies, and the series skipped."""
+    """One run: its record as stored, the anomalies it found and the series it skipped.
 
-    day: date
-    series: int
+    `not_recorded` says why the store did not take the record of a failed run (None: it did;
+    a succeeded run's record is always stored, or the run would have failed).
+    """
+
+    run: GlobalAnomalyRun
     anomalies: tuple[GlobalAnomaly, ...]
     skipped: tuple[SkippedSeries, ...]
-    seconds: float
+    not_recorded: str | None = None
+
+    @property
+    def day(self) -> date:
+        return self.run.day
+
+    @property
+    def series(self) -> int:
+        return self.run.series
 
     def summary(self) -> str:
+        """What the run record says, then the stored anomalies and the skipped series, one a
+        line."""
+        run = self.run
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(run.skipped.items()))
+        counts = (
+            f"{run.anomalies} anomalies in {run.series} series, "
+            f"{sum(run.skipped.values())} skipped" + (f" ({reasons})" if reasons else "")
+        )
+        head = f"global anomalies of {run.day.isoformat()}: "
+        if run.status == RUN_SUCCEEDED:
+            head += f"succeeded, {counts}"
+        else:
+            head += f"failed: {run.error}; before that, {counts}"
+        seconds = (run.finished_at - run.started_at).total_seconds()
+        stored = "recorded" if self.not_recorded is None else f"NOT recorded: {self.not_recorded}"
         lines = [
-            f"global anomalies of {self.day.isoformat()}: {len(self.anomalies)} in "
-            f"{self.series} series ({len(self.skipped)} skipped) in {self.seconds:.2f} s"
+            head,
+            f"  run from {_iso(run.started_at)} to {_iso(run.finished_at)} "
+            f"({seconds:.2f} s), {stored}",
         ]
         lines += [
             f"  {a.station_id}/{a.sensor} at {_hhmm(a.minute)} UTC: {a.value:.6g} "
             f"(expected {a.expected:.6g}, score {a.score:.1f})"
             for a in self.anomalies
+            if run.status == RUN_SUCCEEDED  # a failed run stored none of them
         ]
         lines += [f"  skipped {s.station_id}/{s.sensor}: {s.reason}" for s in self.skipped]
         return "\n".join(lines)
+
+
+class GlobalAnomalyRunFailed(Exception):
+    """A run failed; `report` holds its failed record and whether the store took it."""
+
+    def __init__(self, report: GlobalAnomalyReport) -> None:
+        super().__init__("; ".join(line.strip() for line in report.summary().split("\n")[:2]))
+        self.report = report
+
+
+@dataclass
+class _Tally:
+    """What a run has done so far: what its record says when it ends, however it ends."""
+
+    series: int = 0
+    found: list[GlobalAnomaly] = field(default_factory=list)
+    skipped: list[SkippedSeries] = field(default_factory=list)
+
+    def report(
+        self,
+        day: date,
+        started: datetime,
+        finished: datetime,
+        status: RunStatus,
+        error: str | None = None,
+    ) -> GlobalAnomalyReport:
+        run = GlobalAnomalyRun(
+            day=day,
+            started_at=started,
+            finished_at=finished,
+            status=status,
+            series=self.series,
+            skipped=dict(Counter(s.kind for s in self.skipped)),
+            anomalies=len(self.found),
+            error=error,
+        )
+        return GlobalAnomalyReport(run, tuple(self.found), tuple(self.skipped))
 
 
 def run_global_anomalies(
@@ -70,42 +152,59 @@ def run_global_anomalies(
     params: ShesdParams | None = None,
     clock: Clock | None = None,
 ) -> GlobalAnomalyReport:
-    """Find and store the global anomalies of the UTC day `day` (the 24 hours ending at its end).
+    """Find the global anomalies of the UTC day `day` (the 24 hours ending at its end) and
+    store them with the run's record, in place of the day's earlier results.
 
-    A day without readings gives an empty report; StoreError when the store fails.
+    A day without readings is a succeeded run that found nothing. When anything fails (the
+    store, the analysis), the failure is recorded as the day's run if the store still takes a
+    write, and GlobalAnomalyRunFailed is raised from the original error.
     """
     params = params or ShesdParams()
     clock = clock or SystemClock()
-    started = time.perf_counter()
+    started = ms_to_datetime(clock.now_ms())
+    tally = _Tally()
+    try:
+        _analyse(store, day, params, tally)
+        report = tally.report(day, started, ms_to_datetime(clock.now_ms()), RUN_SUCCEEDED)
+        store.write(_run_batch(settings, clock, report))
+    except Exception as exc:
+        failed = tally.report(
+            day, started, ms_to_datetime(clock.now_ms()), RUN_FAILED, f"{type(exc).__name__}: {exc}"
+        )
+        try:
+            store.write(_run_batch(settings, clock, failed))
+        except Exception as unrecorded:
+            failed = replace(failed, not_recorded=f"{type(unrecorded).__name__}: {unrecorded}")
+        log.error("%s", failed.summary().partition("\n")[0])
+        raise GlobalAnomalyRunFailed(failed) from exc
+    log.info("%s", report.summary().partition("\n")[0])
+    return report
+
+
+def _analyse(store: Store, day: date, params: ShesdParams, tally: _Tally) -> None:
     start, end = day_window(day)
-    found: list[GlobalAnomaly] = []
-    skipped: list[SkippedSeries] = []
-    series = 0
     for station in store.query(Stations()):
         minutes = store.query(MinuteAggregates(start, end, station_id=station.station_id))
         for sensor, rows in minutes.groupby(SENSOR, sort=True):
             outcome = _series_anomalies(day, station.station_id, str(sensor), rows, params)
             if isinstance(outcome, SkippedSeries):
-                skipped.append(outcome)
+                tally.skipped.append(outcome)
             else:
-                series += 1
-                found += outcome
-    if found:
-        sensors = settings.sensor_names
-        store.write(
-            WriteBatch(
-                sensors=sensors,
-                detectors=(),
-                readings=empty_readings(sensors),
-                processed_at=clock.now_ms(),
-                global_anomalies=found,
-            )
-        )
-    report = GlobalAnomalyReport(
-        day, series, tuple(found), tuple(skipped), time.perf_counter() - started
+                tally.series += 1
+                tally.found += outcome
+
+
+def _run_batch(settings: Settings, clock: Clock, report: GlobalAnomalyReport) -> WriteBatch:
+    """The store write of a run: its record, and a succeeded run's anomalies."""
+    sensors = settings.sensor_names
+    return WriteBatch(
+        sensors=sensors,
+        detectors=(),
+        readings=empty_readings(sensors),
+        processed_at=clock.now_ms(),
+        global_anomalies=report.anomalies if report.run.status == RUN_SUCCEEDED else (),
+        global_anomaly_run=report.run,
     )
-    log.info(report.summary().partition("\n")[0])
-    return report
 
 
 def _series_anomalies(
@@ -120,6 +219,7 @@ def _series_anomalies(
         return SkippedSeries(
             station_id,
             sensor,
+            TOO_SHORT,
             f"its readings span {length} minutes; S-H-ESD needs two seasonal periods "
             f"({params.min_length} minutes)",
         )
@@ -127,6 +227,7 @@ def _series_anomalies(
         return SkippedSeries(
             station_id,
             sensor,
+            TOO_SPARSE,
             f"only {len(index)} of the {length} minutes from its first reading to its last "
             f"have readings; at least {MIN_COVERAGE:.0%} are needed to fill the gaps",
         )
@@ -153,3 +254,7 @@ def _series_anomalies(
 def _hhmm(minute_ms: int) -> str:
     of_day = minute_ms % DAY_MS // MINUTE_MS
     return f"{of_day // 60:02d}:{of_day % 60:02d}"
+
+
+def _iso(moment: datetime) -> str:
+    return iso_ms(datetime_to_ms(moment))

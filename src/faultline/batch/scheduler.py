@@ -3,9 +3,10 @@ same job from Airflow (deploy/airflow/global_anomalies_dag.py).
 
 The job for a day runs once `delay_s` has passed after the UTC midnight that ends it, so that
 readings still in flight reach the store first. At start the last such day is run at once:
-a process that was down over midnight catches up, and as the job stores by key, running a day
-again replaces its results rather than adding to them. The clock is asked every `poll_s` of
-real time, so a test's ManualClock moves the schedule by being advanced.
+a process that was down over midnight catches up, and as a run replaces its day's results,
+running a day again is harmless. Each run, scheduled or retried, leaves the day's run record in
+the store (run_global_anomalies writes it), a failed one with its error. The clock is asked
+every `poll_s` of real time, so a test's ManualClock moves the schedule by being advanced.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def run_daily_global_anomalies(
 ) -> None:
     """Run the job for each day as it becomes due, until `stop` is set.
 
-    A failing run is logged and tried again `retry_s` (by `clock`) later; it never ends the loop.
-    `job` replaces the real job (run_global_anomalies over `store`), for tests.
+    A failing run (recorded as failed by the job) is logged and tried again `retry_s` (by
+    `clock`) later; it never ends the loop. `job` replaces the real job (run_global_anomalies
+    over `store`, with `clock` for the run record's times), for tests.
     """
     if job is None:
         job = _store_job(settings, store, clock)
