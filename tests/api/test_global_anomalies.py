@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from faultline.batch.global_anomalies import run_global_anomalies
+from faultline.batch.global_anomalies import GlobalAnomalyRunFailed, run_global_anomalies
 from faultline.clock import ManualClock
+from faultline.store import Stations
 from tests.api.helpers import Served, serve
+from tests.batch.failing import FailingStore
 from tests.batch.readings import DAY, END, MINUTE, START, readings_of
 from tests.contract.batches import write_batch
 
@@ -24,7 +27,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         jumps = {("temperature", 600): 9.0}
         served.store.write(write_batch(readings_of("s-1", 0, 1440, seed=21, jumps=jumps)))
         served.store.write(write_batch(readings_of("s-2", 0, 1440, seed=22)))
-        run_global_anomalies(served.ctx.settings, served.store, DAY)
+        settings, clock = served.ctx.settings, ManualClock(END + 600_000)
+        run_global_anomalies(settings, served.store, DAY, clock=clock)
+        run_global_anomalies(settings, served.store, DAY - timedelta(days=1), clock=clock)
+        # 2026-03-12 never ran; 2026-03-11 failed.
+        failing = FailingStore(served.store, what=Stations, queries=1)
+        with pytest.raises(GlobalAnomalyRunFailed):
+            run_global_anomalies(settings, failing, DAY - timedelta(days=3), clock=clock)
         yield served
 
 
@@ -56,6 +65,16 @@ def test_yesterdays_anomalies_by_default(client: httpx.Client) -> None:
     assert spike[0]["value"] - spike[0]["expected"] == pytest.approx(9.0, abs=1.5)
     keys = [(a["station_id"], a["sensor"], a["minute_ms"]) for a in body["anomalies"]]
     assert keys == sorted(keys)
+    assert body["run"] == {
+        "status": "succeeded",
+        "started_at": "2026-03-15T00:10:00.000Z",
+        "finished_at": "2026-03-15T00:10:00.000Z",
+        "series": 6,
+        "skipped": 0,
+        "skipped_by_reason": {},
+        "anomalies": len(body["anomalies"]),
+        "error": None,
+    }
 
 
 def test_one_day_and_one_station(client: httpx.Client) -> None:
@@ -64,12 +83,34 @@ def test_one_day_and_one_station(client: httpx.Client) -> None:
 
     assert only.status_code == 200 and only.json()["station_id"] == "s-1"
     assert only.json()["anomalies"] == [a for a in every["anomalies"] if a["station_id"] == "s-1"]
+    assert only.json()["run"] == every["run"]  # the run covers the whole day
 
 
-def test_a_day_the_job_found_nothing_in_is_an_empty_list(client: httpx.Client) -> None:
+def test_a_day_the_job_found_nothing_in_is_an_empty_list_with_its_run(
+    client: httpx.Client,
+) -> None:
     response = client.get("/api/global_anomalies", params={"day": "2026-03-13"})
 
-    assert response.status_code == 200 and response.json()["anomalies"] == []
+    assert response.status_code == 200
+    body = response.json()
+    assert body["anomalies"] == []
+    assert body["run"]["status"] == "succeeded"
+    assert (body["run"]["series"], body["run"]["anomalies"]) == (0, 0)
+
+
+def test_a_day_the_job_never_ran_for_has_no_run(client: httpx.Client) -> None:
+    response = client.get("/api/global_anomalies", params={"day": "2026-03-12"})
+
+    assert response.status_code == 200
+    assert (response.json()["anomalies"], response.json()["run"]) == ([], None)
+
+
+def test_a_failed_run_is_served_as_failed_with_its_error(client: httpx.Client) -> None:
+    body = client.get("/api/global_anomalies", params={"day": "2026-03-11"}).json()
+
+    assert body["anomalies"] == []
+    assert body["run"]["status"] == "failed"
+    assert body["run"]["error"] == "StoreError: Stations failed: timed out"
 
 
 @pytest.mark.parametrize("day", ["2026-3-14", "14/03/2026", "2026-02-30", " ", "2026-03-14T00:00Z"])

@@ -1,8 +1,9 @@
-"""Global anomalies: what the daily S-H-ESD job found in a day's 1-minute means."""
+"""Global anomalies: what the daily S-H-ESD job found in a day's 1-minute means, and the record
+of its latest run over that day (none: it never ran for the day)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import Field
@@ -11,8 +12,9 @@ from faultline.api.context import AppContext
 from faultline.api.params import bad_request
 from faultline.api.responses import ApiModel
 from faultline.batch.days import DAY_EXAMPLE, day_window, parse_day, previous_day
-from faultline.clock import iso_ms
-from faultline.store import GlobalAnomalies
+from faultline.clock import datetime_to_ms, iso_ms
+from faultline.schema import GlobalAnomalyRun
+from faultline.store import GlobalAnomalies, GlobalAnomalyRuns
 
 
 class GlobalAnomalyOut(ApiModel):
@@ -25,12 +27,28 @@ class GlobalAnomalyOut(ApiModel):
     score: float = Field(description="Distance from the baseline in robust standard deviations")
 
 
+class GlobalAnomalyRunOut(ApiModel):
+    status: Literal["succeeded", "failed"]
+    started_at: str = Field(description="When the run started, ISO 8601 UTC")
+    finished_at: str = Field(description="When it succeeded or failed, ISO 8601 UTC")
+    series: int = Field(description="Station/sensor series tested")
+    skipped: int = Field(description="Series not tested (too few minutes with readings)")
+    skipped_by_reason: dict[str, int] = Field(description="Skipped series by reason")
+    anomalies: int = Field(description="Anomalies the run found (all stored, when it succeeded)")
+    error: str | None = Field(description="Why a failed run failed; null when it succeeded")
+
+
 class GlobalAnomaliesOut(ApiModel):
     day: str = Field(description="The UTC day, YYYY-MM-DD")
     from_: str = Field(alias="from", description="Start of the day (included), ISO 8601 UTC")
     to: str = Field(description="End of the day (excluded), ISO 8601 UTC")
     station_id: str | None
     anomalies: list[GlobalAnomalyOut] = Field(description="By station, sensor, then minute")
+    run: GlobalAnomalyRunOut | None = Field(
+        description="The job's latest run over the whole day (null: it never ran for the day, "
+        "so no anomalies does not mean none were found). After a failed run the anomalies "
+        "are those of the last run that succeeded, if any."
+    )
 
 
 def global_anomaly_router(ctx: AppContext) -> APIRouter:
@@ -47,13 +65,15 @@ def global_anomaly_router(ctx: AppContext) -> APIRouter:
         ] = None,
         station_id: Annotated[str | None, Query(description="Only this station")] = None,
     ) -> dict[str, Any]:
-        """The anomalies the daily global-anomaly job stored for one day (empty until it ran)."""
+        """The anomalies the daily global-anomaly job stored for one day, with the record of
+        its latest run over the day (null until it ran)."""
         try:
             wanted = previous_day(ctx.clock.now_ms()) if day is None else parse_day(day)
         except ValueError as exc:
             raise bad_request(f"day: {exc}") from None
         start, end = day_window(wanted)
         found = ctx.store.query(GlobalAnomalies(wanted, station_id=station_id))
+        runs = ctx.store.query(GlobalAnomalyRuns(wanted))
         return {
             "day": wanted.isoformat(),
             "from": iso_ms(start),
@@ -71,6 +91,20 @@ def global_anomaly_router(ctx: AppContext) -> APIRouter:
                 }
                 for a in found
             ],
+            "run": _run_out(runs[0]) if runs else None,
         }
 
     return router
+
+
+def _run_out(run: GlobalAnomalyRun) -> dict[str, Any]:
+    return {
+        "status": run.status,
+        "started_at": iso_ms(datetime_to_ms(run.started_at)),
+        "finished_at": iso_ms(datetime_to_ms(run.finished_at)),
+        "series": run.series,
+        "skipped": sum(run.skipped.values()),
+        "skipped_by_reason": dict(run.skipped),
+        "anomalies": run.anomalies,
+        "error": run.error,
+    }
