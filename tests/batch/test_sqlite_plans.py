@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from faultline.schema import GlobalAnomaly
-from faultline.store import GlobalAnomalies, MinuteAggregates, Query, SqliteStore
+from faultline.store import (
+    GlobalAnomalies,
+    GlobalAnomalyRuns,
+    MinuteAggregates,
+    Query,
+    SqliteStore,
+)
 from tests.contract.batches import T0, reading_frame, write_batch
 
 DAY = date(2026, 1, 1)
@@ -22,6 +28,7 @@ DAY = date(2026, 1, 1)
         (MinuteAggregates(T0, T0 + 3_600_000, station_id="s-1"), "USING PRIMARY KEY"),
         (GlobalAnomalies(DAY), "USING PRIMARY KEY (day>? AND day<?)"),
         (GlobalAnomalies(DAY, station_id="s-1"), "USING INDEX global_anomalies_by_station"),
+        (GlobalAnomalyRuns(DAY, date(2026, 2, 1)), "USING INTEGER PRIMARY KEY (rowid>? AND"),
     ],
     ids=repr,
 )
