@@ -1,7 +1,9 @@
-"""The in-process schedule, moved by a ManualClock; and Runtime running it."""
+"""The in-process schedule, moved by a ManualClock; what it does with a day already on record;
+and Runtime running it."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,16 +15,20 @@ import pytest
 
 from faultline.batch.days import day_window
 from faultline.batch.scheduler import run_daily_global_anomalies
-from faultline.clock import ManualClock
+from faultline.clock import ManualClock, ms_to_datetime
 from faultline.config import load_settings
 from faultline.runtime import Runtime
 from faultline.schema import RUN_FAILED, RUN_SUCCEEDED, GlobalAnomalyRun
 from faultline.store import GlobalAnomalies, GlobalAnomalyRuns, MemoryStore, MinuteAggregates, Store
+from faultline.store.sqlite import SqliteStore
 from tests.batch.failing import FailingStore
 from tests.batch.readings import DAY, START, readings_of
 from tests.contract.batches import write_batch
+from tests.contract.test_global_anomaly_run_contract import failed_run, run_of
 
 MIDNIGHT = day_window(DAY)[1]  # the one that ends DAY
+DUE = MIDNIGHT + 300_000  # DAY is due the default 5 minutes later, at 00:05
+NOW = MIDNIGHT + 3_600_000  # 01:00, when the schedules below start
 
 
 def eventually(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
@@ -125,6 +131,96 @@ def test_scheduled_runs_are_recorded_a_failed_one_too() -> None:
     succeeded = record()
     assert succeeded is not None and succeeded.status == RUN_SUCCEEDED
     assert (succeeded.series, succeeded.started_at) == (3, datetime(2026, 3, 15, 0, 12, tzinfo=UTC))
+
+
+@pytest.fixture
+def sqlite(tmp_path: Path) -> Iterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "faultline.db")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def decisions(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """The log, with the schedule's decisions (INFO) in it."""
+    caplog.set_level(logging.INFO, logger="faultline.batch.scheduler")
+    return caplog
+
+
+def test_a_day_done_once_it_was_due_is_not_run_again_at_start(
+    sqlite: SqliteStore, decisions: pytest.LogCaptureFixture
+) -> None:
+    done = run_of(DAY, [], started=ms_to_datetime(DUE + 60_000))
+    sqlite.write(write_batch(global_anomaly_run=done))
+    clock = ManualClock(NOW)
+
+    with scheduled(clock, None, sqlite):
+        eventually(lambda: "not running it again" in decisions.text)
+        clock.advance(24 * 3600)  # the next day is due: the schedule went on past DAY
+        eventually(lambda: bool(sqlite.query(GlobalAnomalyRuns(DAY + timedelta(days=1)))))
+
+    assert sqlite.query(GlobalAnomalyRuns(DAY)) == [done]
+    assert (
+        "global anomalies of 2026-03-14: done by a run started 2026-03-15T00:06:00.000Z, after "
+        "the day was due at 2026-03-15T00:05:00.000Z; not running it again" in decisions.text
+    )
+
+
+@pytest.mark.parametrize(
+    ("last", "why"),
+    [
+        (None, "never ran; running it"),
+        (
+            failed_run(DAY, ms_to_datetime(DUE + 60_000)),
+            "its last run (started 2026-03-15T00:06:00.000Z) failed "
+            "(StoreError: MinuteAggregates failed: timed out); running it again",
+        ),
+        (
+            run_of(DAY, [], started=ms_to_datetime(MIDNIGHT - 3_600_000)),
+            "its last run started 2026-03-14T23:00:00.000Z, before the day was due at "
+            "2026-03-15T00:05:00.000Z; running it again",
+        ),
+        (  # finished after the day was due, but read the store before
+            run_of(DAY, [], started=ms_to_datetime(DUE - 1000)),
+            "its last run started 2026-03-15T00:04:59.000Z, before the day was due at "
+            "2026-03-15T00:05:00.000Z; running it again",
+        ),
+    ],
+    ids=["never-ran", "failed", "succeeded-before-due", "started-before-due"],
+)
+def test_a_day_not_done_once_it_was_due_runs_at_start(
+    sqlite: SqliteStore,
+    decisions: pytest.LogCaptureFixture,
+    last: GlobalAnomalyRun | None,
+    why: str,
+) -> None:
+    if last is not None:
+        sqlite.write(write_batch(global_anomaly_run=last))
+
+    with scheduled(ManualClock(NOW), None, sqlite):
+        eventually(lambda: sqlite.query(GlobalAnomalyRuns(DAY)) != ([] if last is None else [last]))
+
+    (run,) = sqlite.query(GlobalAnomalyRuns(DAY))
+    assert (run.status, run.started_at) == (RUN_SUCCEEDED, ms_to_datetime(NOW))
+    assert f"global anomalies of 2026-03-14: {why}" in decisions.text
+
+
+def test_a_run_record_that_cannot_be_read_does_not_cost_the_day_its_run(
+    sqlite: SqliteStore, decisions: pytest.LogCaptureFixture
+) -> None:
+    done = run_of(DAY, [], started=ms_to_datetime(DUE + 60_000))
+    sqlite.write(write_batch(global_anomaly_run=done))
+    store = FailingStore(sqlite, what=GlobalAnomalyRuns, queries=1)
+
+    with scheduled(ManualClock(NOW), None, store):
+        eventually(lambda: sqlite.query(GlobalAnomalyRuns(DAY)) != [done])
+
+    (run,) = sqlite.query(GlobalAnomalyRuns(DAY))
+    assert (run.status, run.started_at) == (RUN_SUCCEEDED, ms_to_datetime(NOW))
+    assert (
+        "global anomalies of 2026-03-14: cannot read its run record "
+        "(StoreError: GlobalAnomalyRuns failed: timed out); running it" in decisions.text
+    )
 
 
 def test_runtime_runs_the_job_over_its_store(tmp_path: Path) -> None:
