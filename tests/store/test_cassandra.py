@@ -1,5 +1,5 @@
-"""Cassandra specifics: the URL, replication and consistency, racing writers, half-finished
-writes, day boundaries, and statements that never filter or scan.
+"""Cassandra specifics: the URL, replication and consistency, migrations, racing writers,
+half-finished writes, day boundaries, and statements that never filter or scan.
 
 Runs against the node in FAULTLINE_TEST_CASSANDRA (scripts/services/svc.py); without one it
 skips, or fails when CI=true. The URL tests need no server.
@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 from cassandra import ConsistencyLevel, OperationTimedOut
+from cassandra.cluster import Session
 
 from faultline.schema import FaultLabel
 from faultline.store import (
@@ -31,7 +32,8 @@ from faultline.store import (
 )
 from faultline.store import cassandra as cassandra_module
 from faultline.store.cassandra import CassandraStore
-from faultline.store.cassandra_schema import MIGRATIONS, SCHEMA_VERSION, parse_url
+from faultline.store.cassandra_schema import MIGRATIONS, SCHEMA_VERSION, migrate, parse_url
+from faultline.store.columns import global_anomaly_rows
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
 from tests.contract.test_aggregate_contract import DAY0, anomaly
 from tests.contract.test_global_anomaly_run_contract import STARTED, run_of
@@ -176,6 +178,54 @@ def test_a_rerun_wins_over_a_run_whose_clock_was_ahead(
 
     assert store.query(GlobalAnomalies(DAY0)) == found
     assert store.query(GlobalAnomalyRuns(DAY0)) == [rerun]
+
+
+def test_a_second_version_keyspace_keeps_its_global_anomalies_and_gains_run_records(
+    cassandra_keyspace: str,
+) -> None:
+    """A keyspace an older Faultline left at version 2, its global anomalies written by the
+    statements that version used, is migrated when a store opens it."""
+    keyspace = f"{cassandra_keyspace}_v2"
+    found = [anomaly("a", "temperature", T0), anomaly("b", "humidity", T0)]
+    try:
+        with cassandra_session() as session:
+            migrate(session, parse_url(cassandra_url(keyspace)), to=2)
+            add = {
+                name: session.prepare(cassandra_module._CQL[name].format(ks=keyspace))
+                for name in ("add_bucket", "add_global_anomaly")
+            }
+            for row in global_anomaly_rows(found):
+                session.execute(add["add_bucket"], ("global_anomalies", "", row[0]))
+                session.execute(add["add_global_anomaly"], row)
+            assert not run_columns(session, keyspace)
+
+        store = CassandraStore(cassandra_url(keyspace))
+        try:
+            assert store.query(GlobalAnomalies(DAY0)) == found
+            assert store.query(GlobalAnomalyRuns(DAY0)) == []
+            rerun = run_of(DAY0, found[1:])
+            store.write(write_batch(global_anomalies=found[1:], global_anomaly_run=rerun))
+            assert store.query(GlobalAnomalies(DAY0)) == found[1:]
+            assert store.query(GlobalAnomalyRuns(DAY0)) == [rerun]
+        finally:
+            store.close()
+        with cassandra_session() as session:
+            assert len(run_columns(session, keyspace)) == 7
+            version = f"SELECT version FROM {keyspace}.schema_version WHERE part = 0"
+            assert session.execute(version).one() == (SCHEMA_VERSION,)
+    finally:
+        with cassandra_session() as session:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+
+
+def run_columns(session: Session, keyspace: str) -> list[str]:
+    """The run-record columns (migration 3) of the keyspace's global_anomalies table."""
+    rows = session.execute(
+        "SELECT column_name FROM system_schema.columns "
+        "WHERE keyspace_name = %s AND table_name = 'global_anomalies'",
+        (keyspace,),
+    )
+    return [name for (name,) in rows if name.startswith("run_")]
 
 
 def test_a_keyspace_from_a_newer_faultline_is_refused(

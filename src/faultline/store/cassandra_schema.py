@@ -210,8 +210,9 @@ def cluster(options: CassandraOptions) -> Cluster:
     )
 
 
-def migrate(session: Session, options: CassandraOptions) -> None:
-    """Create the keyspace when missing and bring its tables to SCHEMA_VERSION.
+def migrate(session: Session, options: CassandraOptions, *, to: int = SCHEMA_VERSION) -> None:
+    """Create the keyspace when missing and bring its tables to schema version `to` (at most
+    SCHEMA_VERSION; a lower one builds the keyspace an older Faultline left, for tests).
 
     Every statement is idempotent (IF NOT EXISTS), so stores opening a new keyspace at the
     same time both succeed.
@@ -231,11 +232,10 @@ def migrate(session: Session, options: CassandraOptions) -> None:
             f"keyspace {keyspace} has schema version {version}, newer than this Faultline "
             f"knows ({SCHEMA_VERSION}): upgrade Faultline to open it"
         )
-    for statements in MIGRATIONS[version:]:
+    for statements in MIGRATIONS[version:to]:
         for statement in statements:
             session.execute(statement.format(ks=keyspace))
-    if version < SCHEMA_VERSION:
+    if version < to:
         session.execute(
-            f"INSERT INTO {keyspace}.schema_version (part, version) VALUES (0, %s)",
-            (SCHEMA_VERSION,),
+            f"INSERT INTO {keyspace}.schema_version (part, version) VALUES (0, %s)", (to,)
         )
