@@ -39,8 +39,9 @@ less log10(sensors judged): the Bonferroni allowance for having looked several t
 reads as a probability: 3 = one reading in a thousand. Heavy-tailed noise is the weak spot: the
 exponential tail underestimates how often a Student-t(4) reading lands far out.
 
-The score of a reading is its surprise when it is a *peak*, more surprising by half a decade than
-every reading of the station in the last one to two `peak_block`s, and 0 otherwise: a long fault
+The score of a reading is its surprise when it is a *peak*, at least half the threshold and ten
+times as surprising as every reading of the station's current *episode*, and 0 otherwise; an episode ends once the station has
+been calm (surprise below half the threshold) for `calm` readings in a row. A long fault
 shows as one scored onset (and any stronger escalation), not hundreds of scored readings.
 `is_anomaly` follows the surprise through a hysteresis alarm (on at `threshold`, off below half
 of it). NaN (no verdict) until a sensor has learned `warmup` values. The per-reading work is the
@@ -81,11 +82,11 @@ class SurpriseDetector(Detector):
         short: int = 6,
         fast: float = 1 / 12,
         adapt: float = 1 / 30,
-        peak_block: int = 125,
+        calm: int = 50,
     ) -> None:
         super().__init__(sensors)
-        if warmup < 2 or short < 1 or peak_block < 1:
-            raise ValueError("need warmup >= 2, short >= 1 and peak_block >= 1")
+        if warmup < 2 or short < 1 or calm < 1:
+            raise ValueError("need warmup >= 2, short >= 1 and calm >= 1")
         if not all(0 < v < 1 for v in (alpha, slow, fast, adapt)) or not threshold > 0:
             raise ValueError(
                 "alpha, slow, fast and adapt must lie in (0, 1) and threshold be positive"
@@ -93,9 +94,9 @@ class SurpriseDetector(Detector):
         if len(self.sensors) > 62:
             raise ValueError("at most 62 sensors: the responsible ones are bits of an int64")
         self.threshold, self.warmup, self.alpha, self.slow = threshold, warmup, alpha, slow
-        self.short, self.fast, self.adapt, self.peak_block = short, fast, adapt, peak_block
+        self.short, self.fast, self.adapt, self.calm = short, fast, adapt, calm
         self._params = np.array(
-            [threshold, warmup, alpha, slow, short, fast, adapt, peak_block], np.float64
+            [threshold, warmup, alpha, slow, short, fast, adapt, calm], np.float64
         )
         self._slots = StationSlots()
         m = len(self.sensors)
@@ -159,7 +160,7 @@ class SurpriseDetector(Detector):
                     }
                     for j, name in enumerate(self.sensors)
                 },
-                "peak": [fields["peak_current"], fields["peak_previous"], fields["peak_count"]],
+                "episode": {"peak": fields["episode_peak"], "calm": int(fields["calm"])},
             }
             alarm[station] = {"age": int(fields["alarm_age"]), "quiet": int(fields["alarm_quiet"])}
         return {"stations": state, "alarm": alarm}
@@ -170,10 +171,12 @@ class SurpriseDetector(Detector):
             unknown = set(state["sensors"]) - set(self.sensors)
             if unknown:
                 raise ValueError(f"snapshot of {station!r} has unknown sensors {sorted(unknown)}")
+            # An older detector's state is refused whole rather than half-restored.
+            if "episode" not in state:
+                raise ValueError(f"snapshot of {station!r} lacks its episode")
             for name, sensor in state["sensors"].items():
                 missing = _SENSOR_FIELDS - set(sensor)
                 if missing:
-                    # An older detector's state: refuse it whole rather than half-restore it.
                     raise ValueError(f"snapshot of {station!r}/{name!r} lacks {sorted(missing)}")
         slots = self._slots.assign(np.array(list(stations), dtype=object))
         self._ensure(len(self._slots))
@@ -186,4 +189,5 @@ class SurpriseDetector(Detector):
                 self._q[slot, j] = sensor["quantiles"] if sensor else 0.0
                 self._season[slot, j] = sensor["season"] if sensor else 0.0
             alarm = alarms.get(station, {"age": 0, "quiet": 0})
-            self._station[slot] = [*state["peak"], alarm["age"], alarm["quiet"]]
+            episode = state["episode"]
+            self._station[slot] = [episode["peak"], episode["calm"], alarm["age"], alarm["quiet"]]

@@ -12,7 +12,7 @@ State layout (S stations, M sensors, F views):
 * `scalars[S, M, len(SCALARS)]`: the per-sensor statistics named by `SCALARS`;
 * `ring[S, M, short]`: the newest `short` values of each sensor (value number t at t % short);
 * `quantiles[S, M, F, 4]`: each view's 50th/90th/99th/99.9th percentile estimates;
-* `station[S, len(STATION_FIELDS)]`: the peak blocks and the alarm of each station.
+* `station[S, len(STATION_FIELDS)]`: the episode and the alarm of each station.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ SCALARS = (
     "total_var",
     "seasonality",
 )
-STATION_FIELDS = ("peak_current", "peak_previous", "peak_count", "alarm_age", "alarm_quiet")
+STATION_FIELDS = ("episode_peak", "calm", "alarm_age", "alarm_quiet")
 QUANTILES = np.array([0.5, 0.9, 0.99, 0.999])
 # Where the quantile estimates start: |N(0, 1)| for the three deviations in scales (they are
 # standard deviations on normal data), about 1 for the volatility ratio, no repeats for stuck.
@@ -62,7 +62,7 @@ MIN_SPREAD = np.array([0.05, 0.05, 0.05, 0.05, 0.5, 0.1])
 (_LAST_RAW, _LOW, _HIGH, _SLOT, _SLOT_SUM, _SLOT_COUNT, _LEVEL, _RES_VAR, _TOT_VAR, _SEASONAL) = (
     range(11, 21)
 )
-_PEAK0, _PEAK1, _PEAK_COUNT, _AGE, _QUIET = range(5)
+_PEAK, _CALM, _AGE, _QUIET = range(4)
 _F = len(FEATURES)
 _LOOKS = math.log10(_F)
 _AT_MEDIAN = -math.log10(0.5)
@@ -74,9 +74,10 @@ _ALARMED_WEIGHT = 0.1
 _SIGMA_PER_MAD = math.sqrt(math.pi / 2)
 # A sensor that never varies has no scale; this floor (relative to its level) stands in for it.
 _SCALE_FLOOR = 1e-9
-# A score is reported on a new peak only: a reading 10**0.5 times as surprising as anything of its
-# station lately, so a fault that slowly worsens is not reported again on every reading.
-_PEAK_MARGIN = 0.5
+# A score is reported on a new peak of an episode only: a reading ten times as surprising as
+# anything of its station since it was last calm, so a fault that slowly worsens is not reported
+# again on every reading; and only from the alarm's off level up, since less is routine.
+_PEAK_MARGIN = 1.0
 # The range view's memory: the edges move back towards the baseline by this share per reading.
 _RANGE_DECAY = 1e-4
 # The daily profile: half-hour slots, each the mean of its readings, averaged over days with
@@ -125,12 +126,12 @@ def process(
     """Judge every row of `x` (rows, sensors; event times `ts` in epoch ms) in order; learn it
     too when `learn`.
 
-    `params` = (threshold, warmup, alpha, slow, short, fast, adapt, peak_block). Rows of slot -1
+    `params` = (threshold, warmup, alpha, slow, short, fast, adapt, calm). Rows of slot -1
     (a station never seen) get no verdict. Outputs are written into `score`, `anomaly`, `mask`.
     """
     threshold, warmup = params[0], params[1]
     short = int(params[4])
-    peak_block = params[7]
+    calm = params[7]
     alarm_off = threshold / 2.0
     m = x.shape[1]
     features = np.zeros((m, _F))
@@ -178,7 +179,7 @@ def process(
         has = judged_count > 0
         if has:
             level -= math.log10(judged_count)
-            peak = level > max(station[s, _PEAK0], station[s, _PEAK1]) + _PEAK_MARGIN
+            peak = level >= alarm_off and level > station[s, _PEAK] + _PEAK_MARGIN
             score[r] = level if peak else 0.0
         else:
             score[r] = np.nan
@@ -207,12 +208,12 @@ def process(
         station[s, _AGE] = age + 1 if active else 0
         station[s, _QUIET] = quiet if active else 0
         if has:
-            station[s, _PEAK0] = max(station[s, _PEAK0], level)
-            station[s, _PEAK_COUNT] += 1
-            if station[s, _PEAK_COUNT] >= peak_block:
-                station[s, _PEAK1] = station[s, _PEAK0]
-                station[s, _PEAK0] = 0.0
-                station[s, _PEAK_COUNT] = 0.0
+            # An episode lasts until the station has been calm (below the alarm's off level) for
+            # `calm` readings in a row; the next surprising reading then starts a new one.
+            station[s, _PEAK] = max(station[s, _PEAK], level)
+            station[s, _CALM] = station[s, _CALM] + 1.0 if level < alarm_off else 0.0
+            if station[s, _CALM] >= calm:
+                station[s, _PEAK] = 0.0
         for j in range(m):
             v = x[r, j]
             if not np.isfinite(v):
