@@ -64,6 +64,15 @@ def test_healthy_signals_of_any_shape_rarely_alarm(  # type: ignore[no-untyped-d
     assert (scored > 0).mean() < 0.05  # most readings are not peaks: score 0
 
 
+def test_a_station_with_heavier_tails_than_its_views_assume_is_recalibrated() -> None:
+    # Student-t(2) noise reaches surprise 3 far more often than once in a thousand readings; the
+    # station's surprise is lowered by that excess. Measured: 19 alarms in 20,000 readings, 32
+    # without the correction.
+    values = 50 + np.random.default_rng(0).standard_t(2, 20_000)
+    got = SurpriseDetector(["x0"]).process(readings(values))
+    assert len(onsets(got.is_anomaly)) <= 24
+
+
 def test_a_spike_scores_far_above_anything_healthy_and_alarms_at_once() -> None:
     rng = np.random.default_rng(1)
     values = rng.normal(20, 1, 3000)
@@ -131,11 +140,11 @@ def test_bad_settings_and_snapshots_are_refused() -> None:
 
 
 def test_on_nab_it_beats_every_seed_baseline_by_far(nab_corpus: NabCorpus) -> None:
-    # Measured 58.4 / 44.7 / 66.2 (docs/EVALUATION.md); the seeds' detectors score 0 to 20.
+    # Measured 60.1 / 47.2 / 67.6 (docs/EVALUATION.md); the seeds' detectors score 0 to 20.
     scores = run_nab(nab_corpus, eval_detector("surprise")).summary()
-    assert scores["standard"] > 57.5
-    assert scores["reward_low_FP_rate"] > 43.5
-    assert scores["reward_low_FN_rate"] > 65
+    assert scores["standard"] > 59.5
+    assert scores["reward_low_FP_rate"] > 46.5
+    assert scores["reward_low_FN_rate"] > 67
 
 
 FIVE_MINUTES_MS = 300_000

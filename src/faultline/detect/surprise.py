@@ -39,13 +39,17 @@ less log10(sensors judged): the Bonferroni allowance for having looked several t
 reads as a probability: 3 = one reading in a thousand. Heavy-tailed noise is the weak spot: the
 exponential tail underestimates how often a Student-t(4) reading lands far out.
 
+A station that reaches surprise 3 more often than on one reading in a thousand (tracked over a
+few thousand readings) has heavier tails than its views' estimates assume: its surprise is lowered
+by twice log10 of that excess.
+
 The score of a reading is its surprise when it is a *peak*, at least half the threshold and ten
-times as surprising as every reading of the station's current *episode*, and 0 otherwise; an episode ends once the station has
-been calm (surprise below half the threshold) for `calm` readings in a row. A long fault
-shows as one scored onset (and any stronger escalation), not hundreds of scored readings.
-`is_anomaly` follows the surprise through a hysteresis alarm (on at `threshold`, off below half
-of it). NaN (no verdict) until a sensor has learned `warmup` values. The per-reading work is the
-numba kernel in `faultline.detect.surprise_kernel`.
+times as surprising as every reading of the station's current *episode*, and 0 otherwise; an
+episode ends once the station has been calm (surprise below half the threshold) for `calm`
+readings in a row. A long fault shows as one scored onset (and any stronger escalation), not
+hundreds of scored readings. `is_anomaly` follows the surprise through a hysteresis alarm (on at
+`threshold`, off below half of it). NaN (no verdict) until a sensor has learned `warmup` values.
+The per-reading work is the numba kernel in `faultline.detect.surprise_kernel`.
 """
 
 from __future__ import annotations
@@ -161,6 +165,7 @@ class SurpriseDetector(Detector):
                     for j, name in enumerate(self.sensors)
                 },
                 "episode": {"peak": fields["episode_peak"], "calm": int(fields["calm"])},
+                "tail_rate": fields["tail_rate"],
             }
             alarm[station] = {"age": int(fields["alarm_age"]), "quiet": int(fields["alarm_quiet"])}
         return {"stations": state, "alarm": alarm}
@@ -172,8 +177,9 @@ class SurpriseDetector(Detector):
             if unknown:
                 raise ValueError(f"snapshot of {station!r} has unknown sensors {sorted(unknown)}")
             # An older detector's state is refused whole rather than half-restored.
-            if "episode" not in state:
-                raise ValueError(f"snapshot of {station!r} lacks its episode")
+            lacking = {"episode", "tail_rate"} - set(state)
+            if lacking:
+                raise ValueError(f"snapshot of {station!r} lacks {sorted(lacking)}")
             for name, sensor in state["sensors"].items():
                 missing = _SENSOR_FIELDS - set(sensor)
                 if missing:
@@ -190,4 +196,10 @@ class SurpriseDetector(Detector):
                 self._season[slot, j] = sensor["season"] if sensor else 0.0
             alarm = alarms.get(station, {"age": 0, "quiet": 0})
             episode = state["episode"]
-            self._station[slot] = [episode["peak"], episode["calm"], alarm["age"], alarm["quiet"]]
+            self._station[slot] = [
+                episode["peak"],
+                episode["calm"],
+                alarm["age"],
+                alarm["quiet"],
+                state["tail_rate"],
+            ]

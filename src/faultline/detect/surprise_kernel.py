@@ -46,7 +46,7 @@ SCALARS = (
     "total_var",
     "seasonality",
 )
-STATION_FIELDS = ("episode_peak", "calm", "alarm_age", "alarm_quiet")
+STATION_FIELDS = ("episode_peak", "calm", "alarm_age", "alarm_quiet", "tail_rate")
 QUANTILES = np.array([0.5, 0.9, 0.99, 0.999])
 # Where the quantile estimates start: |N(0, 1)| for the three deviations in scales (they are
 # standard deviations on normal data), about 1 for the volatility ratio, no repeats for stuck.
@@ -62,7 +62,7 @@ MIN_SPREAD = np.array([0.05, 0.05, 0.05, 0.05, 0.5, 0.1])
 (_LAST_RAW, _LOW, _HIGH, _SLOT, _SLOT_SUM, _SLOT_COUNT, _LEVEL, _RES_VAR, _TOT_VAR, _SEASONAL) = (
     range(11, 21)
 )
-_PEAK, _CALM, _AGE, _QUIET = range(4)
+_PEAK, _CALM, _AGE, _QUIET, _TAIL_RATE = range(5)
 _F = len(FEATURES)
 _LOOKS = math.log10(_F)
 _AT_MEDIAN = -math.log10(0.5)
@@ -80,6 +80,13 @@ _SCALE_FLOOR = 1e-9
 _PEAK_MARGIN = 1.0
 # The range view's memory: the edges move back towards the baseline by this share per reading.
 _RANGE_DECAY = 1e-4
+# A calibrated station reaches surprise 3 on one reading in a thousand. One that does so more often
+# (tracked over a few thousand readings) has a heavier tail than the views' estimates assume, so
+# its surprise is lowered by twice log10 of the excess: heavy tails are inflated more further out.
+_TAIL_CHECK = 3.0
+_TAIL_MEMORY = 3e-4
+_TAIL_GAIN = 2.0
+_NOMINAL_TAIL_RATE = 10.0**-_TAIL_CHECK
 # The daily profile: half-hour slots, each the mean of its readings, averaged over days with
 # this weight for the newest day; the level and variances it is judged against move slowly.
 SEASON_SLOTS = 48
@@ -146,7 +153,9 @@ def process(
         # Judge: every view of every sensor against the state before this reading.
         judged_count = 0
         level = -np.inf
+        raw_level = -np.inf
         worst = 0
+        tail_rate = station[s, _TAIL_RATE] if station[s, _TAIL_RATE] > 0 else _NOMINAL_TAIL_RATE
         for j in range(m):
             v = x[r, j]
             st = scalars[s, j]
@@ -179,6 +188,8 @@ def process(
         has = judged_count > 0
         if has:
             level -= math.log10(judged_count)
+            raw_level = level
+            level -= _TAIL_GAIN * max(0.0, math.log10(tail_rate / _NOMINAL_TAIL_RATE))
             peak = level >= alarm_off and level > station[s, _PEAK] + _PEAK_MARGIN
             score[r] = level if peak else 0.0
         else:
@@ -210,6 +221,8 @@ def process(
         if has:
             # An episode lasts until the station has been calm (below the alarm's off level) for
             # `calm` readings in a row; the next surprising reading then starts a new one.
+            hit = 1.0 if raw_level >= _TAIL_CHECK else 0.0
+            station[s, _TAIL_RATE] = tail_rate + _TAIL_MEMORY * (hit - tail_rate)
             station[s, _PEAK] = max(station[s, _PEAK], level)
             station[s, _CALM] = station[s, _CALM] + 1.0 if level < alarm_off else 0.0
             if station[s, _CALM] >= calm:
