@@ -85,8 +85,8 @@ class SurpriseDetector(Detector):
         slow: float = 0.001,
         short: int = 6,
         fast: float = 1 / 12,
-        adapt: float = 1 / 30,
-        calm: int = 50,
+        adapt: float = 1 / 20,
+        calm: int = 80,
     ) -> None:
         super().__init__(sensors)
         if warmup < 2 or short < 1 or calm < 1:
