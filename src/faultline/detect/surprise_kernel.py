@@ -222,10 +222,10 @@ def process(
         station[s, _AGE] = age + 1 if active else 0
         station[s, _QUIET] = quiet if active else 0
         if has:
-            # An episode lasts until the station has been calm (below the alarm's off level) for
-            # `calm` readings in a row; the next surprising reading then starts a new one.
             hit = 1.0 if raw_level >= _TAIL_CHECK else 0.0
             station[s, _TAIL_RATE] = tail_rate + _TAIL_MEMORY * (hit - tail_rate)
+            # An episode lasts until the station has been calm (below the alarm's off level) for
+            # `calm` readings in a row; the next surprising reading then starts a new one.
             station[s, _PEAK] = max(station[s, _PEAK], level)
             station[s, _CALM] = station[s, _CALM] + 1.0 if level < alarm_off else 0.0
             if station[s, _CALM] >= calm:
