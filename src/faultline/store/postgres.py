@@ -36,59 +36,30 @@ committed state.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-import pandas as pd
 import psycopg
 import psycopg_pool
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from faultline.batch.aggregate import PARTIAL_COLUMNS, aggregate_frame
-from faultline.schema import RUN_SUCCEEDED, FaultLabel, WriteBatch
-from faultline.store.aggregate_sql import (
-    global_anomalies_sql,
-    global_anomaly_runs_sql,
-    minute_aggregates_sql,
-    run_from_sql,
-    run_to_sql,
-)
-from faultline.store.base import (
-    AnomalyCount,
-    DeadLetterCount,
-    DeadLetterRow,
-    DeadLetters,
-    FaultLabels,
-    GlobalAnomalies,
-    GlobalAnomalyRuns,
-    LatestAnomalies,
-    MinuteAggregates,
-    Query,
-    R,
-    ReadingPage,
-    RecentReadings,
-    StationReadings,
-    Stations,
-    StationSummary,
-    Store,
-    StoreError,
-)
+from faultline.batch.aggregate import PARTIAL_COLUMNS
+from faultline.schema import RUN_SUCCEEDED, WriteBatch
+from faultline.store.aggregate_sql import Sql, run_to_sql
+from faultline.store.base import Query, R, Store, StoreError
 from faultline.store.columns import (
     batch_columns,
     dead_letter_fields,
-    global_anomaly,
     global_anomaly_rows,
-    global_anomaly_run,
     global_anomaly_run_row,
-    recent_frame,
 )
-from faultline.store.encoded import EncodedReadings, decode_reading, encode_readings
+from faultline.store.encoded import EncodedReadings, encode_readings
+from faultline.store.read_sql import READING_COLUMNS, Dialect, query_result, query_sql
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +67,8 @@ DAY_MS = 86_400_000
 NATIVE = "native"
 TIMESCALEDB = "timescaledb"
 
-_READING_COLUMNS = (
-    'station_id, ts, seq, ts_assigned, received_at, processed_at, "values", is_anomaly, scores, '
-    "sensors, model_version"
-)
+# The readings' partial indexes are declared WHERE is_anomaly, a boolean column.
+_DIALECT = Dialect(mark="%s", anomalous="is_anomaly", ts_bound_after_cursor=True)
 
 
 def migrations(partitioning: str) -> tuple[tuple[str, ...], ...]:
@@ -207,14 +176,14 @@ _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('faultline-schema:' || cur
 _META = """CREATE TABLE IF NOT EXISTS faultline_schema (
     version integer NOT NULL, partitioning text NOT NULL)"""
 _STAGE = "CREATE TEMP TABLE staged (LIKE readings) ON COMMIT DELETE ROWS"
-_COPY_STAGED = f"COPY staged ({_READING_COLUMNS}) FROM STDIN"
+_COPY_STAGED = f"COPY staged ({READING_COLUMNS}) FROM STDIN"
 _LAST = ("last_ts", "last_seq", "last_received_at", "last_values", "last_is_anomaly")
 _NEWER = "(excluded.last_ts, excluded.last_seq) > (stations.last_ts, stations.last_seq)"
 _MOVE_LATEST = ", ".join(
     f"{c} = CASE WHEN {_NEWER} THEN excluded.{c} ELSE stations.{c} END" for c in _LAST
 )
 _MERGE_STAGED = f"""WITH inserted AS (
-        INSERT INTO readings ({_READING_COLUMNS}) SELECT {_READING_COLUMNS} FROM staged
+        INSERT INTO readings ({READING_COLUMNS}) SELECT {READING_COLUMNS} FROM staged
         ORDER BY station_id, ts, seq
         ON CONFLICT DO NOTHING
         RETURNING station_id, ts, seq, received_at, "values", is_anomaly
@@ -272,8 +241,6 @@ _PARTITION_LOCK = (
     "SELECT pg_advisory_xact_lock(hashtext('faultline-partitions:' || current_schema()))"
 )
 _ADD_PARTITION = "CREATE TABLE IF NOT EXISTS {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})"
-
-_Sql = tuple[str, tuple[Any, ...]]
 
 
 class PostgresStore(Store):
@@ -363,7 +330,7 @@ class PostgresStore(Store):
                 rows = conn.execute(statement, params).fetchall()
             except psycopg.Error as exc:
                 raise StoreError(f"{type(q).__name__} failed: {exc}") from exc
-        return cast(R, _RESULTS[type(q)](q, rows))
+        return query_result(q, rows)
 
     def explain(self, q: Query[Any], *settings: str) -> list[str]:
         """PostgreSQL's plan for `q`, one line per row of EXPLAIN; `settings` such as
@@ -382,11 +349,11 @@ class PostgresStore(Store):
             self._writer.close()
             self._pool.close()
 
-    def _sql(self, q: Query[Any]) -> _Sql:
-        build = _SQL.get(type(q))
-        if build is None:
+    def _sql(self, q: Query[Any]) -> Sql:
+        found = query_sql(q, _DIALECT)
+        if found is None:
             raise TypeError(f"{type(self).__name__} cannot answer {type(q).__name__}")
-        return build(q)
+        return found
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -504,112 +471,3 @@ def _insert_readings(
     new_keys = set(zip(stations, ts, seq, strict=True))
     keys = zip(readings.station_id, readings.ts, readings.seq, strict=True)
     return np.fromiter((key in new_keys for key in keys), bool, len(readings))
-
-
-def _latest_anomalies_sql(q: LatestAnomalies) -> _Sql:
-    if q.station_id is None:
-        return (
-            f"SELECT {_READING_COLUMNS} FROM readings WHERE is_anomaly "
-            "ORDER BY ts DESC, station_id DESC, seq DESC LIMIT %s",
-            (q.limit,),
-        )
-    return (
-        f"SELECT {_READING_COLUMNS} FROM readings WHERE is_anomaly AND station_id = %s "
-        "ORDER BY ts DESC, seq DESC LIMIT %s",
-        (q.station_id, q.limit),
-    )
-
-
-def _station_readings_sql(q: StationReadings) -> _Sql:
-    # The plain `ts >=` bound lets PostgreSQL skip the partitions before the page.
-    bound: tuple[int, ...]
-    if q.after is None or q.after[0] < q.start_ms:
-        lower, bound = "ts >= %s", (q.start_ms,)
-    else:
-        lower, bound = "(ts, seq) > (%s, %s) AND ts >= %s", (*q.after, q.after[0])
-    return (
-        f"SELECT {_READING_COLUMNS} FROM readings WHERE station_id = %s AND {lower} AND ts < %s "
-        "ORDER BY ts, seq LIMIT %s",
-        (q.station_id, *bound, q.end_ms, q.limit + 1),  # one more tells whether a page follows
-    )
-
-
-def _fault_labels_sql(q: FaultLabels) -> _Sql:
-    station, params = (
-        ("", ()) if q.station_id is None else ("AND station_id = %s ", (q.station_id,))
-    )
-    return (
-        "SELECT station_id, sensor, kind, start_ts, end_ts FROM fault_labels "
-        f"WHERE start_ts < %s AND end_ts >= %s {station}"
-        "ORDER BY start_ts, station_id, sensor, kind",
-        (q.end_ms, q.start_ms, *params),
-    )
-
-
-_SQL: dict[type[Any], Callable[[Any], _Sql]] = {
-    LatestAnomalies: _latest_anomalies_sql,
-    AnomalyCount: lambda q: (
-        "SELECT count(*) FROM readings WHERE is_anomaly AND ts >= %s AND ts < %s",
-        (q.start_ms, q.end_ms),
-    ),
-    StationReadings: _station_readings_sql,
-    Stations: lambda _q: (
-        "SELECT station_id, last_ts, last_received_at, last_values, last_is_anomaly, readings, "
-        "anomalies FROM stations ORDER BY station_id",
-        (),
-    ),
-    DeadLetters: lambda q: (
-        "SELECT id, received_at, source, reason, payload, kind FROM dead_letters "
-        "ORDER BY received_at DESC, id DESC LIMIT %s",
-        (q.limit,),
-    ),
-    DeadLetterCount: lambda _q: ("SELECT count(*) FROM dead_letters", ()),
-    FaultLabels: _fault_labels_sql,
-    RecentReadings: lambda q: (
-        'SELECT station_id, ts, "values" FROM readings '
-        "ORDER BY ts DESC, station_id DESC, seq DESC LIMIT %s",
-        (q.limit,),
-    ),
-    MinuteAggregates: lambda q: minute_aggregates_sql(q, "%s"),
-    GlobalAnomalies: lambda q: global_anomalies_sql(q, "%s"),
-    GlobalAnomalyRuns: lambda q: global_anomaly_runs_sql(q, "%s"),
-}
-
-
-def _station_page(q: StationReadings, rows: list[tuple[Any, ...]]) -> ReadingPage:
-    page = [decode_reading(*row) for row in rows[: q.limit]]
-    more = len(rows) > q.limit
-    return ReadingPage(rows=page, next_cursor=(page[-1].ts, page[-1].seq) if more else None)
-
-
-def _recent(q: RecentReadings, rows: list[tuple[Any, ...]]) -> pd.DataFrame:
-    rows.reverse()
-    return recent_frame(
-        [r[0] for r in rows], [r[1] for r in rows], [json.loads(r[2]) for r in rows], q.sensors
-    )
-
-
-_RESULTS: dict[type[Any], Callable[[Any, list[tuple[Any, ...]]], Any]] = {
-    LatestAnomalies: lambda _q, rows: [decode_reading(*row) for row in rows],
-    AnomalyCount: lambda _q, rows: rows[0][0],
-    StationReadings: _station_page,
-    Stations: lambda _q, rows: [
-        StationSummary(
-            station_id=station,
-            last_ts=ts,
-            last_received_at=received,
-            last_values=json.loads(values),
-            last_is_anomaly=anomaly,
-            readings=readings,
-            anomalies=anomalies,
-        )
-        for station, ts, received, values, anomaly, readings, anomalies in rows
-    ],
-    DeadLetters: lambda _q, rows: [DeadLetterRow(*row) for row in rows],
-    DeadLetterCount: lambda _q, rows: rows[0][0],
-    FaultLabels: lambda _q, rows: [FaultLabel(*row) for row in rows],
-    RecentReadings: _recent,
-    MinuteAggregates: lambda _q, rows: aggregate_frame(rows),
-    GlobalAnomalies: lambda _q, rows: [global_anomaly(row) for row in rows],
-    GlobalAnomalyRuns: lambda _q, rows: [global_anomaly_run(run_from_sql(row)) for row in rows],
-}

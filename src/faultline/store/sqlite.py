@@ -34,64 +34,32 @@ a pool, and WAL lets them read while the writer writes.
 
 from __future__ import annotations
 
-import json
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from faultline.batch.aggregate import aggregate_frame, partial_rows
-from faultline.schema import RUN_SUCCEEDED, FaultLabel, WriteBatch
-from faultline.store.aggregate_sql import (
-    global_anomalies_sql,
-    global_anomaly_runs_sql,
-    minute_aggregates_sql,
-    run_from_sql,
-    run_to_sql,
-)
-from faultline.store.base import (
-    AnomalyCount,
-    DeadLetterCount,
-    DeadLetterRow,
-    DeadLetters,
-    FaultLabels,
-    GlobalAnomalies,
-    GlobalAnomalyRuns,
-    LatestAnomalies,
-    MinuteAggregates,
-    Query,
-    R,
-    ReadingPage,
-    ReadingRow,
-    RecentReadings,
-    StationReadings,
-    Stations,
-    StationSummary,
-    Store,
-    StoreError,
-)
+from faultline.batch.aggregate import partial_rows
+from faultline.schema import RUN_SUCCEEDED, WriteBatch
+from faultline.store.aggregate_sql import Sql, run_to_sql
+from faultline.store.base import Query, R, Store, StoreError
 from faultline.store.columns import (
     BatchColumns,
     batch_columns,
     dead_letter_fields,
-    global_anomaly,
     global_anomaly_rows,
-    global_anomaly_run,
     global_anomaly_run_row,
-    recent_frame,
 )
 from faultline.store.json_text import json_list, json_objects
+from faultline.store.read_sql import Dialect, query_result, query_sql
 
-_READING_COLUMNS = (
-    'ts, station_id, seq, ts_assigned, received_at, processed_at, "values", is_anomaly, scores, '
-    "sensors, model_version"
-)
+# The readings' partial indexes are declared WHERE is_anomaly = 1, an integer column.
+_DIALECT = Dialect(mark="?", anomalous="is_anomaly = 1", ts_bound_after_cursor=False)
 
 # Migration N (1-based) brings a database from user_version N-1 to N. Append, never edit.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -182,9 +150,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
-_INSERT_READINGS = (
-    f"INSERT OR IGNORE INTO readings ({_READING_COLUMNS}) VALUES ({', '.join('?' * 11)})"
-)
+# The columns in _reading_tuples' order, the key's (ts, station_id, seq) first.
+_INSERT_READINGS = f"""INSERT OR IGNORE INTO readings (ts, station_id, seq, ts_assigned,
+    received_at, processed_at, "values", is_anomaly, scores, sensors, model_version)
+    VALUES ({", ".join("?" * 11)})"""
 _STAGE = """CREATE TEMP TABLE staged_keys (
     ts INTEGER, station_id TEXT, seq INTEGER, position INTEGER)"""
 _STAGE_KEYS = "INSERT INTO temp.staged_keys VALUES (?, ?, ?, ?)"
@@ -216,8 +185,6 @@ _ADD_DEAD_LETTER = """INSERT INTO dead_letters (received_at, source, reason, pay
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
     VALUES (?, ?, ?, ?, ?) ON CONFLICT (station_id, sensor, kind, start_ts)
     DO UPDATE SET end_ts = max(end_ts, excluded.end_ts)"""
-
-_Sql = tuple[str, tuple[Any, ...]]
 
 
 class SqliteStore(Store):
@@ -280,7 +247,7 @@ class SqliteStore(Store):
                 rows = conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise StoreError(f"{type(q).__name__} failed: {exc}") from exc
-        return cast(R, _RESULTS[type(q)](q, rows))
+        return query_result(q, rows)
 
     def explain(self, q: Query[Any]) -> list[str]:
         """SQLite's query plan for `q`, one line per step (to check that indexes serve it)."""
@@ -300,11 +267,11 @@ class SqliteStore(Store):
                 except queue.Empty:
                     break
 
-    def _sql(self, q: Query[Any]) -> _Sql:
-        build = _SQL.get(type(q))
-        if build is None:
+    def _sql(self, q: Query[Any]) -> Sql:
+        found = query_sql(q, _DIALECT)
+        if found is None:
             raise TypeError(f"{type(self).__name__} cannot answer {type(q).__name__}")
-        return build(q)
+        return found
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -419,126 +386,3 @@ def _station_rows(
         if station in added:
             rows.append((station, ts, seq, received, values, anomaly, *added[station]))
     return rows
-
-
-def _latest_anomalies_sql(q: LatestAnomalies) -> _Sql:
-    if q.station_id is None:
-        return (
-            f"SELECT {_READING_COLUMNS} FROM readings WHERE is_anomaly = 1 "
-            "ORDER BY ts DESC, station_id DESC, seq DESC LIMIT ?",
-            (q.limit,),
-        )
-    return (
-        f"SELECT {_READING_COLUMNS} FROM readings WHERE is_anomaly = 1 AND station_id = ? "
-        "ORDER BY ts DESC, seq DESC LIMIT ?",
-        (q.station_id, q.limit),
-    )
-
-
-def _station_readings_sql(q: StationReadings) -> _Sql:
-    # One lower bound, so the index search starts right at the page instead of at start_ms.
-    bound: tuple[int, ...]
-    if q.after is None or q.after[0] < q.start_ms:
-        lower, bound = "ts >= ?", (q.start_ms,)
-    else:
-        lower, bound = "(ts, seq) > (?, ?)", q.after
-    return (
-        f"SELECT {_READING_COLUMNS} FROM readings WHERE station_id = ? AND {lower} AND ts < ? "
-        "ORDER BY ts, seq LIMIT ?",
-        (q.station_id, *bound, q.end_ms, q.limit + 1),  # one more tells whether a page follows
-    )
-
-
-def _fault_labels_sql(q: FaultLabels) -> _Sql:
-    station, params = ("", ()) if q.station_id is None else (" AND station_id = ?", (q.station_id,))
-    return (
-        "SELECT station_id, sensor, kind, start_ts, end_ts FROM fault_labels "
-        f"WHERE start_ts < ? AND end_ts >= ?{station} ORDER BY start_ts, station_id, sensor, kind",
-        (q.end_ms, q.start_ms, *params),
-    )
-
-
-_SQL: dict[type[Any], Callable[[Any], _Sql]] = {
-    LatestAnomalies: _latest_anomalies_sql,
-    AnomalyCount: lambda q: (
-        "SELECT count(*) FROM readings WHERE is_anomaly = 1 AND ts >= ? AND ts < ?",
-        (q.start_ms, q.end_ms),
-    ),
-    StationReadings: _station_readings_sql,
-    Stations: lambda _q: (
-        "SELECT station_id, last_ts, last_received_at, last_values, last_is_anomaly, readings, "
-        "anomalies FROM stations ORDER BY station_id",
-        (),
-    ),
-    DeadLetters: lambda q: (
-        "SELECT id, received_at, source, reason, payload, kind FROM dead_letters "
-        "ORDER BY received_at DESC, id DESC LIMIT ?",
-        (q.limit,),
-    ),
-    DeadLetterCount: lambda _q: ("SELECT count(*) FROM dead_letters", ()),
-    FaultLabels: _fault_labels_sql,
-    RecentReadings: lambda q: (
-        'SELECT station_id, ts, "values" FROM readings '
-        "ORDER BY ts DESC, station_id DESC, seq DESC LIMIT ?",
-        (q.limit,),
-    ),
-    MinuteAggregates: lambda q: minute_aggregates_sql(q, "?"),
-    GlobalAnomalies: lambda q: global_anomalies_sql(q, "?"),
-    GlobalAnomalyRuns: lambda q: global_anomaly_runs_sql(q, "?"),
-}
-
-
-def _reading(row: tuple[Any, ...]) -> ReadingRow:
-    ts, station, seq, assigned, received, processed, values, anomaly, scores, sensors, version = row
-    return ReadingRow(
-        station_id=station,
-        ts=ts,
-        seq=seq,
-        ts_assigned=bool(assigned),
-        received_at=received,
-        processed_at=processed,
-        values=json.loads(values),
-        is_anomaly=bool(anomaly),
-        scores=json.loads(scores),
-        sensors=json.loads(sensors),
-        model_version=version,
-    )
-
-
-def _station_page(q: StationReadings, rows: list[tuple[Any, ...]]) -> ReadingPage:
-    page = [_reading(row) for row in rows[: q.limit]]
-    more = len(rows) > q.limit
-    return ReadingPage(rows=page, next_cursor=(page[-1].ts, page[-1].seq) if more else None)
-
-
-def _recent(q: RecentReadings, rows: list[tuple[Any, ...]]) -> pd.DataFrame:
-    rows.reverse()
-    return recent_frame(
-        [r[0] for r in rows], [r[1] for r in rows], [json.loads(r[2]) for r in rows], q.sensors
-    )
-
-
-_RESULTS: dict[type[Any], Callable[[Any, list[tuple[Any, ...]]], Any]] = {
-    LatestAnomalies: lambda _q, rows: [_reading(row) for row in rows],
-    AnomalyCount: lambda _q, rows: rows[0][0],
-    StationReadings: _station_page,
-    Stations: lambda _q, rows: [
-        StationSummary(
-            station_id=station,
-            last_ts=ts,
-            last_received_at=received,
-            last_values=json.loads(values),
-            last_is_anomaly=bool(anomaly),
-            readings=readings,
-            anomalies=anomalies,
-        )
-        for station, ts, received, values, anomaly, readings, anomalies in rows
-    ],
-    DeadLetters: lambda _q, rows: [DeadLetterRow(*row) for row in rows],
-    DeadLetterCount: lambda _q, rows: rows[0][0],
-    FaultLabels: lambda _q, rows: [FaultLabel(*row) for row in rows],
-    RecentReadings: _recent,
-    MinuteAggregates: lambda _q, rows: aggregate_frame(rows),
-    GlobalAnomalies: lambda _q, rows: [global_anomaly(row) for row in rows],
-    GlobalAnomalyRuns: lambda _q, rows: [global_anomaly_run(run_from_sql(row)) for row in rows],
-}
