@@ -59,7 +59,7 @@ from faultline.store.columns import (
     global_anomaly_run_row,
 )
 from faultline.store.encoded import EncodedReadings, encode_readings
-from faultline.store.read_sql import READING_COLUMNS, Dialect, query_result, query_sql
+from faultline.store.read_sql import READING_COLUMNS, Dialect, answer, query_sql
 
 log = logging.getLogger(__name__)
 
@@ -324,13 +324,7 @@ class PostgresStore(Store):
                 raise StoreError(f"write failed, nothing was stored: {exc}") from exc
 
     def query(self, q: Query[R]) -> R:
-        statement, params = self._sql(q)
-        with self._reader() as conn:
-            try:
-                rows = conn.execute(statement, params).fetchall()
-            except psycopg.Error as exc:
-                raise StoreError(f"{type(q).__name__} failed: {exc}") from exc
-        return query_result(q, rows)
+        return answer(q, self._sql(q), self._reader, psycopg.Error)
 
     def explain(self, q: Query[Any], *settings: str) -> list[str]:
         """PostgreSQL's plan for `q`, one line per row of EXPLAIN; `settings` such as

@@ -1,5 +1,5 @@
 """The read queries of the SQLite and PostgreSQL stores: each query's SQL, written once and spelled
-for a store by its Dialect, and the mapping of its rows to its result.
+for a store by its Dialect, run on a connection the store lends, its rows mapped to its result.
 
 Only reads are shared. The schemas (SQLite's STRICT tables keyed for appending; PostgreSQL's
 day partitions and "C" collation) and the writes (INSERT OR IGNORE under a savepoint; COPY into a
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import pandas as pd
 
@@ -42,6 +43,7 @@ from faultline.store.base import (
     StationReadings,
     Stations,
     StationSummary,
+    StoreError,
 )
 from faultline.store.columns import global_anomaly, global_anomaly_run, recent_frame
 from faultline.store.encoded import decode_reading
@@ -68,14 +70,38 @@ class Dialect:
     search right at the page."""
 
 
+class Rows(Protocol):
+    """A cursor, for its rows."""
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """What a read needs of a DB-API connection (sqlite3's, psycopg's)."""
+
+    def execute(self, statement: str, params: tuple[Any, ...], /) -> Rows: ...
+
+
 def query_sql(q: Query[Any], dialect: Dialect) -> Sql | None:
     """q's SQL and parameters in `dialect`; None for a query these stores do not serve."""
     build = _SQL.get(type(q))
     return None if build is None else build(q, dialect)
 
 
-def query_result(q: Query[R], rows: list[tuple[Any, ...]]) -> R:
-    """The rows of q's SQL as q's result."""
+def answer(
+    q: Query[R],
+    sql: Sql,
+    reader: Callable[[], AbstractContextManager[Connection]],
+    errors: type[Exception],
+) -> R:
+    """q's result from its `sql`, run on a connection `reader` lends; a driver error (`errors`)
+    is raised as a StoreError."""
+    statement, params = sql
+    with reader() as conn:
+        try:
+            rows = conn.execute(statement, params).fetchall()
+        except errors as exc:
+            raise StoreError(f"{type(q).__name__} failed: {exc}") from exc
     return cast(R, _RESULTS[type(q)](q, rows))
 
 

@@ -56,7 +56,7 @@ from faultline.store.columns import (
     global_anomaly_run_row,
 )
 from faultline.store.json_text import json_list, json_objects
-from faultline.store.read_sql import Dialect, query_result, query_sql
+from faultline.store.read_sql import Dialect, answer, query_sql
 
 # The readings' partial indexes are declared WHERE is_anomaly = 1, an integer column.
 _DIALECT = Dialect(mark="?", anomalous="is_anomaly = 1", ts_bound_after_cursor=False)
@@ -241,13 +241,7 @@ class SqliteStore(Store):
                 raise
 
     def query(self, q: Query[R]) -> R:
-        sql, params = self._sql(q)
-        with self._reader() as conn:
-            try:
-                rows = conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise StoreError(f"{type(q).__name__} failed: {exc}") from exc
-        return query_result(q, rows)
+        return answer(q, self._sql(q), self._reader, sqlite3.Error)
 
     def explain(self, q: Query[Any]) -> list[str]:
         """SQLite's query plan for `q`, one line per step (to check that indexes serve it)."""
