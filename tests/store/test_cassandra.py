@@ -37,6 +37,7 @@ from faultline.store.columns import global_anomaly_rows
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
 from tests.contract.test_aggregate_contract import DAY0, anomaly
 from tests.contract.test_global_anomaly_run_contract import STARTED, run_of
+from tests.store.migrated import assert_old_anomalies_kept_and_a_rerun_replaces_them
 from tests.store.multiday import DAY, assert_agrees_with_memory
 from tests.store.servers import (
     cassandra_keyspace,
@@ -199,16 +200,9 @@ def test_a_second_version_keyspace_keeps_its_global_anomalies_and_gains_run_reco
                 session.execute(add["add_global_anomaly"], row)
             assert not run_columns(session, keyspace)
 
-        store = CassandraStore(cassandra_url(keyspace))
-        try:
-            assert store.query(GlobalAnomalies(DAY0)) == found
-            assert store.query(GlobalAnomalyRuns(DAY0)) == []
-            rerun = run_of(DAY0, found[1:])
-            store.write(write_batch(global_anomalies=found[1:], global_anomaly_run=rerun))
-            assert store.query(GlobalAnomalies(DAY0)) == found[1:]
-            assert store.query(GlobalAnomalyRuns(DAY0)) == [rerun]
-        finally:
-            store.close()
+        assert_old_anomalies_kept_and_a_rerun_replaces_them(
+            CassandraStore(cassandra_url(keyspace)), found
+        )
         with cassandra_session() as session:
             assert len(run_columns(session, keyspace)) == 7
             version = f"SELECT version FROM {keyspace}.schema_version WHERE part = 0"

@@ -19,8 +19,6 @@ from faultline.store import (
     DeadLetterCount,
     DeadLetters,
     FaultLabels,
-    GlobalAnomalies,
-    GlobalAnomalyRuns,
     LatestAnomalies,
     Query,
     RecentReadings,
@@ -32,8 +30,8 @@ from faultline.store import (
 from faultline.store import postgres as postgres_module
 from faultline.store.postgres import DAY_MS, NATIVE, SCHEMA_VERSION, TIMESCALEDB, PostgresStore
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
-from tests.contract.test_aggregate_contract import DAY0, anomaly
-from tests.contract.test_global_anomaly_run_contract import run_of
+from tests.contract.test_aggregate_contract import anomaly
+from tests.store.migrated import assert_old_anomalies_kept_and_a_rerun_replaces_them
 from tests.store.multiday import assert_agrees_with_memory
 from tests.store.servers import postgres_schema, postgres_url, refused_port
 
@@ -183,16 +181,7 @@ def test_a_second_version_schema_keeps_its_global_anomalies_and_gains_run_record
     old.close()
     monkeypatch.undo()
 
-    store = PostgresStore(url)
-    try:
-        assert store.query(GlobalAnomalies(DAY0)) == found
-        assert store.query(GlobalAnomalyRuns(DAY0)) == []
-        rerun = run_of(DAY0, found[1:])
-        store.write(write_batch(global_anomalies=found[1:], global_anomaly_run=rerun))
-        assert store.query(GlobalAnomalies(DAY0)) == found[1:]
-        assert store.query(GlobalAnomalyRuns(DAY0)) == [rerun]
-    finally:
-        store.close()
+    assert_old_anomalies_kept_and_a_rerun_replaces_them(PostgresStore(url), found)
     with admin(url) as conn:
         assert conn.execute("SELECT version FROM faultline_schema").fetchall() == [
             (SCHEMA_VERSION,)

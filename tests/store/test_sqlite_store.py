@@ -15,8 +15,6 @@ from faultline.store import (
     AnomalyCount,
     DeadLetterCount,
     DeadLetters,
-    GlobalAnomalies,
-    GlobalAnomalyRuns,
     LatestAnomalies,
     Query,
     RecentReadings,
@@ -27,8 +25,8 @@ from faultline.store import (
 )
 from faultline.store import sqlite as sqlite_module
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
-from tests.contract.test_aggregate_contract import DAY0, anomaly
-from tests.contract.test_global_anomaly_run_contract import run_of
+from tests.contract.test_aggregate_contract import anomaly
+from tests.store.migrated import assert_old_anomalies_kept_and_a_rerun_replaces_them
 
 N_STATIONS = 25
 
@@ -161,16 +159,7 @@ def test_a_third_version_database_keeps_its_global_anomalies_and_gains_run_recor
     old.close()
     monkeypatch.undo()
 
-    store = SqliteStore(path)
-    try:
-        assert store.query(GlobalAnomalies(DAY0)) == found
-        assert store.query(GlobalAnomalyRuns(DAY0)) == []
-        rerun = run_of(DAY0, found[1:])
-        store.write(write_batch(global_anomalies=found[1:], global_anomaly_run=rerun))
-        assert store.query(GlobalAnomalies(DAY0)) == found[1:]
-        assert store.query(GlobalAnomalyRuns(DAY0)) == [rerun]
-    finally:
-        store.close()
+    assert_old_anomalies_kept_and_a_rerun_replaces_them(SqliteStore(path), found)
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_module.MIGRATIONS)
 
