@@ -20,6 +20,7 @@ from faultline.evaluate.nab import (
     NabFile,
     Profile,
     optimise,
+    per_file_bound,
     probation_length,
     read_file,
     scaled_sigmoid,
@@ -144,6 +145,23 @@ def long_tiny() -> NabFile:
     # 40 rows, probation 6, window 30..34: 24 scorable rows before it make detecting
     # everything (24 * -0.11 + 1 + 5 decaying charges) worse than detecting nothing.
     return NabFile("tiny.csv", tuple(str(t) for t in range(40)), np.zeros(40), ((30, 34),))
+
+
+def test_the_per_file_bound_gives_each_file_its_own_best_threshold() -> None:
+    # Two files shaped like long_tiny (window 30..34; the null detector misses it: -1 each).
+    # a: a false positive at 0.6 (row 10), the window's row 32 at 0.8. b: five false positives
+    # at 0.7 (rows 10..14), the window's first row at 0.5. Best per file: a at 0.8 earns
+    # tanh(1.5)/maxTP; b at 0.5 earns 1 - 5 * 0.11 = 0.45. One threshold for both must go down
+    # to 0.5 to find b's window, so a pays its false positive too. Null = -2, perfect = 2.
+    files = [NabFile(name, long_tiny().timestamps, np.zeros(40), ((30, 34),)) for name in "ab"]
+    a, b = np.zeros(40), np.zeros(40)
+    a[10], a[32] = 0.6, 0.8
+    b[10:15], b[30] = 0.7, 0.5
+    scores = {"a": a, "b": b}
+    tp = math.tanh(1.5) / MAX_TP_BY_HAND
+    assert per_file_bound(files, scores, STANDARD) == pytest.approx(100 * (tp + 0.45 + 2) / 4)
+    corpus = optimise(files, scores, STANDARD)
+    assert corpus.score == pytest.approx(100 * (tp - 0.11 + 0.45 + 2) / 4)
 
 
 def test_null_and_perfect_detectors_normalise_to_0_and_100() -> None:

@@ -272,6 +272,22 @@ def optimise(
     )
 
 
+def per_file_bound(
+    files: Sequence[NabFile], scores: Mapping[str, np.ndarray], profile: Profile
+) -> float:
+    """The normalised score if every file had its own best threshold (which needs the labels).
+
+    Not a NAB score: a diagnostic. The gap between it and the corpus-wide result is what
+    calibrating scores across files could still buy; the gap between it and 100 is what only
+    a better ranking of readings inside files can.
+    """
+    raw = sum(float(sweep([f], {f.name: scores[f.name]}, profile)[1].max()) for f in files)
+    null = {f.name: np.full(f.rows, NULL_SCORE) for f in files}
+    null_raw = float(sweep(files, null, profile)[1].max())
+    perfect_raw = sum(len(f.windows) for f in files) * profile.tp_weight
+    return 100.0 * (raw - null_raw) / (perfect_raw - null_raw)
+
+
 def score_corpus(corpus: NabCorpus, scores: Mapping[str, np.ndarray]) -> dict[str, ProfileResult]:
     """Every profile's result for one detector's scores (file name → one score per row)."""
     missing = [f.name for f in corpus.files if f.name not in scores]
