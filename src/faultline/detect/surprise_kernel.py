@@ -12,7 +12,7 @@ State layout (S stations, M sensors, F views):
 * `scalars[S, M, len(SCALARS)]`: the per-sensor statistics named by `SCALARS`;
 * `ring[S, M, short]`: the newest `short` values of each sensor (value number t at t % short);
 * `quantiles[S, M, F, 4]`: each view's 50th/90th/99th/99.9th percentile estimates;
-* `station[S, len(STATION_FIELDS)]`: the episode and the alarm of each station.
+* `station[S, len(STATION_FIELDS)]`: the episode, the alarm and the tail rate of each station.
 """
 
 from __future__ import annotations
