@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -439,3 +440,34 @@ def test_promtool_accepts_the_config_and_every_dashboard_query(tmp_path: Path) -
         [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_image_compiles_the_detector_kernels_where_its_user_can_read_and_write() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    cache = re.search(r"^ENV NUMBA_CACHE_DIR=(\S+)$", text, re.MULTILINE)
+    assert cache, "the image must give numba a cache directory"
+    build = text.index("RUN python -m faultline.detect.surprise ")
+    assert text.index("pip install") < build < text.index("USER faultline")
+    assert 'chown -R faultline "$NUMBA_CACHE_DIR"' in text
+
+
+def test_a_process_after_compiling_ahead_compiles_nothing(tmp_path: Path) -> None:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+
+    def run(code: str) -> set[str]:
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+        return {p.name for p in tmp_path.rglob("*.nbc")}
+
+    ahead = run("from faultline.detect.surprise import compile_ahead; compile_ahead()")
+    assert any(name.startswith("surprise_kernel.process") for name in ahead), ahead
+    # The engine's path: a batch of several stations and sensors, scored and learned. Any
+    # kernel compiled for other argument types would add a file to the cache.
+    engine_like = (
+        "from faultline.simulate import simulate_frame;"
+        "from faultline.config import DEFAULT_SENSORS;"
+        "from faultline.detect.surprise import SurpriseDetector;"
+        "frame, _ = simulate_frame(DEFAULT_SENSORS, 50, stations=3, seed=0);"
+        "d = SurpriseDetector(list(DEFAULT_SENSORS), warmup=10);"
+        "d.process(frame.iloc[:90]); d.score(frame.iloc[90:])"
+    )
+    assert run(engine_like) == ahead

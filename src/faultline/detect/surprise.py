@@ -63,7 +63,7 @@ import pandas as pd
 from faultline.detect import surprise_kernel as kernel
 from faultline.detect.base import Detector, Scores
 from faultline.detect.slots import StationSlots, grow, sensor_values
-from faultline.schema import STATION_ID, TS
+from faultline.schema import RECEIVED_AT, SEQ, STATION_ID, TS, TS_ASSIGNED
 
 FEATURES = kernel.FEATURES
 QUANTILES = kernel.QUANTILES
@@ -203,3 +203,24 @@ class SurpriseDetector(Detector):
                 alarm["quiet"],
                 state["tail_rate"],
             ]
+
+
+def compile_ahead() -> None:
+    """Compile the detector's kernel into numba's cache through the path the engine takes.
+
+    An image build runs this (`python -m faultline.detect.surprise`) with NUMBA_CACHE_DIR set,
+    so containers whose user cannot write beside the installed source load the machine code
+    instead of compiling it in every process, Spark's Python workers included.
+    """
+    one = np.zeros(1, np.int64)
+    frame = pd.DataFrame(
+        {STATION_ID: ["warm-up"], TS: one, SEQ: one, TS_ASSIGNED: [False], RECEIVED_AT: one}
+    )
+    frame["x"] = 0.0
+    detector = SurpriseDetector(["x"])
+    detector.process(frame)
+    detector.score(frame)
+
+
+if __name__ == "__main__":
+    compile_ahead()
