@@ -54,15 +54,57 @@ def mask_to_sensors(mask: int, sensors: Sequence[str]) -> list[str]:
     return [name for i, name in enumerate(sensors) if mask >> i & 1]
 
 
+DEAD_LETTER_PAYLOAD_BYTES = 4096
+"""How much of a rejected payload is kept: enough to see what was wrong, bounded so that a flood of
+large bad messages cannot fill the store."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message that could not become a reading, kept whole with the reason."""
+    """A message that could not become a reading, with the reason.
+
+    `payload` holds at most the first DEAD_LETTER_PAYLOAD_BYTES of what arrived; `size` is the
+    length of the whole original payload, so a reader can tell a prefix from the whole message.
+    """
 
     payload: bytes
     reason: str
     source: str  # where it came from, unique per message: "<topic>/<partition>/<offset>"
     received_at: int
     kind: str = "invalid"  # a short class of reason, for metrics: malformed, field, range, ...
+    size: int = -1  # bytes of the original payload; -1: len(payload), the payload is whole
+
+    @staticmethod
+    def of(
+        payload: bytes, reason: str, source: str, received_at: int, kind: str = "invalid"
+    ) -> DeadLetter:
+        """A dead letter keeping a bounded prefix of `payload` and its full size."""
+        return DeadLetter(
+            payload[:DEAD_LETTER_PAYLOAD_BYTES], reason, source, received_at, kind, len(payload)
+        )
+
+    @property
+    def original_size(self) -> int:
+        return len(self.payload) if self.size < 0 else self.size
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where an engine's detector state stands on one partition of its input.
+
+    Every message of (`topic`, `partition`) below `offset` has been stored and learned, and
+    `state` is the detector pipeline's snapshot of the stations that partition carries, taken
+    right after them (zlib-compressed JSON, see faultline.detect.pipeline). A store keeps one per
+    (group, topic, partition): a checkpoint replaces the stored one only when its offset is not
+    lower, so a replayed older batch never moves the state back. `written_at` is epoch ms UTC.
+    """
+
+    group: str
+    topic: str
+    partition: int
+    offset: int
+    state: bytes
+    written_at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +171,8 @@ class WriteBatch:
 
     `readings` carries the reading columns, the sensor columns, and the verdict columns
     (IS_ANOMALY, SENSOR_MASK, MODEL_VERSION and one score column per detector).
+    `checkpoints` record the detector state the batch leaves behind (see Checkpoint); a store
+    commits them only together with, or after, the rest of the batch, never before it.
     With a `global_anomaly_run`, the batch's global anomalies are that run's results: a
     succeeded run replaces all of its day's anomalies with them, a failed one carries none and
     leaves the day's anomalies as they were.
@@ -142,3 +186,4 @@ class WriteBatch:
     faults: Sequence[FaultLabel] = field(default_factory=tuple)
     global_anomalies: Sequence[GlobalAnomaly] = field(default_factory=tuple)
     global_anomaly_run: GlobalAnomalyRun | None = None
+    checkpoints: Sequence[Checkpoint] = field(default_factory=tuple)
