@@ -15,6 +15,7 @@ checks after decoding are vectorised over the batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,7 +41,13 @@ StationId = Annotated[
 ]
 
 
-Sequence_ = Annotated[int, msgspec.Meta(ge=0)]
+Sequence_ = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # the store keeps int64
+
+# Event times a reading may carry, epoch ms: 1970-01-01 up to 9999-12-31, the range every store,
+# the API's ISO 8601 times and pandas can represent. Anything outside is not a time a station
+# could have stamped, and outside int64 it could not even be held.
+TS_MIN_MS = 0
+TS_MAX_MS = 253_402_300_799_999
 
 
 class WireReading(msgspec.Struct, omit_defaults=True):
@@ -62,10 +69,22 @@ class RawMessage:
     offset: int
 
 
+class _Columns:
+    """The column arrays a batch of `n` messages is decoded into (row i: message i)."""
+
+    def __init__(self, n: int, n_sensors: int) -> None:
+        self.station = np.empty(n, dtype=object)
+        self.ts = np.zeros(n, np.int64)
+        self.seq = np.zeros(n, np.int64)
+        self.assigned = np.zeros(n, bool)
+        self.values = np.full((n, n_sensors), np.nan)
+
+
 @dataclass(frozen=True)
 class Decoded:
     readings: pd.DataFrame
     dead_letters: list[DeadLetter]
+    rows: np.ndarray  # int64: the position in the input of the message each reading came from
 
 
 def encode_reading(station_id: str, ts: int, seq: int, values: dict[str, float]) -> bytes:
@@ -103,68 +122,28 @@ class ReadingDecoder:
         return self._sensors
 
     def decode(self, messages: Sequence[RawMessage]) -> Decoded:
+        """Readings and dead letters of `messages`; never raises, whatever the bytes."""
         n = len(messages)
-        n_sensors = len(self._sensors)
-        station = np.empty(n, dtype=object)
-        ts = np.zeros(n, np.int64)
-        seq = np.zeros(n, np.int64)
-        assigned = np.zeros(n, bool)
+        columns = _Columns(n, len(self._sensors))
         received = np.fromiter((m.received_at for m in messages), np.int64, n)
-        values = np.full((n, n_sensors), np.nan)
         reasons: list[tuple[str, str] | None] = [None] * n
         decode = self._decoder.decode
-        index = self._index
-        sensors = self._sensors
+        fill = self._fill
 
         for i, message in enumerate(messages):
+            # Total: whatever the bytes, the outcome is a reading or a reason, never an exception,
+            # because one message that raised here would stop the stream for every station.
             try:
-                wire: Any = decode(message.payload)
+                reasons[i] = fill(columns, i, message, decode(message.payload))
             except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
                 reasons[i] = _describe(exc)
-                continue
-            station[i] = wire.station_id
-            raw_ts = wire.ts
-            if raw_ts is None:
-                ts[i] = message.received_at
-                assigned[i] = True
-            elif isinstance(raw_ts, datetime):
-                if raw_ts.tzinfo is None:
-                    reasons[i] = (
-                        "time",
-                        "ts has no timezone: send epoch milliseconds or ISO 8601 with Z",
-                    )
-                    continue
-                ts[i] = round(raw_ts.timestamp() * 1000)
-            else:
-                ts[i] = round(raw_ts)
-            seq[i] = message.offset if wire.seq is None else wire.seq
-            row = values[i]
-            for j, name in enumerate(sensors):
-                flat_value = getattr(wire, name)
-                if flat_value is not None:
-                    row[j] = flat_value
-            if wire.values:
-                for name, value in wire.values.items():
-                    column = index.get(name)
-                    if column is None:
-                        reasons[i] = (
-                            "sensor",
-                            f"unknown sensor {name!r}: configured sensors are {', '.join(sensors)}",
-                        )
-                        break
-                    if value is None:
-                        continue
-                    if isinstance(value, bool) or not isinstance(value, int | float):
-                        reasons[i] = (
-                            "field",
-                            f"invalid field: values.{name} must be a number or null, "
-                            f"got {type(value).__name__}",
-                        )
-                        break
-                    row[column] = value
+            except RecursionError:
+                reasons[i] = ("malformed", "malformed JSON: nested too deeply")
+            except Exception as exc:  # a decoder bug must cost one message, not the stream
+                reasons[i] = ("malformed", f"cannot decode: {type(exc).__name__}: {exc}")
 
-        self._check_values(values, reasons)
-        self._check_times(ts, received, assigned, reasons)
+        self._check_values(columns.values, reasons)
+        self._check_times(columns.ts, received, columns.assigned, reasons)
 
         bad = np.fromiter((r is not None for r in reasons), bool, n)
         dead = []
@@ -172,23 +151,72 @@ class ReadingDecoder:
             kind, reason = reasons[k] or ("invalid", "")
             message = messages[k]
             dead.append(
-                DeadLetter(message.payload, reason, message.source, message.received_at, kind)
+                DeadLetter.of(message.payload, reason, message.source, message.received_at, kind)
             )
         good = ~bad
         frame = pd.DataFrame(
             {
-                STATION_ID: station[good],
-                TS: ts[good],
-                SEQ: seq[good],
-                TS_ASSIGNED: assigned[good],
+                STATION_ID: columns.station[good],
+                TS: columns.ts[good],
+                SEQ: columns.seq[good],
+                TS_ASSIGNED: columns.assigned[good],
                 RECEIVED_AT: received[good],
             },
             columns=list(READING_COLUMNS),
         )
-        good_values = values[good]
-        for j, name in enumerate(sensors):
+        good_values = columns.values[good]
+        for j, name in enumerate(self._sensors):
             frame[name] = good_values[:, j]
-        return Decoded(readings=frame, dead_letters=dead)
+        return Decoded(readings=frame, dead_letters=dead, rows=np.flatnonzero(good))
+
+    def _fill(
+        self, columns: _Columns, i: int, message: RawMessage, wire: Any
+    ) -> tuple[str, str] | None:
+        """Put one decoded message into row `i` of the columns; the reason when it cannot be."""
+        sensors = self._sensors
+        columns.station[i] = wire.station_id
+        raw_ts = wire.ts
+        if raw_ts is None:
+            columns.ts[i] = message.received_at
+            columns.assigned[i] = True
+        else:
+            if isinstance(raw_ts, datetime) and raw_ts.tzinfo is None:
+                return ("time", "ts has no timezone: send epoch milliseconds or ISO 8601 with Z")
+            epoch_ms = _epoch_ms(raw_ts)
+            if epoch_ms is None:
+                return (
+                    "time",
+                    f"ts {raw_ts!s:.40} is not a time between 1970 and 9999 "
+                    "(epoch milliseconds or ISO 8601 with a timezone)",
+                )
+            columns.ts[i] = epoch_ms
+        columns.seq[i] = message.offset if wire.seq is None else wire.seq
+        row = columns.values[i]
+        for j, name in enumerate(sensors):
+            flat_value = getattr(wire, name)
+            if flat_value is not None:
+                row[j] = flat_value
+        if wire.values:
+            for name, value in wire.values.items():
+                column = self._index.get(name)
+                if column is None:
+                    return (
+                        "sensor",
+                        f"unknown sensor {name!r:.80}: configured sensors are {', '.join(sensors)}",
+                    )
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    return (
+                        "field",
+                        f"invalid field: values.{name} must be a number or null, "
+                        f"got {type(value).__name__}",
+                    )
+                try:
+                    row[column] = value
+                except OverflowError:  # an integer beyond any float: no sensor reads that
+                    return ("range", f"{name} is too large to be a measurement")
+        return None
 
     def _check_values(self, values: np.ndarray, reasons: list[tuple[str, str] | None]) -> None:
         present = ~np.isnan(values)
@@ -242,6 +270,20 @@ class ReadingDecoder:
                     f"ts is {-ahead[i] / 1000:.0f} s late "
                     f"(at most {self._max_late_ms / 1000:.0f} s allowed)",
                 )
+
+
+def _epoch_ms(raw: int | float | datetime) -> int | None:
+    """`raw` as epoch milliseconds in [TS_MIN_MS, TS_MAX_MS], or None when it is not one."""
+    if isinstance(raw, datetime):
+        try:
+            raw = raw.timestamp() * 1000
+        except (OverflowError, ValueError, OSError):  # e.g. 0001-01-01T00:00:00+01:00
+            return None
+    if isinstance(raw, float):
+        if not math.isfinite(raw) or not TS_MIN_MS - 1 < raw < TS_MAX_MS + 1:
+            return None
+        raw = round(raw)
+    return raw if TS_MIN_MS <= raw <= TS_MAX_MS else None
 
 
 def _describe(exc: msgspec.DecodeError) -> tuple[str, str]:

@@ -9,7 +9,14 @@ import pytest
 
 from faultline.codec import RawMessage, ReadingDecoder, encode_reading
 from faultline.config import load_settings
-from faultline.schema import READING_COLUMNS, SEQ, STATION_ID, TS, TS_ASSIGNED
+from faultline.schema import (
+    DEAD_LETTER_PAYLOAD_BYTES,
+    READING_COLUMNS,
+    SEQ,
+    STATION_ID,
+    TS,
+    TS_ASSIGNED,
+)
 
 NOW = 1_767_225_600_000
 
@@ -64,6 +71,29 @@ GOOD = encode_reading("station_001", NOW - 1000, 1, {"temperature": 25.0, "humid
             "time",
             "late",
         ),
+        # Each of these once stopped the engine for good (issue 9's findings).
+        ('{"station_id": "c1", "ts": 1e300, "temperature": 20}', "time", "not a time between"),
+        ('{"station_id": "c1", "ts": -1e300, "temperature": 20}', "time", "not a time between"),
+        (f'{{"station_id": "c1", "ts": {2**64}, "temperature": 20}}', "time", "not a time"),
+        (f'{{"station_id": "c1", "ts": {10**29}, "temperature": 20}}', "time", "not a time"),
+        (f'{{"station_id": "c1", "ts": {-(2**63) - 1}, "temperature": 20}}', "time", "not a"),
+        (f'{{"station_id": "c1", "ts": {2**63 - 1}, "temperature": 20}}', "time", "not a time"),
+        (f'{{"station_id": "c1", "seq": {2**64}, "temperature": 20}}', "field", "$.seq"),
+        (f'{{"station_id": "c1", "seq": {2**63}, "temperature": 20}}', "field", "$.seq"),
+        ('{"station_id": "s", "ts": "0001-01-01T00:00:00+01:00", "temperature": 1}', "time", "ts"),
+        ('{"station_id": "s", "ts": "9999-12-31T23:59:59-01:00", "temperature": 1}', "time", "ts"),
+        (f'{{"station_id": "s", "values": {{"temperature": {10**400}}}}}', "range", "too large"),
+        (f'{{"station_id": "s", "temperature": {10**400}}}', "field", "out of range"),
+        (
+            '{"station_id": "s", "x": ' + "[" * 100_000 + "]" * 100_000 + ', "temperature": 1}',
+            "malformed",
+            "nested too deeply",
+        ),
+        (
+            '{"station_id": "s", "values": {"temperature": ' + "[" * 5000 + "]" * 5000 + "}}",
+            "malformed",
+            "nested too deeply",
+        ),
     ],
 )
 def test_bad_input_is_dead_lettered_and_neighbours_survive(
@@ -77,7 +107,17 @@ def test_bad_input_is_dead_lettered_and_neighbours_survive(
     assert letter.kind == kind
     assert fragment in letter.reason
     assert letter.source == "readings/0/1"
-    assert letter.payload == batch[1].payload
+    assert letter.payload == batch[1].payload[:DEAD_LETTER_PAYLOAD_BYTES]
+    assert letter.original_size == len(batch[1].payload)
+
+
+def test_a_dead_letter_keeps_a_bounded_prefix_and_the_size_of_a_huge_payload(
+    decoder: ReadingDecoder,
+) -> None:
+    payload = b'{"station_id": "s", "junk": "' + b"x" * 1_000_000 + b'"}'
+    [letter] = decoder.decode([raw(payload)]).dead_letters
+    assert letter.payload == payload[:DEAD_LETTER_PAYLOAD_BYTES]
+    assert (letter.size, letter.original_size) == (len(payload), len(payload))
     assert letter.received_at == NOW
 
 

@@ -37,7 +37,10 @@ def records(body: bytes) -> list[Record]:
     if not text:
         raise HTTPException(400, "empty body: send a reading object or a list of them")
     try:
-        items = _LIST.decode(text) if text[:1] == b"[" else [msgspec.Raw(text)]
+        try:
+            items = _LIST.decode(text) if text[:1] == b"[" else [msgspec.Raw(text)]
+        except RecursionError:
+            raise HTTPException(400, "malformed JSON: nested too deeply") from None
         if not items:
             raise HTTPException(400, "empty list: send at least one reading")
         out = []
@@ -49,6 +52,8 @@ def records(body: bytes) -> list[Record]:
                 raise HTTPException(
                     400, f"{where} is not a JSON object: send a reading object or a list of them"
                 ) from None
+            except RecursionError:
+                station = None  # the engine's decoder dead-letters it with its reason
             key = station.encode() if isinstance(station, str) else None
             out.append(Record(value=bytes(raw), key=key))
         return out
