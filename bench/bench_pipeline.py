@@ -116,10 +116,10 @@ def paced_latency(
             if stop.is_set() and done >= len(records):
                 break
             continue
-        batch = engine.prepare(messages)
-        engine.commit(messages, batch, threading.Event())
+        prepared = engine.prepare(messages)
+        engine.commit(messages, prepared, threading.Event())
         committed = clock.now_ms()
-        latencies.append(committed - batch.readings[RECEIVED_AT].to_numpy())
+        latencies.append(committed - prepared.batch.readings[RECEIVED_AT].to_numpy())
         done += len(messages)
     producer.join()
     all_ms = np.concatenate(latencies)

@@ -191,7 +191,7 @@ def test_a_replayed_batch_adds_no_rows(store: Store, settings: Settings) -> None
     bus.publish(TOPIC, readings(10, hot_every=3))
     engine = make_engine(bus, store, settings)
     messages = engine.poll()
-    store.write(engine.prepare(messages))  # committed but never acknowledged
+    store.write(engine.prepare(messages).batch)  # committed but never acknowledged
     engine.close()
 
     replay = make_engine(bus, store, settings)

@@ -157,3 +157,35 @@ def test_state_from_another_bucket_count_is_refused(settings: Settings) -> None:
     next(detect_stage(settings, 4)((1,), iter([decoded]), state))
     with pytest.raises(BucketCountChanged, match="in 4 buckets, this job has 8"):
         next(detect_stage(settings, 8)((1,), iter([decoded]), state))
+
+
+def test_a_reading_detection_chokes_on_becomes_a_dead_letter_not_a_failed_job(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from faultline.engine.spark import stages
+    from tests.engine.test_poison import POISON, Choking
+
+    decoded = decode(
+        kafka_rows(settings, 30),
+        ReadingDecoder(settings.sensors, settings.ingest),
+        decoded_schema(settings.sensor_names),
+    )
+    victim = decoded.index[(~is_dead(decoded)) & (decoded[STATION_ID] != "")][17]
+    decoded.loc[victim, "temperature"] = POISON
+    monkeypatch.setattr(
+        stages, "fresh_pipeline", lambda s: DetectorPipeline([Choking(s.sensor_names)])
+    )
+    state = GroupState()
+
+    out = pd.concat(list(detect_stage(settings, 4)((0,), iter([decoded]), state)))
+
+    dead = out[is_dead(out)]
+    assert dead["_kind"].tolist() == ["poison"]
+    assert "detection failed on this reading: ZeroDivisionError" in dead[REASON].iloc[0]
+    row = decoded.loc[victim]
+    assert dead["_source"].iloc[0] == (
+        f"{settings.readings_topic}/{row['_kafka_partition']}/{row['_kafka_offset']}"
+    )
+    assert b"66.6" in dead["_payload"].iloc[0]
+    assert len(out[~is_dead(out)]) == len(decoded) - 1
+    assert state.exists

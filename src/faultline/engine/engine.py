@@ -4,6 +4,11 @@ Acknowledging only after the store has committed gives at-least-once delivery; t
 idempotent keys turn the duplicates a crash can cause into no-ops. Detection runs once per batch:
 if the store write fails, the same computed batch is retried (detector state has already learned
 it, so recomputing would learn it twice).
+
+No input stops the engine: the decoder turns any bytes into readings or dead letters; a reading
+that makes detection raise is isolated by splitting the batch (`run_isolating`) and dead-lettered
+with kind "poison"; readings the store refuses as invalid are isolated the same way (kind
+"store"). Only failures that are not the input's fault (the store unreachable) are retried.
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -21,11 +26,24 @@ from faultline.clock import Clock, SystemClock
 from faultline.codec import RawMessage, ReadingDecoder
 from faultline.config import EngineSettings
 from faultline.detect import DetectorPipeline
+from faultline.detect.isolate import run_isolating
 from faultline.metrics import Metrics, observe_many
-from faultline.schema import IS_ANOMALY, RECEIVED_AT, SENSOR_MASK, WriteBatch
-from faultline.store import Store
+from faultline.schema import IS_ANOMALY, RECEIVED_AT, SENSOR_MASK, DeadLetter, WriteBatch
+from faultline.store import InvalidBatch, Store
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A scored batch ready to be stored, with the message each of its readings came from."""
+
+    batch: WriteBatch
+    origin: Sequence[RawMessage]  # origin[k]: the message reading row k was decoded from
+
+
+def _dead_letter(message: RawMessage, reason: str, kind: str) -> DeadLetter:
+    return DeadLetter.of(message.payload, reason, message.source, message.received_at, kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,22 +110,28 @@ class Engine:
             batch.extend(got)
         return batch
 
-    def prepare(self, messages: list[Message]) -> WriteBatch:
+    def prepare(self, messages: list[Message]) -> Prepared:
         """Decode and score a batch; pure computation apart from detector state."""
-        decoded = self._decoder.decode(
-            [RawMessage(m.value, m.source, m.timestamp_ms, m.offset) for m in messages]
-        )
+        raw = [RawMessage(m.value, m.source, m.timestamp_ms, m.offset) for m in messages]
+        decoded = self._decoder.decode(raw)
         pipeline = self._pipeline()
-        verdicts = pipeline.run(decoded.readings)
-        return WriteBatch(
+        isolated = run_isolating(pipeline, decoded.readings, self._metrics.batch_splits.inc)
+        dead_letters = list(decoded.dead_letters)
+        rows = decoded.rows
+        if isolated.refused:
+            for position, reason in isolated.refused:
+                dead_letters.append(_dead_letter(raw[rows[position]], reason, "poison"))
+            rows = np.delete(rows, [position for position, _ in isolated.refused])
+        batch = WriteBatch(
             sensors=self._decoder.sensors,
             detectors=pipeline.names,
-            readings=verdicts,
+            readings=isolated.verdicts,
             processed_at=self._clock.now_ms(),
-            dead_letters=decoded.dead_letters,
+            dead_letters=dead_letters,
         )
+        return Prepared(batch, [raw[i] for i in rows.tolist()])
 
-    def commit(self, messages: list[Message], batch: WriteBatch, stop: threading.Event) -> bool:
+    def commit(self, messages: list[Message], prepared: Prepared, stop: threading.Event) -> bool:
         """Store the batch (retrying while the store fails) and acknowledge it.
 
         Returns False when asked to stop before the store accepted it: the messages stay
@@ -115,7 +139,7 @@ class Engine:
         """
         while True:
             try:
-                self._store.write(batch)
+                self._write_isolating(prepared.batch, prepared.origin)
                 break
             except Exception as exc:  # any store failure: keep the batch, retry, never drop it
                 self.last_error = f"store write failed: {exc}"
@@ -126,8 +150,39 @@ class Engine:
         self.consumer.ack(messages)
         self.last_error = None
         self.last_commit_ms = self._clock.now_ms()
-        self._observe(messages, batch)
+        self._observe(messages, prepared.batch)
         return True
+
+    def _write_isolating(self, batch: WriteBatch, origin: Sequence[RawMessage]) -> None:
+        """Write `batch`; when the store refuses its content, split the readings in halves until
+        the ones it refuses on their own are found, and store those as dead letters instead.
+
+        The first half carries the batch's dead letters and fault labels, the second its
+        checkpoints, which a store must never commit before the readings they cover.
+        """
+        try:
+            self._store.write(batch)
+            return
+        except InvalidBatch as exc:
+            if len(batch.readings) != 1:
+                if len(batch.readings) == 0:
+                    raise  # no reading to blame: the batch's other parts are at fault
+                refused = None
+            else:
+                refused = _dead_letter(origin[0], f"the store refused this reading: {exc}", "store")
+        if refused is not None:
+            log.error("dead-lettering a reading the store refused: %s", refused.reason)
+            empty = batch.readings.iloc[:0]
+            self._store.write(
+                replace(batch, readings=empty, dead_letters=[*batch.dead_letters, refused])
+            )
+            return
+        self._metrics.batch_splits.inc()
+        half = len(batch.readings) // 2
+        first = replace(batch, readings=batch.readings.iloc[:half], checkpoints=())
+        second = replace(batch, readings=batch.readings.iloc[half:], dead_letters=(), faults=())
+        self._write_isolating(first, origin[:half])
+        self._write_isolating(second, origin[half:])
 
     def step(self, stop: threading.Event | None = None) -> StepResult | None:
         """One micro-batch end to end; None when there was nothing to do or it was abandoned."""
@@ -136,15 +191,15 @@ class Engine:
         if not messages:
             return None
         started = time.perf_counter()
-        batch = self.prepare(messages)
-        if not self.commit(messages, batch, stop):
+        prepared = self.prepare(messages)
+        if not self.commit(messages, prepared, stop):
             return None
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
-        readings = batch.readings
+        batch = prepared.batch
         return StepResult(
             messages=len(messages),
-            readings=len(readings),
-            anomalies=int(readings[IS_ANOMALY].sum()),
+            readings=len(batch.readings),
+            anomalies=int(batch.readings[IS_ANOMALY].sum()),
             dead_letters=len(batch.dead_letters),
         )
 

@@ -30,6 +30,13 @@ class StoreError(RuntimeError):
     """The store could not complete an operation."""
 
 
+class InvalidBatch(StoreError):
+    """The batch itself cannot be stored (its content, not the backend, is at fault).
+
+    Writing it again will fail again, so a writer isolates the offending rows rather than retry.
+    """
+
+
 class Query(Generic[R]):
     """Base of every query; `R` is what `Store.query` returns for it."""
 

@@ -45,6 +45,7 @@ PAYLOAD = "_payload"
 REASON = "_reason"
 SOURCE = "_source"
 KIND = "_kind"
+SIZE = "_size"  # bytes of a dead letter's original payload, of which PAYLOAD keeps a prefix
 STATE_SCHEMA = StructType([StructField("snapshot", StringType(), False)])
 
 _READING_FIELDS: tuple[tuple[str, DataType], ...] = (
@@ -59,6 +60,7 @@ _DEAD_LETTER_FIELDS: tuple[tuple[str, DataType], ...] = (
     (REASON, StringType()),
     (SOURCE, StringType()),
     (KIND, StringType()),
+    (SIZE, LongType()),
 )
 # What a column holds where a row has no value for it (a dead letter has no reading, a reading
 # no dead letter), with the numpy type it has there; NaN for floats, as a reading without a sensor.

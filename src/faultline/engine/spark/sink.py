@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame
 
 from faultline.clock import Clock, SystemClock
 from faultline.config import Settings
-from faultline.engine.spark.layout import KIND, PAYLOAD, REASON, SOURCE, is_dead
+from faultline.engine.spark.layout import KIND, PAYLOAD, REASON, SIZE, SOURCE, is_dead
 from faultline.engine.spark.worker_cache import worker_store
 from faultline.schema import (
     IS_ANOMALY,
@@ -74,13 +74,14 @@ def write_batch(
         processed_at=processed_at,
         dead_letters=[
             # Arrow hands an empty payload (a tombstone's) back as None.
-            DeadLetter(bytes(payload or b""), reason, source, int(received), kind)
-            for payload, reason, source, received, kind in zip(
+            DeadLetter(bytes(payload or b""), reason, source, int(received), kind, int(size))
+            for payload, reason, source, received, kind, size in zip(
                 letters[PAYLOAD].tolist(),
                 letters[REASON].tolist(),
                 letters[SOURCE].tolist(),
                 letters[RECEIVED_AT].tolist(),
                 letters[KIND].tolist(),
+                letters[SIZE].tolist(),
                 strict=True,
             )
         ],

@@ -15,15 +15,16 @@ micro-batch starts from exactly the state the previous one committed.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark.sql.types import StructType
 
-from faultline.codec import RawMessage, ReadingDecoder
+from faultline.codec import RawMessage, ReadingDecoder, encode_reading
 from faultline.config import Settings
+from faultline.detect.isolate import run_isolating
 from faultline.engine.spark.layout import (
     DEAD_LETTERS_BUCKET,
     KIND,
@@ -31,13 +32,14 @@ from faultline.engine.spark.layout import (
     PARTITION,
     PAYLOAD,
     REASON,
+    SIZE,
     SOURCE,
     conform,
     decoded_schema,
     verdict_schema,
 )
 from faultline.engine.spark.worker_cache import fresh_pipeline
-from faultline.schema import RECEIVED_AT
+from faultline.schema import RECEIVED_AT, SEQ, STATION_ID, TS, DeadLetter
 
 # The Kafka source's columns, as the job selects them.
 VALUE, TOPIC, KAFKA_PARTITION, KAFKA_OFFSET = "value", "topic", "partition", "offset"
@@ -76,24 +78,43 @@ def decode(raw: pd.DataFrame, decoder: ReadingDecoder, schema: StructType) -> pd
     ]
     decoded = decoder.decode(messages)
     readings = decoded.readings
-    # The decoder keeps good messages in order and names bad ones by their (unique) source.
-    bad = {letter.source for letter in decoded.dead_letters}
-    good = np.fromiter((m.source not in bad for m in messages), bool, len(messages))
-    readings[PARTITION] = raw[KAFKA_PARTITION].to_numpy(np.int32)[good]
-    readings[OFFSET] = raw[KAFKA_OFFSET].to_numpy(np.int64)[good]
-    letters = decoded.dead_letters
-    dead = pd.DataFrame(
+    readings[PARTITION] = raw[KAFKA_PARTITION].to_numpy(np.int32)[decoded.rows]
+    readings[OFFSET] = raw[KAFKA_OFFSET].to_numpy(np.int64)[decoded.rows]
+    # Each part filled out on its own: after a concat, a reading's dead-letter columns would be
+    # NaN rather than empty.
+    return pd.concat(
+        [conform(readings, schema), conform(dead_letter_rows(decoded.dead_letters), schema)],
+        ignore_index=True,
+    )
+
+
+def dead_letter_rows(letters: Sequence[DeadLetter]) -> pd.DataFrame:
+    """Dead letters in the stages' layout."""
+    return pd.DataFrame(
         {
             RECEIVED_AT: np.array([d.received_at for d in letters], np.int64),
             PAYLOAD: np.array([d.payload for d in letters], dtype=object),
             REASON: np.array([d.reason for d in letters], dtype=object),
             SOURCE: np.array([d.source for d in letters], dtype=object),
             KIND: np.array([d.kind for d in letters], dtype=object),
+            SIZE: np.array([d.original_size for d in letters], np.int64),
         }
     )
-    # Each part filled out on its own: after a concat, a reading's dead-letter columns would be
-    # NaN rather than empty.
-    return pd.concat([conform(readings, schema), conform(dead, schema)], ignore_index=True)
+
+
+def refused_letters(
+    frame: pd.DataFrame, refused: list[tuple[int, str]], topic: str, sensors: Sequence[str]
+) -> list[DeadLetter]:
+    """Dead letters for readings detection refused (see `run_isolating`). The stage no longer
+    has the message's bytes, so the payload is the reading as it was decoded."""
+    letters = []
+    for position, reason in refused:
+        row = frame.iloc[position]
+        values = {s: float(row[s]) for s in sensors if not np.isnan(row[s])}
+        payload = encode_reading(str(row[STATION_ID]), int(row[TS]), int(row[SEQ]), values)
+        source = f"{topic}/{int(row[PARTITION])}/{int(row[OFFSET])}"
+        letters.append(DeadLetter.of(payload, reason, source, int(row[RECEIVED_AT]), "poison"))
+    return letters
 
 
 def detect_stage(settings: Settings, buckets: int) -> StateStage:
@@ -118,8 +139,15 @@ def detect_stage(settings: Settings, buckets: int) -> StateStage:
                     f"has {buckets}: keep the count or start from a new checkpoint"
                 )
             pipeline.restore(saved["detectors"])
-        verdicts = pipeline.run(frame)
+        # A reading detection cannot process becomes a dead letter: on an exception the job
+        # would fail, and fail again on the same input at every restart.
+        isolated = run_isolating(pipeline, frame)
         state.update((json.dumps({"buckets": buckets, "detectors": pipeline.snapshot()}),))
-        yield conform(verdicts, schema)
+        yield conform(isolated.verdicts, schema)
+        if isolated.refused:
+            letters = refused_letters(
+                frame, isolated.refused, settings.readings_topic, settings.sensor_names
+            )
+            yield conform(dead_letter_rows(letters), schema)
 
     return run
