@@ -57,7 +57,6 @@ def _stop_on_signals() -> threading.Event:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from faultline.api.app import create_app
-    from faultline.api.context import AppContext
     from faultline.api.server import ApiServer
     from faultline.runtime import Runtime
 
@@ -77,21 +76,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not args.no_simulator:
         runtime.start_simulator()
     runtime.start_global_anomalies()
-    server = ApiServer(
-        create_app(
-            AppContext(
-                settings=settings,
-                store=runtime.store,
-                bus=runtime.bus,
-                metrics=runtime.metrics,
-                clock=runtime.clock,
-                models=runtime.registry,
-                probes=runtime.probes(),
-            )
-        ),
-        settings.api.host,
-        settings.api.port,
-    )
+    server = ApiServer(create_app(runtime.app_context()), settings.api.host, settings.api.port)
     server.start()
     print(f"Faultline is running: dashboard {server.url}/  API docs {server.url}/docs", flush=True)
     print("Press Ctrl-C to stop.", flush=True)

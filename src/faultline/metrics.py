@@ -73,6 +73,11 @@ class Metrics:
         self.batch_failures = Counter(
             "faultline_batch_failures", "Engine batches that failed and were retried", registry=r
         )
+        self.batch_splits = Counter(
+            "faultline_batch_splits",
+            "Engine batches split in two to isolate readings that detection or the store refused",
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "faultline_batch_seconds",
             "Decode+detect+store time per batch",
@@ -119,6 +124,18 @@ class Metrics:
         )
         self.model_info = Gauge(
             "faultline_model_info", "The model in use (value 1)", ["name", "version"], registry=r
+        )
+        self.worker_up = Gauge(
+            "faultline_worker_up",
+            "1 while a worker thread (engine, simulator, ...) runs, 0 while it waits to restart",
+            ["worker"],
+            registry=r,
+        )
+        self.worker_restarts = Counter(
+            "faultline_worker_restarts",
+            "Worker threads restarted after they crashed",
+            ["worker"],
+            registry=r,
         )
         self.ingest_rate = RateMeter(clock=clock)
 

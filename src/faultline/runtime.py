@@ -26,10 +26,13 @@ from faultline.models.base import ModelInfo
 from faultline.models.registry import MlflowModelRegistry
 from faultline.schema import FaultLabel, WriteBatch, empty_readings
 from faultline.store import Store, open_store
+from faultline.supervisor import Supervisor
 
 if TYPE_CHECKING:
     import pandas as pd
     from sklearn.pipeline import Pipeline
+
+    from faultline.api.context import AppContext
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +124,7 @@ class Runtime:
     store: Store = field(init=False)
     bus: Bus = field(init=False)
     stop: threading.Event = field(default_factory=threading.Event)
-    threads: list[threading.Thread] = field(default_factory=list)
+    supervisor: Supervisor = field(init=False)
     engine: Engine | None = None
     pipeline: DetectorPipeline | None = None
     registry: MlflowModelRegistry | None = None
@@ -130,6 +133,7 @@ class Runtime:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = open_store(self.settings.store_url)
         self.bus = open_bus(self.settings.bus_url)
+        self.supervisor = Supervisor(self.stop, self.metrics)
 
     def load_model(self) -> MlflowModelRegistry:
         registry = model_registry(self.settings)
@@ -184,45 +188,40 @@ class Runtime:
 
         self._spawn("global-anomalies", schedule)
 
+    def app_context(self) -> AppContext:
+        """What the API of this process serves: its store, bus, metrics, model and probes."""
+        from faultline.api.context import AppContext
+
+        return AppContext(
+            settings=self.settings,
+            store=self.store,
+            bus=self.bus,
+            metrics=self.metrics,
+            clock=self.clock,
+            models=self.registry,
+            probes=self.probes(),
+        )
+
     def probes(self) -> dict[str, Callable[[], str | None]]:
-        """Health checks the API reports: a dead thread or a stuck engine is not healthy."""
-        checks: dict[str, Callable[[], str | None]] = {}
-        for thread in self.threads:
-            checks[thread.name] = self._thread_probe(thread)
+        """Health checks the API reports: a crashed worker or a stuck engine is not healthy."""
+        checks = {name: self.supervisor.probe(name) for name in self.supervisor.workers}
         if self.engine is not None:
             engine = self.engine
             checks["engine_store"] = lambda: engine.last_error
         return checks
 
-    def _thread_probe(self, thread: threading.Thread) -> Callable[[], str | None]:
-        def probe() -> str | None:
-            return None if thread.is_alive() or self.stop.is_set() else "stopped unexpectedly"
-
-        return probe
-
     def shutdown(self, timeout_s: float = 30.0) -> None:
         """Stop producers first, let the engine finish its batch, then save state and close."""
         self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout_s)
-            if thread.is_alive():
-                log.warning("%s did not stop within %.0f s", thread.name, timeout_s)
+        for name in self.supervisor.join(timeout_s):
+            log.warning("%s did not stop within %.0f s", name, timeout_s)
         if self.pipeline is not None:
             self._save_state(self.pipeline)
         self.bus.close()
         self.store.close()
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
-        def run() -> None:
-            try:
-                target(self.stop)
-            except Exception:
-                log.exception("%s crashed", name)
-                raise
-
-        thread = threading.Thread(target=run, name=name, daemon=True)
-        thread.start()
-        self.threads.append(thread)
+        self.supervisor.spawn(name, target)
 
     def _state_path(self) -> Path:
         return self.settings.data_dir / STATE_FILE

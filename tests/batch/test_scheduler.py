@@ -238,4 +238,4 @@ def test_runtime_runs_the_job_over_its_store(tmp_path: Path) -> None:
     assert (run.status, run.anomalies) == (RUN_SUCCEEDED, len(found))
     assert runtime.probes()["global-anomalies"]() is None
     runtime.shutdown(timeout_s=10)
-    assert not any(t.is_alive() for t in runtime.threads)
+    assert runtime.supervisor.join(0) == []

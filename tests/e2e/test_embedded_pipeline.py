@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from faultline.api.app import create_app
-from faultline.api.context import AppContext
 from faultline.api.server import ApiServer
 from faultline.bus import MemoryBus
 from faultline.clock import ManualClock, SystemClock
@@ -69,17 +68,7 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
 
 @pytest.fixture(scope="module")
 def api(runtime: Runtime) -> Iterator[httpx.Client]:
-    app = create_app(
-        AppContext(
-            settings=runtime.settings,
-            store=runtime.store,
-            bus=runtime.bus,
-            metrics=runtime.metrics,
-            clock=runtime.clock,
-            models=runtime.registry,
-            probes=runtime.probes(),
-        )
-    )
+    app = create_app(runtime.app_context())
     with ApiServer(app, port=0) as server, httpx.Client(base_url=server.url) as client:
         yield client
 
