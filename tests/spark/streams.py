@@ -25,6 +25,7 @@ from faultline.metrics import Metrics
 from faultline.runtime import model_registry
 from faultline.simulate import Simulator
 from faultline.store import DeadLetterCount, DeadLetters, StationReadings, Stations, Store
+from tests.fuzz import corpus, rejected
 
 Key = tuple[str, int, int]
 
@@ -50,9 +51,12 @@ def publish_simulated(
 
 
 def publish_bad_and_odd(settings: Settings, bootstrap: str) -> int:
-    """One message of each kind of bad input, a tombstone, and one good reading in seed 000's
-    flat form (no ts, no seq: ingest time and the offset stand in); returns how many are bad."""
-    future = SystemClock().now_ms() + 86_400_000
+    """One message of each kind of bad input, the payloads that once stopped the engine, a fixed
+    fuzz corpus (tests/fuzz.py; those of it the decoder rejects), a tombstone, and one good
+    reading in seed 000's flat form (no ts, no seq: ingest time and the offset stand in);
+    returns how many are bad."""
+    now = SystemClock().now_ms()
+    future = now + 86_400_000
     bad: list[bytes | None] = [
         b"{not json",
         b'{"ts": 1, "values": {"temperature": 20.0}}',
@@ -61,6 +65,7 @@ def publish_bad_and_odd(settings: Settings, bootstrap: str) -> int:
         json.dumps({"station_id": "s", "ts": future, "values": {"humidity": 50}}).encode(),
         None,
     ]
+    bad += rejected(corpus(60), now)
     producer = Producer({"bootstrap.servers": bootstrap})
     for value in bad:
         producer.produce(settings.readings_topic, value=value)
@@ -134,11 +139,17 @@ def stored_counts(store: Store) -> tuple[int, int]:
     return readings, store.query(DeadLetterCount())
 
 
-def wait_until(done: Callable[[], bool], timeout_s: float, what: str) -> None:
+def wait_until(
+    done: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    status: Callable[[], object] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not done():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+            seen = f" (got {status()})" if status is not None else ""
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{seen}")
         time.sleep(0.2)
 
 

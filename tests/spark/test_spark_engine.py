@@ -56,6 +56,7 @@ def test_verdicts_and_dead_letters_equal_the_in_process_engine(
                 lambda: not running() or stored_counts(store) == (readings, bad),
                 timeout_s=240,
                 what=f"{readings} readings and {bad} dead letters",
+                status=lambda: stored_counts(store),
             )
             assert running(), "the engine stopped by itself"
             ui = spark.sparkContext.uiWebUrl
