@@ -12,22 +12,17 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from faultline.api.app import create_app
 from faultline.api.server import ApiServer
 from faultline.config import load_settings
 from faultline.runtime import Runtime
 from faultline.store import DeadLetters, StationReadings
+from tests.fuzz import FINDINGS, PROPERTIES
 
-FINDINGS = [
-    '{"station_id": "c1", "ts": 1e300, "temperature": 20}',
-    f'{{"station_id": "c1", "ts": {2**64}, "temperature": 20}}',
-    f'{{"station_id": "c1", "seq": {2**64}, "temperature": 20}}',
-    f'{{"station_id": "c1", "ts": {10**29}, "temperature": 20}}',
-    '{"station_id": "c1", "x": ' + "[" * 5000 + "]" * 5000 + ', "temperature": 20}',
-    '{"station_id": "c1", "ts": "0001-01-01T00:00:00+01:00", "temperature": 20}',
-    f'{{"station_id": "c1", "values": {{"temperature": {10**400}}}}}',
-]
+JSON = {"content-type": "application/json"}
 
 
 def eventually(check: Callable[[], bool], timeout_s: float = 60.0) -> None:
@@ -56,16 +51,14 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime,
 
 @pytest.mark.parametrize("payload", FINDINGS, ids=range(len(FINDINGS)))
 def test_a_poison_reading_is_a_dead_letter_and_detection_goes_on(
-    running: tuple[Runtime, httpx.Client], payload: str
+    running: tuple[Runtime, httpx.Client], payload: bytes
 ) -> None:
     runtime, client = running
     seq = FINDINGS.index(payload)
     good = {"station_id": "after", "ts": int(time.time() * 1000), "seq": seq, "temperature": 21}
     letters_before = len(runtime.store.query(DeadLetters(limit=1000)))
 
-    posted = client.post(
-        "/api/readings", content=payload, headers={"content-type": "application/json"}
-    )
+    posted = client.post("/api/readings", content=payload, headers=JSON)
     assert posted.status_code == 202, posted.text
     assert client.post("/api/readings", json=good).status_code == 202
 
@@ -79,4 +72,33 @@ def test_a_poison_reading_is_a_dead_letter_and_detection_goes_on(
     assert letters[0].reason and letters[0].kind in {"time", "field", "malformed", "range"}
     health = client.get("/api/health")
     assert health.status_code == 200, health.text
+    assert runtime.supervisor.workers["engine"].restarts == 0
+
+
+@settings(
+    max_examples=60,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+@given(st.one_of(*(make() for make in PROPERTIES.values())))
+def test_any_body_is_answered_without_a_server_error(
+    running: tuple[Runtime, httpx.Client], payload: bytes
+) -> None:
+    runtime, client = running
+    for body in (payload, b"[" + payload + b", " + payload + b"]"):
+        answer = client.post("/api/readings", content=body, headers=JSON)
+        assert answer.status_code in (202, 400, 413), answer.text
+    assert runtime.supervisor.workers["engine"].restarts == 0
+
+
+def test_after_the_fuzzing_the_engine_is_healthy_and_scores(
+    running: tuple[Runtime, httpx.Client],
+) -> None:
+    runtime, client = running
+    good = {"station_id": "last", "ts": int(time.time() * 1000), "seq": 1, "temperature": 21}
+    assert client.post("/api/readings", json=good).status_code == 202
+    eventually(lambda: bool(runtime.store.query(StationReadings("last", 0, 2**62)).rows))
+    assert client.get("/api/health").status_code == 200
     assert runtime.supervisor.workers["engine"].restarts == 0

@@ -15,6 +15,7 @@ from faultline.bus import BusError, MemoryBus, Record
 from faultline.codec import encode_reading
 from faultline.metrics import Metrics
 from faultline.store import DeadLetters
+from tests.fuzz import corpus, rejected
 from tests.ingest.conftest import (
     Pipeline,
     Publisher,
@@ -178,3 +179,21 @@ def test_a_refused_batch_is_retried_whole_keeping_the_station_order(
         eventually(lambda: len(everything_on(bus, "count")) >= 200)
     assert [m.value for m in everything_on(bus)] == payloads
     assert bus.refused == 2
+
+
+def test_a_fuzz_corpus_over_mqtt_becomes_dead_letters_and_the_stream_goes_on(
+    broker: str, prefix: str, publisher: Publisher, pipeline: Pipeline
+) -> None:
+    bridge = make_bridge(broker, f"{prefix}/+/readings", pipeline.bus)
+    now = int(time.time() * 1000)
+    bad = rejected(corpus(40), now)
+    after = [reading("s-09", seq, now) for seq in range(3)]
+
+    with running(bridge):
+        publisher.send(f"{prefix}/s-09/readings", [*bad, *after])
+        eventually(
+            lambda: pipeline.readings() == 3 and pipeline.dead_letters() == len(bad),
+            timeout_s=60,
+            what=f"{len(bad)} dead letters, then the 3 good readings",
+        )
+    assert len(bad) > 100
