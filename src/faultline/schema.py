@@ -94,7 +94,8 @@ class Checkpoint:
 
     Every message of (`topic`, `partition`) below `offset` has been stored and learned, and
     `state` is the detector pipeline's snapshot of the stations that partition carries, taken
-    right after them (zlib-compressed JSON, see faultline.detect.pipeline). A store keeps one per
+    right after them (`DetectorPipeline.dump`, inside the engine's checkpoint state, see
+    faultline.engine.checkpoint). A store keeps one per
     (group, topic, partition): a checkpoint replaces the stored one only when its offset is not
     lower, so a replayed older batch never moves the state back. `written_at` is epoch ms UTC.
     """
