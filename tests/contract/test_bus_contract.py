@@ -177,3 +177,28 @@ def test_a_closed_bus_refuses_to_publish(bus: Bus, topic: str) -> None:
     bus.close()
     with pytest.raises(BusError):
         bus.publish(topic, [Record(b"late")])
+
+
+def test_a_log_keeps_its_id_and_a_recreated_one_gets_another(bus: Bus, topic: str) -> None:
+    bus.publish(topic, records(keys=1, per_key=1))
+    first = bus.log_id(topic)
+    assert first and bus.log_id(topic) == first
+    if isinstance(bus, MemoryBus):
+        # A memory log is gone with its bus: the next bus's log is another one.
+        assert MemoryBus().log_id(topic) != first
+    else:
+        from faultline.bus.kafka import KafkaBus
+
+        assert isinstance(bus, KafkaBus)
+        bus._admin.delete_topics([topic])[topic].result()
+        bus._known_topics.discard(topic)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                recreated = bus.log_id(topic)
+                break
+            except BusError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        assert recreated != first

@@ -71,5 +71,9 @@ class Bus(ABC):
         """Join `group` on `topic`, starting from the group's acknowledged position."""
 
     @abstractmethod
+    def log_id(self, topic: str) -> str:
+        """An id of `topic`'s log that changes when the log is recreated (its offsets restart)."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release connections; published records are flushed first."""

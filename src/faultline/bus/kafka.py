@@ -15,7 +15,7 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from confluent_kafka import Consumer as _KafkaConsumer
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from faultline.bus.base import Bus, BusError, Consumer, Message, Record
@@ -109,6 +109,17 @@ class KafkaBus(Bus):
                     raise BusError(f"cannot create topic {topic!r}: {exc.args[0].str()}") from exc
             self._await_leaders(topic)
             self._known_topics.add(topic)
+
+    def log_id(self, topic: str) -> str:
+        """The topic's id, which Kafka gives anew when a topic is deleted and created again."""
+        self.ensure_topic(topic)
+        future = self._admin.describe_topics(
+            TopicCollection([topic]), request_timeout=self._topic_ready_timeout_s
+        )
+        try:
+            return str(future[topic].result().topic_id)
+        except KafkaException as exc:
+            raise BusError(f"cannot describe topic {topic!r}: {exc.args[0].str()}") from exc
 
     def _await_leaders(self, topic: str) -> None:
         deadline = time.monotonic() + self._topic_ready_timeout_s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import deque
 from collections.abc import Sequence
 
@@ -44,6 +45,7 @@ class MemoryBus(Bus):
         self._logs: dict[str, _Log] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._id = uuid.uuid4().hex  # every log of this bus begins and ends with the instance
 
     def _log(self, topic: str) -> _Log:
         with self._lock:
@@ -84,6 +86,9 @@ class MemoryBus(Bus):
         if self._closed:
             raise BusError("bus is closed")
         return _MemoryConsumer(self, self._log(topic), group)
+
+    def log_id(self, topic: str) -> str:
+        return self._id
 
     def close(self) -> None:
         self._closed = True
