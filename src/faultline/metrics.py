@@ -137,6 +137,12 @@ class Metrics:
             ["worker"],
             registry=r,
         )
+        self.stations_evicted = Counter(
+            "faultline_stations_evicted",
+            "Stations whose detector state was dropped after a silence longer than "
+            "engine.evict_silent_after_s",
+            registry=r,
+        )
         self.ingest_rate = RateMeter(clock=clock)
 
     def exposition(self) -> bytes:
