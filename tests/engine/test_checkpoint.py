@@ -128,10 +128,11 @@ def make_engine(
     s: Settings,
     pipeline: DetectorPipeline,
     metrics: Metrics | None = None,
+    topic: str = TOPIC,
 ) -> Engine:
     return Engine(
         bus=bus,
-        topic=TOPIC,
+        topic=topic,
         store=store,
         decoder=ReadingDecoder(s.sensors, s.ingest),
         pipeline=pipeline,
@@ -141,7 +142,9 @@ def make_engine(
     )
 
 
-def records(stations: int, rounds: int, seed: int, prefix: str = "s") -> list[Record]:
+def records(
+    stations: int, rounds: int, seed: int, prefix: str = "s", start: int = T0
+) -> list[Record]:
     """Interleaved noisy readings with a few spikes, one second apart per station."""
     rng = np.random.default_rng(seed)
     out = []
@@ -151,7 +154,9 @@ def records(stations: int, rounds: int, seed: int, prefix: str = "s") -> list[Re
             values = {"temperature": 25 + rng.normal(0, 2), "humidity": 60 + rng.normal(0, 3)}
             if i % 37 == 36:
                 values["temperature"] += 40
-            out.append(Record(encode_reading(station, T0 + i * 1000, i, values), station.encode()))
+            out.append(
+                Record(encode_reading(station, start + i * 1000, i, values), station.encode())
+            )
     return out
 
 
@@ -171,11 +176,16 @@ def drain(engine: Engine, bus: MemoryBus, s: Settings) -> None:
     assert bus.lag(TOPIC, s.engine.consumer_group) == 0
 
 
-def uninterrupted(data: list[Record], s: Settings) -> list[tuple[str, int, float | None, bool]]:
-    bus, store = new_bus(), open_store("memory://")
+def uninterrupted(
+    data: list[Record],
+    s: Settings,
+    stations: Sequence[str] = ("s0", "s1", "s2"),
+    received_at: int = T0 + 200_000,
+) -> list[tuple[str, int, float | None, bool]]:
+    bus, store = new_bus(ManualClock(received_at)), open_store("memory://")
     bus.publish(TOPIC, data)
     drain(make_engine(bus, store, s, DetectorPipeline([Recording()])), bus, s)
-    return verdicts(store, ["s0", "s1", "s2"])
+    return verdicts(store, stations)
 
 
 @pytest.mark.parametrize("crash_after", [2, 4, 7])

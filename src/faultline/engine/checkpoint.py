@@ -89,6 +89,10 @@ class Checkpointer:
         self._unacked: list[Message] = []  # learned and stored, not yet covered by a checkpoint
         self._since = 0  # messages learned since the last checkpoint
         self._last_ms: int | None = None  # when the last checkpoint was taken; None: never
+        # The stored checkpoints by partition, read once for the partitions met after a reset;
+        # read again for a partition met at an unexpected offset (another engine may have
+        # checkpointed it meanwhile).
+        self._stored: dict[int, Checkpoint] | None = None
 
     @property
     def stations(self) -> int:
@@ -101,6 +105,8 @@ class Checkpointer:
         for m in messages:
             part = self._partitions.get(m.partition)
             if part is None or m.offset != part.next:
+                if part is not None:
+                    self._stored = None
                 part = self._load(m.partition, m.offset, pipeline)
             part.next = m.offset + 1
             if m.offset >= part.skip_below:
@@ -179,12 +185,15 @@ class Checkpointer:
         self._partitions.clear()
         self._unacked.clear()
         self._last_ms = None
+        self._stored = None
 
     def _load(self, partition: int, offset: int, pipeline: DetectorPipeline) -> _Partition:
         held = [s for s, p in self._station_partition.items() if p == partition]
         self._drop(held, pipeline)
-        found = self._store.query(Checkpoints(self._group, self._topic))
-        stored = next((c for c in found if c.partition == partition), None)
+        if self._stored is None:
+            found = self._store.query(Checkpoints(self._group, self._topic))
+            self._stored = {c.partition: c for c in found}
+        stored = self._stored.get(partition)
         part = _Partition(base=0, skip_below=0, next=offset)
         self._partitions[partition] = part
         if stored is None:
