@@ -60,8 +60,8 @@ class DetectorPipeline:
 
     def dump(self, stations: Sequence[str] | None = None) -> bytes:
         """Every detector's `dump` of `stations` (all when None): the checkpoint form of the
-        state. Not compressed: zlib, even at level 1, took 50 times as long as the dump itself
-        for a quarter of its size (bench/bench_state.py), and the engine waits for it."""
+        state. Not compressed: zlib, even at level 1, took three to six times as long as the
+        dump itself for a quarter of its size (bench/bench_state.py), and the engine waits."""
         return msgspec.msgpack.encode({d.name: d.dump(stations) for d in self.detectors})
 
     def load(self, data: bytes) -> None:
