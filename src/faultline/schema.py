@@ -93,11 +93,12 @@ class Checkpoint:
     """Where an engine's detector state stands on one partition of its input.
 
     Every message of (`topic`, `partition`) below `offset` has been stored and learned, and
-    `state` is the detector pipeline's snapshot of the stations that partition carries, taken
-    right after them (`DetectorPipeline.dump`, inside the engine's checkpoint state, see
-    faultline.engine.checkpoint). A store keeps one per
-    (group, topic, partition): a checkpoint replaces the stored one only when its offset is not
-    lower, so a replayed older batch never moves the state back. `written_at` is epoch ms UTC.
+    `state` is the detector pipeline's state of the stations that partition carries, taken
+    right after them (its `DetectorPipeline.dump` inside the engine's checkpoint state, which
+    also names the log: after a log was recreated, offsets continue above the old log's, see
+    faultline.engine.checkpoint). A store keeps one per (group, topic, partition): a checkpoint
+    replaces the stored one only when its offset is not lower, so a replayed older batch never
+    moves the state back. `written_at` is epoch ms UTC.
     """
 
     group: str
