@@ -13,7 +13,13 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from faultline.clock import Clock, SystemClock
-from faultline.schema import IS_ANOMALY, RECEIVED_AT, SENSOR_MASK, WriteBatch
+from faultline.schema import (
+    DEAD_LETTER_KINDS,
+    IS_ANOMALY,
+    RECEIVED_AT,
+    SENSOR_MASK,
+    WriteBatch,
+)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # The histogram's upper bounds, +Inf last, as prometheus_client keeps them.
@@ -158,6 +164,8 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        for kind in DEAD_LETTER_KINDS:
+            self.dead_letters.labels(kind=kind)
         self.batches = Counter("faultline_batches", "Engine batches committed", registry=r)
         self.batch_failures = Counter(
             "faultline_batch_failures", "Engine batches that failed and were retried", registry=r
@@ -226,10 +234,13 @@ class Metrics:
             ["worker"],
             registry=r,
         )
+        # Labelled so that only an engine that measures it exports it (the in-process engine
+        # does not yet): an unlabelled gauge would read 0 everywhere else.
         self.consumer_lag = Gauge(
             "faultline_consumer_lag",
-            "Messages on the readings topic the engine has not read yet (Spark engine: when "
-            "its last micro-batch was planned)",
+            "Messages on a topic the engine has not read yet (Spark engine: when its last "
+            "micro-batch was planned)",
+            ["topic"],
             registry=r,
         )
         self.ingest_rate = RateMeter(clock=clock)

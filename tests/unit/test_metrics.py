@@ -1,5 +1,6 @@
 """`BatchTally`: what the Spark engine's executors send back instead of their rows must count
-exactly what the in-process engine counts from the rows themselves."""
+exactly what the in-process engine counts from the rows themselves; every dead-letter kind is
+exported from the start."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from dataclasses import replace
 
 from faultline.bus import MemoryBus, Record
 from faultline.clock import ManualClock
-from faultline.codec import encode_reading
+from faultline.codec import RawMessage, ReadingDecoder, encode_reading
 from faultline.config import load_settings
 from faultline.metrics import BatchTally, Metrics
+from faultline.schema import DEAD_LETTER_KINDS
 from faultline.store import open_store
 from tests.engine.test_engine import T0, TOPIC, make_engine, readings
+from tests.fuzz import FINDINGS, NOW, corpus
 
 # Wall-clock durations differ between any two runs; everything else must be equal.
 TIMED = ("faultline_batch_seconds",)
@@ -73,3 +76,15 @@ def test_an_empty_tally_adds_nothing_but_the_batch() -> None:
     assert counted[("faultline_batches_total", ())] == 1
     assert counted[("faultline_readings_total", ())] == 0
     assert counted[("faultline_ingest_to_verdict_seconds_count", ())] == 0
+
+
+def test_every_dead_letter_kind_is_exported_at_zero_and_the_decoder_makes_no_other() -> None:
+    counted = samples(Metrics())
+    exported = {dict(k)["kind"] for name, k in counted if name == "faultline_dead_letters_total"}
+    assert exported == set(DEAD_LETTER_KINDS)
+    settings = load_settings()
+    decoder = ReadingDecoder(settings.sensors, settings.ingest)
+    payloads = [*corpus(300), *FINDINGS, b"", b"{", b'{"station_id": 1}']
+    messages = [RawMessage(p, f"t/0/{i}", NOW, i) for i, p in enumerate(payloads)]
+    kinds = {letter.kind for letter in decoder.decode(messages).dead_letters}
+    assert {"malformed", "field", "range", "sensor", "time"} <= kinds <= set(DEAD_LETTER_KINDS)
