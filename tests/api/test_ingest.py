@@ -111,7 +111,7 @@ def test_too_large_a_body_without_a_length_is_cut_off(served: Served) -> None:
 
 
 def test_a_full_bus_is_503_with_retry_after(tmp_path: Path) -> None:
-    with serve(tmp_path, ManualClock(NOW), bus=MemoryBus(capacity=2)) as s:
+    with serve(tmp_path, ManualClock(NOW), bus=MemoryBus(max_messages=2)) as s:
         first = httpx.post(f"{s.url}/api/readings", json=[{"station_id": "a"}] * 2)
         second = httpx.post(f"{s.url}/api/readings", json={"station_id": "a"})
 
