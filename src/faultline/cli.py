@@ -132,7 +132,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     if settings.bus_url.startswith("memory:"):
         print(
             "faultline process needs a shared bus (the default sqlite:///DATA_DIR/bus.db, or"
-            " FAULTLINE_BUS_URL=kafka://127.0.0.1:9092); with the in-process bus use `faultline up`",
+            " FAULTLINE_BUS_URL=kafka://127.0.0.1:9092); with memory:// use `faultline up`",
             file=sys.stderr,
         )
         return 2

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from faultline.bus.base import (
     Bus,
+    BusClosed,
     BusError,
     Consumer,
     IdempotencyConflict,
@@ -20,6 +21,7 @@ from faultline.bus.sqlite import SqliteBus
 
 __all__ = [
     "Bus",
+    "BusClosed",
     "BusError",
     "Consumer",
     "IdempotencyConflict",

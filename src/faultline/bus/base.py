@@ -21,6 +21,10 @@ class BusError(RuntimeError):
     """The bus could not do what was asked (closed, full past the timeout, unreachable)."""
 
 
+class BusClosed(BusError):
+    """The bus was closed: nothing more will be accepted, so retrying is pointless."""
+
+
 class PublishTooLarge(BusError):
     """More records or bytes in one publish than the bus holds even when empty: never retry it."""
 

@@ -27,6 +27,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from faultline.bus.base import (
     Bus,
+    BusClosed,
     BusError,
     Consumer,
     Message,
@@ -164,7 +165,7 @@ class KafkaBus(Bus):
         idempotency_key: str | None = None,
     ) -> Published:
         if self._closed:
-            raise BusError("bus is closed")
+            raise BusClosed("bus is closed")
         batch = list(records)
         # Refused before anything is produced, so such a publish appends nothing.
         for record in batch:
@@ -223,7 +224,7 @@ class KafkaBus(Bus):
 
     def consumer(self, topic: str, group: str) -> Consumer:
         if self._closed:
-            raise BusError("bus is closed")
+            raise BusClosed("bus is closed")
         self.ensure_topic(topic)
         return KafkaConsumer(self, topic, group, self._consumer_config)
 

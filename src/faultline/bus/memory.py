@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from faultline.bus.base import (
     Bus,
+    BusClosed,
     BusError,
     Consumer,
     Message,
@@ -108,7 +109,7 @@ class MemoryBus(Bus):
         idempotency_key: str | None = None,
     ) -> Published:
         if self._closed:
-            raise BusError("bus is closed")
+            raise BusClosed("bus is closed")
         log = self._log(topic)
         batch = list(records)
         size = sum(record_bytes(r) for r in batch)
@@ -132,7 +133,7 @@ class MemoryBus(Bus):
                         "records published"
                     )
                 if self._closed:
-                    raise BusError("bus closed while publishing")
+                    raise BusClosed("bus closed while publishing")
                 now = self._clock.now_ms()
                 for record in batch:
                     log.entries.append(
@@ -149,7 +150,7 @@ class MemoryBus(Bus):
 
     def consumer(self, topic: str, group: str) -> Consumer:
         if self._closed:
-            raise BusError("bus is closed")
+            raise BusClosed("bus is closed")
         return _MemoryConsumer(self, self._log(topic), group)
 
     def close(self) -> None:

@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 from faultline.bus.base import (
     Bus,
+    BusClosed,
     BusError,
     Consumer,
     Message,
@@ -301,7 +302,7 @@ class SqliteBus(Bus):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise BusError("bus is closed")
+            raise BusClosed("bus is closed")
 
     def close(self) -> None:
         if self._closed:
