@@ -2,7 +2,8 @@
 reading it acknowledged, once, and an Idempotency-Key retry after the restart stores nothing twice.
 
 The finding: 5000 readings posted, 202, `kill -9` within 50 ms, and all 5000 were gone after the
-restart, because the embedded bus was memory only.
+restart, because the embedded bus was memory only. And the bus file is shared: `faultline
+process` in one process stores what another published to it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from faultline.bus import Record, SqliteBus, open_bus
+from faultline.codec import encode_reading
+from faultline.config import load_settings
+from faultline.store import Stations, open_store
 from tests.e2e.test_cli_up import free_port, wait_for_line
 
 pytestmark = pytest.mark.slow
@@ -25,15 +30,17 @@ BATCH = 500
 BATCHES = 8  # 4000 readings in Faultline's form
 
 
+ENV = {
+    "FAULTLINE_MODEL__N_ESTIMATORS": "20",
+    "FAULTLINE_MODEL__TRAIN_SAMPLES": "500",
+    # Durability is the bus's and the store's business: the detector that needs no JIT
+    # compilation keeps each start short.
+    "FAULTLINE_DETECT__DETECTOR": "robust_z",
+}
+
+
 def start(data_dir: Path, port: int) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "FAULTLINE_MODEL__N_ESTIMATORS": "20",
-        "FAULTLINE_MODEL__TRAIN_SAMPLES": "500",
-        # Durability is the bus's and the store's business: the detector that needs no JIT
-        # compilation keeps each start short.
-        "FAULTLINE_DETECT__DETECTOR": "robust_z",
-    }
+    env = {**os.environ, **ENV}
     return subprocess.Popen(
         [
             *(sys.executable, "-m", "faultline.cli", "up", "--no-simulator"),
@@ -99,3 +106,41 @@ def test_acknowledged_readings_survive_kill_9_and_a_retry_stores_them_once(
     finally:
         proc.kill()
         proc.communicate(timeout=30)
+
+
+def test_faultline_process_consumes_the_bus_file_another_process_publishes_to(
+    tmp_path: Path,
+) -> None:
+    """`faultline process` and a producer in another process share the default SQLite bus."""
+    settings = load_settings(data_dir=tmp_path)
+    bus = open_bus(settings.bus_url)  # this process stands in for the MQTT bridge or the API
+    now = int(time.time() * 1000)
+    bus.publish(
+        settings.readings_topic,
+        [
+            Record(encode_reading("p1", now - 1000 + i, i, {"temperature": 25.0}), b"p1")
+            for i in range(300)
+        ],
+    )
+    env = {**os.environ, **ENV, "FAULTLINE_ENGINE__METRICS_PORT": str(free_port())}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "faultline.cli", "process", f"--data-dir={tmp_path}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        wait_for_line(proc, "engine consuming", timeout_s=120)
+        store = open_store(settings.store_url)
+        deadline = time.monotonic() + 60
+        while not (stations := store.query(Stations())) or stations[0].readings < 300:
+            assert time.monotonic() < deadline, f"stored {stations}"
+            time.sleep(0.25)
+        assert isinstance(bus, SqliteBus)
+        assert bus.lag(settings.readings_topic, settings.engine.consumer_group) == 0
+        store.close()
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+        bus.close()
