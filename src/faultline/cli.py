@@ -131,12 +131,21 @@ def cmd_process(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.bus_url.startswith("memory:"):
         print(
-            "faultline process needs a shared bus (e.g. FAULTLINE_BUS_URL=kafka://127.0.0.1:9092);"
-            " with the in-process bus use `faultline up`",
+            "faultline process needs a shared bus (the default sqlite:///DATA_DIR/bus.db, or"
+            " FAULTLINE_BUS_URL=kafka://127.0.0.1:9092); with memory:// use `faultline up`",
             file=sys.stderr,
         )
         return 2
+    from prometheus_client import start_http_server
+
+    from faultline.metrics import Metrics
+
     stop = _stop_on_signals()
+    # Either engine counts the same faultline_* metrics, served on the same address.
+    metrics = Metrics()
+    start_http_server(
+        settings.engine.metrics_port, settings.engine.metrics_host, registry=metrics.registry
+    )
     if args.engine == "spark":
         from faultline.engine.spark.job import run_spark_engine
 
@@ -146,20 +155,14 @@ def cmd_process(args: argparse.Namespace) -> int:
             checkpoint_dir=args.checkpoint_dir or settings.data_dir / "spark-checkpoints",
             trigger_s=args.trigger,
             max_offsets_per_trigger=args.max_offsets_per_trigger,
+            metrics=metrics,
         )
         return 0
 
-    from prometheus_client import start_http_server
-
     from faultline.runtime import Runtime
 
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, metrics=metrics)
     runtime.stop = stop
-    start_http_server(
-        settings.engine.metrics_port,
-        settings.engine.metrics_host,
-        registry=runtime.metrics.registry,
-    )
     runtime.load_model()
     runtime.start_engine()
     print(f"engine consuming {settings.readings_topic} from {settings.bus_url}", flush=True)
@@ -181,8 +184,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     if settings.bus_url.startswith("memory:"):
         print(
-            "faultline simulate publishes to a shared bus (e.g. FAULTLINE_BUS_URL=kafka://...); "
-            "for a self-contained demo use `faultline up`",
+            "faultline simulate publishes to a shared bus (the default sqlite:///DATA_DIR/bus.db, "
+            "or FAULTLINE_BUS_URL=kafka://...); for a self-contained demo use `faultline up`",
             file=sys.stderr,
         )
         return 2

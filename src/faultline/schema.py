@@ -59,6 +59,23 @@ DEAD_LETTER_PAYLOAD_BYTES = 4096
 large bad messages cannot fill the store."""
 
 
+# Every kind of dead letter: the decoder's, then the engine's (a reading detection raised on,
+# one the store refused, one of a new station beyond engine.max_stations). The metrics export
+# each at 0 from the start, since Prometheus sees no increase in a counter whose first sample
+# already counts the first burst.
+DEAD_LETTER_KINDS = (
+    "malformed",
+    "field",
+    "range",
+    "sensor",
+    "time",
+    "invalid",
+    "poison",
+    "store",
+    "station_limit",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A message that could not become a reading, with the reason.
