@@ -291,3 +291,45 @@ def test_new_stations_beyond_the_cap_are_dead_letters_until_silent_ones_are_evic
     bus.publish(TOPIC, later[1:])
     drain(engine, bus, s)
     assert [seq for st, seq, *_ in verdicts(store, ["s3"])] == [2]
+
+
+class Outage(Store):
+    """A real store that becomes unreachable after `ok` writes (a unit-level fault injector)."""
+
+    def __init__(self, inner: Store, ok: int) -> None:
+        self.inner = inner
+        self.ok = ok
+
+    def write(self, batch: WriteBatch) -> None:
+        if self.ok == 0:
+            raise OSError("store unreachable")
+        self.ok -= 1
+        self.inner.write(batch)
+
+    def query(self, q: Query[R]) -> R:
+        return self.inner.query(q)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_batch_given_up_on_stop_is_never_covered_by_a_later_checkpoint(store: Store) -> None:
+    s = settings(checkpoint_max_messages=80)
+    bus = new_bus()
+    bus.publish(TOPIC, records(stations=2, rounds=60, seed=8))
+    outage = Outage(store, ok=2)
+    engine = make_engine(bus, outage, s, DetectorPipeline([Recording()]))
+    assert engine.step() is not None  # 40 messages, checkpointed (the first batch) and acked
+    assert engine.step() is not None  # 40 more, stored but not yet checkpointed
+    stop = threading.Event()
+    stop.set()
+    assert engine.step(stop) is None  # due to checkpoint, but the store is gone: given up
+    outage.ok = 10  # the store is back, yet this engine has learned what was never stored
+    engine.run(stop, drain_s=1)  # drains and checkpoints nothing
+    (checkpoint,) = store.query(Checkpoints(s.engine.consumer_group, TOPIC))
+    assert checkpoint.offset == 40
+    assert bus.lag(TOPIC, s.engine.consumer_group) == 80
+
+    resumed = Recording()
+    drain(make_engine(bus, store, s, DetectorPipeline([resumed])), bus, s)
+    assert resumed.learned == [(f"s{k}", i) for i in range(20, 60) for k in range(2)]

@@ -101,6 +101,7 @@ class Engine:
         self._retry_backoff_s = retry_backoff_s
         self._consumer: Consumer | None = None
         self._checkpointer: Checkpointer | None = None
+        self._abandoned = False  # a batch was given up on stop (see commit)
         self.last_commit_ms: int | None = None
         self.last_error: str | None = None
 
@@ -202,7 +203,9 @@ class Engine:
         """Store the batch (retrying while the store fails) and acknowledge it.
 
         Returns False when asked to stop before the store accepted it: the messages stay
-        unacknowledged and will be delivered again.
+        unacknowledged and will be delivered again. The detector state has learned them, so
+        until `close` the engine commits nothing more: a later checkpoint or acknowledgement
+        would cover readings that were never stored.
         """
         while True:
             try:
@@ -213,6 +216,7 @@ class Engine:
                 self._metrics.batch_failures.inc()
                 log.warning("store write failed, retrying: %s", exc)
                 if stop.wait(self._retry_backoff_s):
+                    self._abandoned = True
                     return False
         done = self.checkpointer.stored(messages, prepared.checkpointed)
         if done:
@@ -256,6 +260,8 @@ class Engine:
     def step(self, stop: threading.Event | None = None) -> StepResult | None:
         """One micro-batch end to end; None when there was nothing to do or it was abandoned."""
         stop = stop or threading.Event()
+        if self._abandoned:
+            return None
         messages = self.poll()
         if not messages:
             checkpointer = self.checkpointer
@@ -293,7 +299,7 @@ class Engine:
 
     def checkpoint(self, stop: threading.Event) -> None:
         """Checkpoint what was learned and acknowledge it now (as a clean shutdown does)."""
-        if self.checkpointer.pending:
+        if self.checkpointer.pending and not self._abandoned:
             self.checkpointer.request()
             self.commit([], self.prepare([]), stop)
 
@@ -303,6 +309,7 @@ class Engine:
             self._consumer = None
         if self._checkpointer is not None:
             self._checkpointer.reset()
+        self._abandoned = False
 
     def _observe(self, messages: list[Message], batch: WriteBatch) -> None:
         m = self._metrics
