@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -18,9 +19,10 @@ import pytest
 from cassandra import ConsistencyLevel, OperationTimedOut
 from cassandra.cluster import Session
 
-from faultline.schema import FaultLabel
+from faultline.schema import Checkpoint, FaultLabel
 from faultline.store import (
     AnomalyCount,
+    Checkpoints,
     DeadLetters,
     FaultLabels,
     GlobalAnomalies,
@@ -382,3 +384,29 @@ def test_long_fault_labels_are_found_in_any_day_they_cover(store: CassandraStore
 
 def test_agrees_with_the_memory_store_across_days(store: CassandraStore) -> None:
     assert_agrees_with_memory(store)
+
+
+def test_a_checkpoint_is_written_only_after_the_rest_of_its_batch(
+    store: CassandraStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No transaction spans a batch's partitions, so the checkpoint goes last: a write failing
+    on the readings leaves the previous checkpoint, never one covering unstored readings."""
+    older = replace(write_batch(), checkpoints=(Checkpoint("g", "t", 0, 5, b"old", T0),))
+    store.write(older)
+    batch = replace(
+        write_batch(reading_frame("s-1", [T0, T0 + 1000])),
+        checkpoints=(Checkpoint("g", "t", 0, 7, b"new", T0 + 1),),
+    )
+
+    def time_out(*_args: object) -> None:
+        raise OperationTimedOut("no answer in time")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_commit_readings", time_out)
+        with pytest.raises(StoreError, match="part of the batch may be stored"):
+            store.write(batch)
+    assert store.query(Checkpoints("g", "t")) == list(older.checkpoints)
+
+    store.write(batch)  # the engine's retry
+    assert store.query(Checkpoints("g", "t")) == list(batch.checkpoints)
+    assert store.query(Stations())[0].readings == 2
