@@ -143,6 +143,7 @@ class AlarmOverride(_Frozen):
     deadband_s: float | None = Field(default=None, ge=0)
     immediate_severity: Severity | None = None
     silent_after_s: float | None = Field(default=None, gt=0)
+    resume_readings: int | None = Field(default=None, ge=0)
 
 
 class AlarmRule(_Frozen):
@@ -154,7 +155,10 @@ class AlarmRule(_Frozen):
     has been absent for `off_delay_readings` readings spanning `off_delay_s`. Deadband: after a
     clear, the same alarm does not re-activate within `deadband_readings` readings and
     `deadband_s` seconds, so a flickering condition cannot chatter. A station that sends
-    nothing for `silent_after_s` (its rule for the whole-station sensor "*") is silent.
+    nothing for `silent_after_s` (its rule for the whole-station sensor "*") is silent; its
+    first `resume_readings` readings after such a gap raise no anomaly alarm (designed
+    suppression: they are judged against what the station did before the gap, and the
+    silence already has its alarm).
     """
 
     on_delay_readings: int = Field(default=15, ge=1)
@@ -162,9 +166,10 @@ class AlarmRule(_Frozen):
     off_delay_readings: int = Field(default=30, ge=1)
     off_delay_s: float = Field(default=0.0, ge=0)
     deadband_readings: int = Field(default=0, ge=0)
-    deadband_s: float = Field(default=60.0, ge=0)
+    deadband_s: float = Field(default=300.0, ge=0)
     immediate_severity: Severity = "medium"
     silent_after_s: float = Field(default=10.0, gt=0)
+    resume_readings: int = Field(default=15, ge=0)
 
     def merged(self, override: AlarmOverride | None) -> AlarmRule:
         if override is None:

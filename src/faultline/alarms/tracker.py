@@ -50,6 +50,8 @@ class _Station:
     absent: int = 0  # active: readings in a row without the condition
     absent_ts: int = 0  # active: the first of them
     cleared: dict[str, list[int]] = field(default_factory=dict)  # sensor -> [clear ts, seen]
+    last_ts: int = 0  # the latest reading's time, to see gaps
+    resume: int = 0  # readings still suppressed after a gap
 
     def copy(self) -> _Station:
         return replace(
@@ -70,13 +72,16 @@ class _Station:
             self.absent,
             self.absent_ts,
             self.cleared,
+            self.last_ts,
+            self.resume,
         ]
 
     @staticmethod
     def from_json(station: str, fields: Any) -> _Station:
-        if not isinstance(fields, list) or len(fields) != 10:
+        if not isinstance(fields, list) or len(fields) != 12:
             raise ValueError(f"alarm state of station {station!r} is malformed: {fields!r}")
-        seen, phase, start, run, severity, weights, sensor, absent, absent_ts, cleared = fields
+        seen, phase, start, run, severity, weights, sensor, absent, absent_ts, cleared = fields[:10]
+        last_ts, resume = fields[10:]
         if phase not in (_IDLE, _PENDING, _ACTIVE) or not isinstance(weights, dict):
             raise ValueError(f"alarm state of station {station!r} is malformed: {fields!r}")
         return _Station(
@@ -90,6 +95,8 @@ class _Station:
             int(absent),
             int(absent_ts),
             {str(k): [int(v[0]), int(v[1])] for k, v in cleared.items()},
+            int(last_ts),
+            int(resume),
         )
 
 
@@ -213,6 +220,7 @@ class AlarmTracker:
         out: list[AlarmTransition],
     ) -> None:
         n = len(ts)
+        flagged = flagged & ~self._after_gap(station_id, st, ts)
         warm = max(0, self.settings.warmup_readings - st.seen)  # readings still warming up
         i = min(warm, n)
         st.seen += i
@@ -244,6 +252,22 @@ class AlarmTracker:
             else:
                 st.phase = _IDLE  # the on-delay needs the condition without a break
             i += 1
+
+    def _after_gap(self, station_id: str, st: _Station, ts: np.ndarray) -> np.ndarray:
+        """Which readings fall among the first `resume_readings` after a silence."""
+        n = len(ts)
+        rule = self.rule(station_id, STATION_WIDE)
+        previous = np.r_[st.last_ts if st.seen else ts[0], ts[:-1]]
+        gaps = np.flatnonzero(ts - previous > rule.silent_after_s * 1000)
+        out = np.zeros(n, bool)
+        out[: st.resume] = True
+        end = st.resume
+        for g in gaps.tolist():
+            out[g : g + rule.resume_readings] = True
+            end = g + rule.resume_readings
+        st.resume = max(0, end - n)
+        st.last_ts = int(ts[-1])
+        return out
 
     def _add(self, st: _Station, mask: int, weight: float) -> None:
         blamed = [name for k, name in enumerate(self.sensors) if mask >> k & 1] or [STATION_WIDE]
