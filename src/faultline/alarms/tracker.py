@@ -136,14 +136,6 @@ class TrackerState:
         """This state with `other`'s stations replacing ours (a restored partition's)."""
         return TrackerState({**self.stations, **other.stations})
 
-    def active(self) -> dict[str, AlarmKey]:
-        """The active anomaly alarm of each station that has one."""
-        return {
-            s: AlarmKey(s, st.sensor, ANOMALY)
-            for s, st in self.stations.items()
-            if st.phase == _ACTIVE
-        }
-
 
 class AlarmTracker:
     """Derives anomaly alarm transitions from verdicts under the configured rules."""
