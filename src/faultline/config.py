@@ -161,7 +161,7 @@ class AlarmRule(_Frozen):
     silence already has its alarm).
     """
 
-    on_delay_readings: int = Field(default=15, ge=1)
+    on_delay_readings: int = Field(default=20, ge=1)
     on_delay_s: float = Field(default=0.0, ge=0)
     off_delay_readings: int = Field(default=30, ge=1)
     off_delay_s: float = Field(default=0.0, ge=0)
