@@ -121,6 +121,108 @@ class ApiSettings(_Frozen):
     port: int = Field(default=8000, ge=0, le=65535)
 
 
+SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+class SeverityScale(_Frozen):
+    """The scores of one detector at which an alarm becomes medium, high and critical.
+
+    Below `medium` a flagged reading is `low`. A detector the scale table does not name makes
+    only low alarms: its score has no calibrated meaning to rank by (seed 000's forest).
+    """
+
+    medium: float
+    high: float
+    critical: float
+
+    @model_validator(mode="after")
+    def _ascending(self) -> SeverityScale:
+        if not self.medium < self.high < self.critical:
+            raise ValueError(
+                f"severity thresholds must ascend: medium={self.medium} < high={self.high}"
+                f" < critical={self.critical}"
+            )
+        return self
+
+
+class AlarmOverride(_Frozen):
+    """Some of an `AlarmRule`'s fields, for one station or one sensor; None keeps the default."""
+
+    on_delay_readings: int | None = Field(default=None, ge=1)
+    on_delay_s: float | None = Field(default=None, ge=0)
+    off_delay_readings: int | None = Field(default=None, ge=1)
+    off_delay_s: float | None = Field(default=None, ge=0)
+    deadband_readings: int | None = Field(default=None, ge=0)
+    deadband_s: float | None = Field(default=None, ge=0)
+    immediate_severity: Severity | None = None
+    silent_after_s: float | None = Field(default=None, gt=0)
+    resume_readings: int | None = Field(default=None, ge=0)
+
+
+class AlarmRule(_Frozen):
+    """When a station's verdicts become an alarm, and when the alarm clears.
+
+    On-delay: the condition (flagged readings) must hold for `on_delay_readings` readings in a
+    row spanning at least `on_delay_s`, unless a reading reaches `immediate_severity` (a spike
+    is one reading: no on-delay could see it). Off-delay: the alarm clears once the condition
+    has been absent for `off_delay_readings` readings spanning `off_delay_s`. Deadband: after a
+    clear, the same alarm does not re-activate within `deadband_readings` readings and
+    `deadband_s` seconds, so a flickering condition cannot chatter. A station that sends
+    nothing for `silent_after_s` (its rule for the whole-station sensor "*") is silent; its
+    first `resume_readings` readings after such a gap raise no anomaly alarm (designed
+    suppression: they are judged against what the station did before the gap, and the
+    silence already has its alarm).
+    """
+
+    on_delay_readings: int = Field(default=20, ge=1)
+    on_delay_s: float = Field(default=0.0, ge=0)
+    off_delay_readings: int = Field(default=30, ge=1)
+    off_delay_s: float = Field(default=0.0, ge=0)
+    deadband_readings: int = Field(default=0, ge=0)
+    deadband_s: float = Field(default=300.0, ge=0)
+    immediate_severity: Severity = "medium"
+    silent_after_s: float = Field(default=10.0, gt=0)
+    resume_readings: int = Field(default=15, ge=0)
+
+    def merged(self, override: AlarmOverride | None) -> AlarmRule:
+        if override is None:
+            return self
+        changed = {k: v for k, v in override.model_dump().items() if v is not None}
+        return self.model_copy(update=changed) if changed else self
+
+
+DEFAULT_SEVERITY: dict[str, SeverityScale] = {
+    # -log10 p: the detection threshold, then ten thousand and a hundred million times rarer.
+    "surprise": SeverityScale(medium=4.0, high=8.0, critical=16.0),
+    # z-scores: the detection threshold, twice and four times it.
+    "robust_z": SeverityScale(medium=6.0, high=12.0, critical=24.0),
+}
+
+
+class AlarmSettings(_Frozen):
+    """How verdicts become alarms (faultline.alarms), and what operators may do with them.
+
+    `rule` is the default; `sensors` overrides it for the alarms of one sensor and `stations`
+    for one station's (a station's override wins over a sensor's). A station raises no alarm
+    from its first `warmup_readings` readings: its detectors are still calibrating. A silent
+    station's alarm has `silent_severity`.
+    """
+
+    rule: AlarmRule = AlarmRule()
+    stations: dict[str, AlarmOverride] = Field(default_factory=dict)
+    sensors: dict[str, AlarmOverride] = Field(default_factory=dict)
+    severity: dict[str, SeverityScale] = Field(default_factory=lambda: dict(DEFAULT_SEVERITY))
+    warmup_readings: int = Field(default=600, ge=0)
+    silent_severity: Severity = "high"
+    max_shelve_s: float = Field(default=7 * 86400.0, gt=0)
+    max_comment_chars: int = Field(default=2000, ge=1)
+
+    def rule_for(self, station_id: str, sensor: str) -> AlarmRule:
+        """The rule of one alarm: the default, then its sensor's override, then its station's."""
+        return self.rule.merged(self.sensors.get(sensor)).merged(self.stations.get(station_id))
+
+
 class Settings(BaseSettings):
     """Everything Faultline can be told, validated once and then frozen."""
 
@@ -143,11 +245,15 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     simulate: SimulateSettings = SimulateSettings()
     api: ApiSettings = ApiSettings()
+    alarms: AlarmSettings = AlarmSettings()
 
     @model_validator(mode="after")
     def _derive_urls(self) -> Settings:
         if not self.sensors:
             raise ValueError("at least one sensor must be configured")
+        unknown = sorted(set(self.alarms.sensors) - set(self.sensors))
+        if unknown:
+            raise ValueError(f"alarm overrides name unconfigured sensors {unknown}")
         # Derived defaults live inside the data directory, so one flag moves everything.
         if not self.bus_url:
             object.__setattr__(self, "bus_url", f"sqlite:///{self.data_dir / 'bus.db'}")
