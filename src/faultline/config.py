@@ -102,9 +102,39 @@ class SimulateSettings(_Frozen):
     station_prefix: str = Field(default="station_", pattern=r"^[A-Za-z0-9_.:\-]*$", max_length=40)
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
 class ApiSettings(_Frozen):
+    """Where the API listens and what it lets in (docs/SECURITY.md).
+
+    `allowed_hosts`: the Host header values (without port) the API answers; unset means the
+    loopback names when it listens on loopback, and any name otherwise (then every read needs a
+    token anyway). `reads_need_token`: unset means "when listening beyond loopback"; set it true
+    behind a reverse proxy on the same machine. `predict_concurrency`: predictions scored at once;
+    more are answered 429.
+    """
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    allowed_hosts: tuple[str, ...] | None = None
+    reads_need_token: bool | None = None
+    predict_concurrency: int = Field(default=2, ge=1, le=64)
+
+    @property
+    def on_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+    @property
+    def read_token_required(self) -> bool:
+        return not self.on_loopback if self.reads_need_token is None else self.reads_need_token
+
+    @property
+    def host_allow_list(self) -> frozenset[str] | None:
+        """The Host names answered, lower case; None: any."""
+        if self.allowed_hosts is not None:
+            return frozenset(h.lower() for h in self.allowed_hosts)
+        return frozenset(LOOPBACK_HOSTS) if self.on_loopback else None
 
 
 class Settings(BaseSettings):
@@ -140,6 +170,11 @@ class Settings(BaseSettings):
         if not self.mlflow_uri:
             object.__setattr__(self, "mlflow_uri", f"sqlite:///{self.data_dir / 'mlflow.db'}")
         return self
+
+    @property
+    def tokens_path(self) -> Path:
+        """The API tokens' hashes (faultline.tokens), beside the default store."""
+        return self.data_dir / "tokens.db"
 
     @property
     def sensor_names(self) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from pydantic import Field
 from faultline.api.context import AppContext
 from faultline.api.params import bad_request
 from faultline.api.responses import ApiModel
+from faultline.api.security import reads
 from faultline.batch.days import DAY_EXAMPLE, day_window, parse_day, previous_day
 from faultline.clock import datetime_to_ms, iso_ms
 from faultline.schema import GlobalAnomalyRun
@@ -56,6 +57,7 @@ def global_anomaly_router(ctx: AppContext) -> APIRouter:
 
     @router.get(
         "/global_anomalies",
+        dependencies=[reads(ctx)],
         response_model=GlobalAnomaliesOut,
         responses={400: {"description": f"day is not YYYY-MM-DD (e.g. {DAY_EXAMPLE})"}},
     )

@@ -10,6 +10,7 @@ from pydantic import Field, create_model
 from faultline.api.context import AppContext
 from faultline.api.params import decode_cursor, encode_cursor, instant_ms
 from faultline.api.responses import ApiModel, ReadingShape, StationsOut, StationStatus
+from faultline.api.security import reads
 from faultline.clock import iso_ms
 from faultline.config import Settings
 from faultline.store import StationReadings, Stations, StationSummary
@@ -62,7 +63,7 @@ def station_router(ctx: AppContext, shape: ReadingShape) -> APIRouter:
         ),
     )
 
-    @router.get("/stations", response_model=StationsOut)
+    @router.get("/stations", response_model=StationsOut, dependencies=[reads(ctx)])
     def stations() -> dict[str, Any]:
         """Every station seen, with its latest reading and its status."""
         now = ctx.clock.now_ms()
@@ -88,6 +89,7 @@ def station_router(ctx: AppContext, shape: ReadingShape) -> APIRouter:
 
     @router.get(
         "/stations/{station_id}/readings",
+        dependencies=[reads(ctx)],
         response_model=page_model,
         responses={
             400: {"description": "from/to not ISO 8601 with a timezone, or a foreign cursor"},
