@@ -123,6 +123,15 @@ def test_a_bad_day_is_400_with_an_example(client: httpx.Client, day: str) -> Non
     assert "e.g. 2026-01-31" in detail or "not a day of the calendar" in detail
 
 
+def test_a_day_whose_end_no_answer_could_write_is_400(client: httpx.Client) -> None:
+    last = client.get("/api/global_anomalies", params={"day": "9999-12-30"})
+    beyond = client.get("/api/global_anomalies", params={"day": "9999-12-31"})
+
+    assert last.status_code == 200 and last.json()["to"] == "9999-12-31T00:00:00.000Z"
+    assert beyond.status_code == 400
+    assert "between 0001-01-01 and 9999-12-30" in beyond.json()["detail"]
+
+
 def test_the_endpoint_is_documented(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
 
