@@ -14,7 +14,7 @@ from faultline.clock import SystemClock
 from faultline.config import load_settings
 from faultline.tokens import Role
 from tests.api.helpers import FixedModels, Served, serve, tiny_model
-from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, _write
+from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, _write, wait_js
 from tests.tokens import token_for
 
 pytestmark = pytest.mark.browser
@@ -59,7 +59,8 @@ def test_the_dashboard_asks_for_a_token_and_shows_the_data_once_signed_in(
 
         page.fill("#token-input", "fl_not-a-token")
         page.click("#sign-in button[type=submit]")
-        page.wait_for_function(
+        wait_js(
+            page,
             "document.querySelector('#sign-in-message').textContent.includes('refused')",
             timeout=WAIT_MS,
         )
