@@ -303,6 +303,98 @@ class Mosquitto(Service):
             proc.launch([binary, "-c", str(config)])
 
 
+class MosquittoTls(Service):
+    """Mosquitto as a plant would run it: TLS with a CA of its own, a password file, and no
+    anonymous clients. The CA, the server's certificate and a password for user `faultline`
+    are made at the first start (openssl, mosquitto_passwd) and kept in the service directory:
+    ca.crt and bridge-password are what a client needs."""
+
+    user = "faultline"
+
+    def __init__(self) -> None:
+        super().__init__("mosquitto-tls", "FAULTLINE_TEST_MQTT_TLS", [Process("mosquitto-tls")])
+        self.port = 18883 + PORT_OFFSET
+        self.ready_timeout_s = 20.0
+
+    def install(self) -> None:
+        missing = [b for b in ("mosquitto", "mosquitto_passwd", "openssl") if not _found(b)]
+        if missing:
+            apt_install(["mosquitto", "openssl"])
+
+    def endpoint(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def secrets(self) -> Path:
+        return self.procs[0].dir / "secrets"
+
+    def probe(self) -> str:
+        password = (self.secrets / "bridge-password").read_text().strip()
+        probes.mqtt_connect(
+            HOST, self.port, ca_file=self.secrets / "ca.crt", username=self.user, password=password
+        )
+        return f"Mosquitto with TLS and passwords at {self.endpoint()}"
+
+    def launch(self) -> None:
+        proc = self.procs[0]
+        if proc.pid() is not None:
+            return
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists() or not _found("mosquitto_passwd") or not _found("openssl"):
+            raise ServiceError("mosquitto or openssl missing: run `svc.py install mosquitto-tls`")
+        require_free(self.port, proc.name)
+        self._make_secrets()
+        config = proc.dir / "mosquitto.conf"
+        render(
+            DEPLOY / "mosquitto" / "mosquitto-tls.conf",
+            config,
+            host=HOST,
+            port=self.port,
+            password_file=self.secrets / "passwd",
+            certfile=self.secrets / "server.crt",
+            keyfile=self.secrets / "server.key",
+        )
+        proc.launch([binary, "-c", str(config)])
+
+    def _make_secrets(self) -> None:
+        s = self.secrets
+        if (s / "passwd").exists() and (s / "server.crt").exists():
+            return
+        s.mkdir(parents=True, exist_ok=True)
+
+        def run(*argv: str | Path) -> None:
+            done = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise ServiceError(f"{argv[0]} failed: {done.stderr.strip()}")
+
+        days = "3650"
+        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", days,
+            "-subj", "/CN=Faultline test CA", "-keyout", s / "ca.key", "-out", s / "ca.crt")
+        run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={HOST}",
+            "-keyout", s / "server.key", "-out", s / "server.csr")
+        (s / "server.ext").write_text(
+            f"subjectAltName=IP:{HOST},DNS:localhost\nextendedKeyUsage=serverAuth\n"
+        )
+        run("openssl", "x509", "-req", "-in", s / "server.csr", "-CA", s / "ca.crt",
+            "-CAkey", s / "ca.key", "-CAcreateserial", "-days", days,
+            "-extfile", s / "server.ext", "-out", s / "server.crt")  # fmt: skip
+        password = uuid.uuid4().hex
+        run("mosquitto_passwd", "-c", "-b", s / "passwd", self.user, password)
+        (s / "bridge-password").write_text(password + "\n")
+        (s / "ca.key").unlink()  # nothing more is signed with it
+        # Started as root, Mosquitto drops to its own user before it reads these files.
+        try:
+            owner = pwd.getpwnam("mosquitto")
+        except KeyError:
+            return
+        for path in (s, s / "passwd", s / "server.key", s / "server.crt"):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+
+
+def _found(binary: str) -> bool:
+    return shutil.which(binary) is not None or Path("/usr/bin", binary).exists()
+
+
 def all_services() -> dict[str, Service]:
     single = [KafkaNode(1, 19092 + PORT_OFFSET, 19093 + PORT_OFFSET)]
     cluster = [KafkaNode(i, 19191 + i + PORT_OFFSET, 19291 + i + PORT_OFFSET) for i in (1, 2, 3)]
@@ -312,6 +404,7 @@ def all_services() -> dict[str, Service]:
         Cassandra(),
         Postgres(),
         Mosquitto(),
+        MosquittoTls(),
     ]
     return {s.name: s for s in services}
 

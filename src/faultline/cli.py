@@ -352,7 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
         "dead-letters what is not a reading.",
     )
     mqtt.set_defaults(handler=cmd_ingest_mqtt)
-    mqtt.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
+    mqtt.add_argument(
+        "--broker",
+        default="mqtt://127.0.0.1:1883",
+        help="mqtt://host:port, or mqtts://host:port for TLS; credentials: FAULTLINE_MQTT__*",
+    )
     mqtt.add_argument(
         "--topic", default="plant/+/readings", help="topic filter; '+' marks the station level"
     )

@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -102,6 +102,28 @@ class SimulateSettings(_Frozen):
     station_prefix: str = Field(default="station_", pattern=r"^[A-Za-z0-9_.:\-]*$", max_length=40)
 
 
+class MqttSettings(_Frozen):
+    """How `faultline ingest mqtt` signs in to its broker (docs/SECURITY.md).
+
+    The broker URL carries no secret: the password is `password` (its own variable,
+    FAULTLINE_MQTT__PASSWORD) or the first line of `password_file`. With an mqtts:// broker the
+    broker's certificate is checked against `ca_file`, or the system's CAs when unset.
+    """
+
+    username: str = ""
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set mqtt.password or mqtt.password_file, not both")
+        if (self.password is not None or self.password_file is not None) and not self.username:
+            raise ValueError("an MQTT password needs mqtt.username")
+        return self
+
+
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
@@ -159,6 +181,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     simulate: SimulateSettings = SimulateSettings()
     api: ApiSettings = ApiSettings()
+    mqtt: MqttSettings = MqttSettings()
 
     @model_validator(mode="after")
     def _derive_urls(self) -> Settings:
