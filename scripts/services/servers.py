@@ -360,28 +360,14 @@ class MosquittoTls(Service):
         s = self.secrets
         if (s / "passwd").exists() and (s / "server.crt").exists():
             return
-        s.mkdir(parents=True, exist_ok=True)
-
-        def run(*argv: str | Path) -> None:
-            done = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
-            if done.returncode != 0:
-                raise ServiceError(f"{argv[0]} failed: {done.stderr.strip()}")
-
-        days = "3650"
-        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", days,
-            "-subj", "/CN=Faultline test CA", "-keyout", s / "ca.key", "-out", s / "ca.crt")
-        run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={HOST}",
-            "-keyout", s / "server.key", "-out", s / "server.csr")
-        (s / "server.ext").write_text(
-            f"subjectAltName=IP:{HOST},DNS:localhost\nextendedKeyUsage=serverAuth\n"
+        script = DEPLOY / "mosquitto" / "make-secrets.sh"  # the same as for deploy/compose.yaml
+        done = subprocess.run(
+            ["sh", str(script), str(s), self.user, f"IP:{HOST},DNS:localhost"],
+            capture_output=True,
+            text=True,
         )
-        run("openssl", "x509", "-req", "-in", s / "server.csr", "-CA", s / "ca.crt",
-            "-CAkey", s / "ca.key", "-CAcreateserial", "-days", days,
-            "-extfile", s / "server.ext", "-out", s / "server.crt")  # fmt: skip
-        password = uuid.uuid4().hex
-        run("mosquitto_passwd", "-c", "-b", s / "passwd", self.user, password)
-        (s / "bridge-password").write_text(password + "\n")
-        (s / "ca.key").unlink()  # nothing more is signed with it
+        if done.returncode != 0:
+            raise ServiceError(f"{script.name} failed: {done.stderr.strip()}")
         # Started as root, Mosquitto drops to its own user before it reads these files.
         try:
             owner = pwd.getpwnam("mosquitto")
