@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import Field
 
 from faultline.api.context import AppContext
-from faultline.api.params import query_day
+from faultline.api.params import DATE_QUERY, query_day
 from faultline.api.responses import ApiModel
 from faultline.api.security import reads
 from faultline.batch.days import DAY_EXAMPLE, previous_day
@@ -66,7 +66,7 @@ def global_anomaly_router(ctx: AppContext) -> APIRouter:
             str | None,
             Query(
                 description="UTC day, YYYY-MM-DD; default: yesterday (UTC)",
-                json_schema_extra={"format": "date"},  # so that fuzzers try every day
+                json_schema_extra=DATE_QUERY,  # so that fuzzers try every day
             ),
         ] = None,
         station_id: Annotated[str | None, Query(description="Only this station")] = None,

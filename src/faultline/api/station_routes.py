@@ -8,7 +8,13 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import Field, create_model
 
 from faultline.api.context import AppContext
-from faultline.api.params import EARLIEST_MS, decode_cursor, encode_cursor, instant_ms
+from faultline.api.params import (
+    DATE_TIME_QUERY,
+    EARLIEST_MS,
+    decode_cursor,
+    encode_cursor,
+    instant_ms,
+)
 from faultline.api.responses import ApiModel, ReadingShape, StationsOut, StationStatus
 from faultline.api.security import reads
 from faultline.clock import iso_ms
@@ -103,14 +109,14 @@ def station_router(ctx: AppContext, shape: ReadingShape) -> APIRouter:
             Query(
                 alias="from",
                 description="ISO 8601 with timezone; default: an hour before to",
-                json_schema_extra={"format": "date-time"},  # so that fuzzers try every instant
+                json_schema_extra=DATE_TIME_QUERY,  # so that fuzzers try every instant
             ),
         ] = None,
         to: Annotated[
             str | None,
             Query(
                 description="ISO 8601 with timezone; default: now",
-                json_schema_extra={"format": "date-time"},
+                json_schema_extra=DATE_TIME_QUERY,
             ),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=5000, description="Readings per page")] = 1000,
