@@ -102,7 +102,7 @@ def test_up_serves_the_dashboard_stops_cleanly_and_resumes(tmp_path: Path) -> No
     admin = first_admin_token(lines)
     assert "<title>" in httpx.get(f"{url}/").text
     assert httpx.get(f"{url}/api/health").status_code == 200
-    reading = {"station_id": "by-hand", "temperature": 21.0}
+    reading = {"station_id": "station_001", "temperature": 21.0}  # one of the simulated four
     assert httpx.post(f"{url}/api/readings", json=reading).status_code == 401
     assert httpx.post(f"{url}/api/readings", json=reading, headers=bearer(admin)).status_code == 202
     first = {s["station_id"]: s["readings"] for s in wait_for_stations(url, 4)}
