@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from faultline.api.app import create_app
 from faultline.api.context import AppContext
@@ -65,6 +66,7 @@ class MissingModels:
 @dataclass
 class Served:
     ctx: AppContext
+    app: FastAPI
     server: ApiServer
     bus: MemoryBus
     store: Store
@@ -113,10 +115,11 @@ def serve(
         tokens=tokens,
         probes=probes or {},
     )
-    server = ApiServer(create_app(ctx), "127.0.0.1", 0)
+    app = create_app(ctx)
+    server = ApiServer(app, "127.0.0.1", 0)
     server.start()
     try:
-        yield Served(ctx, server, bus, store, admin_token(tokens))
+        yield Served(ctx, app, server, bus, store, admin_token(tokens))
     finally:
         server.stop()
         tokens.close()

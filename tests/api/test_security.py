@@ -62,9 +62,9 @@ def published(bus: MemoryBus) -> int:
 
 
 def test_every_route_has_the_access_decided_for_it(served: Served) -> None:
-    app = served.server._app
-    assert isinstance(app, FastAPI)
-    table = {name: None if a is None else a.describe() for name, a in access_table(app).items()}
+    table = {
+        name: None if a is None else a.describe() for name, a in access_table(served.app).items()
+    }
     assert table == EXPECTED_ACCESS
 
 
