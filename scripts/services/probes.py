@@ -9,7 +9,9 @@ client libraries.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
+from pathlib import Path
 
 TIMEOUT_S = 3.0
 
@@ -98,13 +100,34 @@ def cassandra_release(host: str, port: int) -> str:
     return body[pos + 8 : pos + 8 + size].decode()
 
 
-def mqtt_connect(host: str, port: int) -> None:
-    """An MQTT 3.1.1 CONNECT that the broker accepts (CONNACK return code 0), then DISCONNECT."""
+def mqtt_connect(
+    host: str,
+    port: int,
+    *,
+    ca_file: Path | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> None:
+    """An MQTT 3.1.1 CONNECT that the broker accepts (CONNACK return code 0), then DISCONNECT;
+    over TLS verified against `ca_file` when given, with a username and password when given."""
     client = b"faultline-svc-probe"
-    variable = struct.pack(">h", 4) + b"MQTT" + bytes([4, 0x02]) + struct.pack(">h", 10)
+    flags = 0x02  # clean session
     payload = struct.pack(">h", len(client)) + client
-    remaining = len(variable) + len(payload)  # < 128: a one-byte remaining length
-    with socket.create_connection((host, port), timeout=TIMEOUT_S) as sock:
+    if username is not None:
+        flags |= 0x80
+        payload += struct.pack(">h", len(username)) + username.encode()
+    if password is not None:
+        flags |= 0x40
+        payload += struct.pack(">h", len(password)) + password.encode()
+    variable = struct.pack(">h", 4) + b"MQTT" + bytes([4, flags]) + struct.pack(">h", 10)
+    remaining = len(variable) + len(payload)
+    if remaining >= 128:
+        raise ProbeError("probe credentials too long for a one-byte remaining length")
+    with socket.create_connection((host, port), timeout=TIMEOUT_S) as plain:
+        sock = plain
+        if ca_file is not None:
+            context = ssl.create_default_context(cafile=str(ca_file))
+            sock = context.wrap_socket(plain, server_hostname=host)
         sock.sendall(bytes([0x10, remaining]) + variable + payload)
         answer = _recv_exact(sock, 4)
         if answer[0] != 0x20 or answer[3] != 0:

@@ -303,6 +303,84 @@ class Mosquitto(Service):
             proc.launch([binary, "-c", str(config)])
 
 
+class MosquittoTls(Service):
+    """Mosquitto as a plant would run it: TLS with a CA of its own, a password file, and no
+    anonymous clients. The CA, the server's certificate and a password for user `faultline`
+    are made at the first start (openssl, mosquitto_passwd) and kept in the service directory:
+    ca.crt and bridge-password are what a client needs."""
+
+    user = "faultline"
+
+    def __init__(self) -> None:
+        super().__init__("mosquitto-tls", "FAULTLINE_TEST_MQTT_TLS", [Process("mosquitto-tls")])
+        self.port = 18883 + PORT_OFFSET
+        self.ready_timeout_s = 20.0
+
+    def install(self) -> None:
+        missing = [b for b in ("mosquitto", "mosquitto_passwd", "openssl") if not _found(b)]
+        if missing:
+            apt_install(["mosquitto", "openssl"])
+
+    def endpoint(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def secrets(self) -> Path:
+        return self.procs[0].dir / "secrets"
+
+    def probe(self) -> str:
+        password = (self.secrets / "bridge-password").read_text().strip()
+        probes.mqtt_connect(
+            HOST, self.port, ca_file=self.secrets / "ca.crt", username=self.user, password=password
+        )
+        return f"Mosquitto with TLS and passwords at {self.endpoint()}"
+
+    def launch(self) -> None:
+        proc = self.procs[0]
+        if proc.pid() is not None:
+            return
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists() or not _found("mosquitto_passwd") or not _found("openssl"):
+            raise ServiceError("mosquitto or openssl missing: run `svc.py install mosquitto-tls`")
+        require_free(self.port, proc.name)
+        self._make_secrets()
+        config = proc.dir / "mosquitto.conf"
+        render(
+            DEPLOY / "mosquitto" / "mosquitto-tls.conf",
+            config,
+            host=HOST,
+            port=self.port,
+            password_file=self.secrets / "passwd",
+            certfile=self.secrets / "server.crt",
+            keyfile=self.secrets / "server.key",
+        )
+        proc.launch([binary, "-c", str(config)])
+
+    def _make_secrets(self) -> None:
+        s = self.secrets
+        if (s / "passwd").exists() and (s / "server.crt").exists():
+            return
+        script = DEPLOY / "mosquitto" / "make-secrets.sh"  # the same as for deploy/compose.yaml
+        done = subprocess.run(
+            ["sh", str(script), str(s), self.user, f"IP:{HOST},DNS:localhost"],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise ServiceError(f"{script.name} failed: {done.stderr.strip()}")
+        # Started as root, Mosquitto drops to its own user before it reads these files.
+        try:
+            owner = pwd.getpwnam("mosquitto")
+        except KeyError:
+            return
+        for path in (s, s / "passwd", s / "server.key", s / "server.crt"):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+
+
+def _found(binary: str) -> bool:
+    return shutil.which(binary) is not None or Path("/usr/bin", binary).exists()
+
+
 def all_services() -> dict[str, Service]:
     single = [KafkaNode(1, 19092 + PORT_OFFSET, 19093 + PORT_OFFSET)]
     cluster = [KafkaNode(i, 19191 + i + PORT_OFFSET, 19291 + i + PORT_OFFSET) for i in (1, 2, 3)]
@@ -312,6 +390,7 @@ def all_services() -> dict[str, Service]:
         Cassandra(),
         Postgres(),
         Mosquitto(),
+        MosquittoTls(),
     ]
     return {s.name: s for s in services}
 

@@ -17,6 +17,9 @@ Services, all on 127.0.0.1 (ports shifted by $FAULTLINE_SERVICES_PORT_OFFSET):
     cassandra      one node, CQL on 19042                           FAULTLINE_TEST_CASSANDRA
     postgres       throwaway cluster, 15432, database faultline     FAULTLINE_TEST_POSTGRES
     mosquitto      MQTT on 11883                                    FAULTLINE_TEST_MQTT
+    mosquitto-tls  MQTT over TLS with passwords, no anonymous       FAULTLINE_TEST_MQTT_TLS
+                   clients, 18883 (its CA and a password in
+                   $FAULTLINE_SERVICES_DIR/mosquitto-tls/secrets)
 State (data, logs, pid files) lives in $FAULTLINE_SERVICES_DIR (default .cache/services),
 downloads in $FAULTLINE_ARTIFACTS_DIR (default .cache/artifacts) and Maven's ~/.m2.
 Uses the standard library only, so it runs before the project's virtualenv exists.

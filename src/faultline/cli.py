@@ -10,12 +10,15 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faultline import __version__
 from faultline.batch.cli import add_batch_parser
 from faultline.config import Settings, load_settings
 from faultline.evaluate.cli import add_eval_parser
+
+if TYPE_CHECKING:
+    from faultline.tokens import TokenStore
 
 log = logging.getLogger("faultline")
 
@@ -76,8 +79,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not args.no_simulator:
         runtime.start_simulator()
     runtime.start_global_anomalies()
-    server = ApiServer(create_app(runtime.app_context()), settings.api.host, settings.api.port)
+    ctx = runtime.app_context()
+    first_admin = _first_admin_token(ctx.tokens)
+    server = ApiServer(create_app(ctx), settings.api.host, settings.api.port)
     server.start()
+    if first_admin is not None:
+        print(
+            f"First admin token (shown once; create others with `faultline token create`): "
+            f"{first_admin}",
+            flush=True,
+        )
     print(f"Faultline is running: dashboard {server.url}/  API docs {server.url}/docs", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
     stop.wait()
@@ -96,6 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from faultline.metrics import Metrics
     from faultline.runtime import ensure_model, model_registry
     from faultline.store import open_store
+    from faultline.tokens import TokenStore
 
     settings = _settings(args, api__host=args.host, api__port=args.port)
     stop = _stop_on_signals()
@@ -112,6 +124,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 metrics=Metrics(),
                 clock=SystemClock(),
                 models=registry,
+                tokens=TokenStore(settings.tokens_path),
                 probes={},
             )
         ),
@@ -124,6 +137,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.stop()
     bus.close()
     store.close()
+    return 0
+
+
+def _first_admin_token(tokens: TokenStore) -> str | None:
+    """An admin token when there is no token yet, so that a fresh install can be administered."""
+    from faultline.tokens import Role
+
+    if tokens.any_active():
+        return None
+    secret, _info = tokens.create(Role.ADMIN, "first-admin")
+    return secret
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from faultline.clock import iso_ms
+    from faultline.tokens import Role, TokenStore
+
+    settings = _settings(args)
+    tokens = TokenStore(settings.tokens_path)
+    try:
+        if args.action == "create":
+            secret, info = tokens.create(Role.parse(args.role), args.name or "")
+            print(f"created {info.role.label} token {info.name!r} (id {info.id}); shown only now:")
+            print(secret, flush=True)
+        elif args.action == "list":
+            print(f"{'id':8}  {'role':8}  {'created (UTC)':24}  {'revoked (UTC)':24}  name")
+            for t in tokens.list():
+                revoked = "-" if t.revoked_at is None else iso_ms(t.revoked_at)
+                print(
+                    f"{t.id:8}  {t.role.label:8}  {iso_ms(t.created_at):24}  {revoked:24}  {t.name}"
+                )
+        else:
+            try:
+                info = tokens.revoke(args.token)
+            except LookupError as exc:
+                print(f"faultline: {exc.args[0]}", file=sys.stderr)
+                return 1
+            print(f"revoked {info.role.label} token {info.name!r} (id {info.id})", flush=True)
+    finally:
+        tokens.close()
     return 0
 
 
@@ -302,7 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
         "dead-letters what is not a reading.",
     )
     mqtt.set_defaults(handler=cmd_ingest_mqtt)
-    mqtt.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
+    mqtt.add_argument(
+        "--broker",
+        default="mqtt://127.0.0.1:1883",
+        help="mqtt://host:port, or mqtts://host:port for TLS; credentials: FAULTLINE_MQTT__*",
+    )
     mqtt.add_argument(
         "--topic", default="plant/+/readings", help="topic filter; '+' marks the station level"
     )
@@ -312,6 +369,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mqtt.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port")
     mqtt.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+
+    token = sub.add_parser(
+        "token", help="Create, list and revoke API tokens (only their hashes are kept)."
+    )
+    token.set_defaults(handler=cmd_token)
+    token_sub = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = token_sub.add_parser("create", parents=[common], help="print a new token once")
+    create.add_argument(
+        "--role",
+        required=True,
+        choices=("viewer", "ingest", "operator", "admin"),
+        help="viewer reads; ingest also posts readings; operator also makes operational "
+        "writes; admin may do everything",
+    )
+    create.add_argument("--name", help="what the token is for (default: role and id)")
+    token_sub.add_parser("list", parents=[common], help="every token without its secret")
+    revoke = token_sub.add_parser("revoke", parents=[common], help="revoke a token at once")
+    revoke.add_argument("token", help="the token's id or name")
 
     add_eval_parser(sub, parents=[common])
     add_batch_parser(sub, parents=[common])

@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -116,9 +116,61 @@ class SimulateSettings(_Frozen):
     station_prefix: str = Field(default="station_", pattern=r"^[A-Za-z0-9_.:\-]*$", max_length=40)
 
 
+class MqttSettings(_Frozen):
+    """How `faultline ingest mqtt` signs in to its broker (docs/SECURITY.md).
+
+    The broker URL carries no secret: the password is `password` (its own variable,
+    FAULTLINE_MQTT__PASSWORD) or the first line of `password_file`. With an mqtts:// broker the
+    broker's certificate is checked against `ca_file`, or the system's CAs when unset.
+    """
+
+    username: str = ""
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set mqtt.password or mqtt.password_file, not both")
+        if (self.password is not None or self.password_file is not None) and not self.username:
+            raise ValueError("an MQTT password needs mqtt.username")
+        return self
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
 class ApiSettings(_Frozen):
+    """Where the API listens and what it lets in (docs/SECURITY.md).
+
+    `allowed_hosts`: the Host header values (without port) the API answers; unset means the
+    loopback names when it listens on loopback, and any name otherwise (then every read needs a
+    token anyway). `reads_need_token`: unset means "when listening beyond loopback"; set it true
+    behind a reverse proxy on the same machine. `predict_concurrency`: predictions scored at once;
+    more are answered 429.
+    """
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    allowed_hosts: tuple[str, ...] | None = None
+    reads_need_token: bool | None = None
+    predict_concurrency: int = Field(default=2, ge=1, le=64)
+
+    @property
+    def on_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+    @property
+    def read_token_required(self) -> bool:
+        return not self.on_loopback if self.reads_need_token is None else self.reads_need_token
+
+    @property
+    def host_allow_list(self) -> frozenset[str] | None:
+        """The Host names answered, lower case; None: any."""
+        if self.allowed_hosts is not None:
+            return frozenset(h.lower() for h in self.allowed_hosts)
+        return frozenset(LOOPBACK_HOSTS) if self.on_loopback else None
 
 
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
@@ -246,6 +298,7 @@ class Settings(BaseSettings):
     simulate: SimulateSettings = SimulateSettings()
     api: ApiSettings = ApiSettings()
     alarms: AlarmSettings = AlarmSettings()
+    mqtt: MqttSettings = MqttSettings()
 
     @model_validator(mode="after")
     def _derive_urls(self) -> Settings:
@@ -262,6 +315,11 @@ class Settings(BaseSettings):
         if not self.mlflow_uri:
             object.__setattr__(self, "mlflow_uri", f"sqlite:///{self.data_dir / 'mlflow.db'}")
         return self
+
+    @property
+    def tokens_path(self) -> Path:
+        """The API tokens' hashes (faultline.tokens), beside the default store."""
+        return self.data_dir / "tokens.db"
 
     @property
     def sensor_names(self) -> tuple[str, ...]:

@@ -187,6 +187,7 @@ class Runtime:
     def app_context(self) -> AppContext:
         """What the API of this process serves: its store, bus, metrics, model and probes."""
         from faultline.api.context import AppContext
+        from faultline.tokens import TokenStore
 
         return AppContext(
             settings=self.settings,
@@ -195,6 +196,7 @@ class Runtime:
             metrics=self.metrics,
             clock=self.clock,
             models=self.registry,
+            tokens=TokenStore(self.settings.tokens_path, self.clock),
             probes=self.probes(),
         )
 

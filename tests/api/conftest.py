@@ -61,5 +61,5 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 @pytest.fixture(scope="module")
 def client(seeded: Served) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=seeded.url, timeout=10) as http:
+    with seeded.client() as http:
         yield http

@@ -7,6 +7,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
 
 from faultline.api.app import create_app
 from faultline.api.context import AppContext
@@ -19,6 +23,8 @@ from faultline.models.base import LoadedModel, ModelInfo
 from faultline.models.isolation_forest import SklearnModel, train_isolation_forest
 from faultline.simulate import normal_frame
 from faultline.store import SqliteStore, Store
+from faultline.tokens import TokenStore
+from tests.tokens import JSON, admin_token, bearer
 
 RUN_ID = "90e6bef02af84f3186e0e068e9fa4e4d"  # the seed README's example run id
 SENSORS = ("temperature", "humidity", "noise_level")
@@ -60,13 +66,28 @@ class MissingModels:
 @dataclass
 class Served:
     ctx: AppContext
+    app: FastAPI
     server: ApiServer
     bus: MemoryBus
     store: Store
+    token: str  # an admin token: reaches every handler
 
     @property
     def url(self) -> str:
         return self.server.url
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return bearer(self.token)
+
+    @property
+    def json_auth(self) -> dict[str, str]:
+        """Headers for a write: the token, and the JSON content type writes must declare."""
+        return {**self.auth, **JSON}
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client on the served app, signed in as admin, sending JSON."""
+        return httpx.Client(base_url=self.url, headers=self.json_auth, timeout=10, **kwargs)
 
 
 @contextmanager
@@ -77,9 +98,11 @@ def serve(
     models: FixedModels | MissingModels | None = None,
     probes: dict[str, Callable[[], str | None]] | None = None,
     bus: MemoryBus | None = None,
+    settings: Settings | None = None,
 ) -> Iterator[Served]:
     """The app over a real SQLite store and an in-process bus, on a real port."""
-    settings = settings_for(tmp_path)
+    settings = settings or settings_for(tmp_path)
+    tokens = TokenStore(tmp_path / "tokens.db", clock)
     store = SqliteStore(tmp_path / "api.db")
     bus = bus or MemoryBus()
     ctx = AppContext(
@@ -89,13 +112,16 @@ def serve(
         metrics=Metrics(clock),
         clock=clock,
         models=models,
+        tokens=tokens,
         probes=probes or {},
     )
-    server = ApiServer(create_app(ctx), "127.0.0.1", 0)
+    app = create_app(ctx)
+    server = ApiServer(app, "127.0.0.1", 0)
     server.start()
     try:
-        yield Served(ctx, server, bus, store)
+        yield Served(ctx, app, server, bus, store, admin_token(tokens))
     finally:
         server.stop()
+        tokens.close()
         bus.close()
         store.close()

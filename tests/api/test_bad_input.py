@@ -117,6 +117,10 @@ def test_predict_refuses_bodies_that_are_no_object(
         ),
         ({"cursor": "not-a-cursor"}, "cursor is not one this API handed out"),
         ({"cursor": "MTIzNA"}, "cursor is not one this API handed out"),  # base64 of "1234"
+        # Instants before year 1 or after 9999 in UTC, which no answer could write back.
+        ({"from": "0001-01-01T00:00:00+01:00"}, "from must lie between 0001-01-01T00:00:00Z"),
+        ({"to": "9999-12-31T23:59:59-01:00"}, "to must lie between"),
+        ({"to": "9999-12-31T23:59:59.9999Z"}, "to must lie between"),
     ],
 )
 def test_station_readings_refuses_bad_times_and_cursors(
@@ -157,3 +161,16 @@ def test_bad_requests_change_nothing(seeded: Served, client: httpx.Client) -> No
 
     assert after == before
     assert seeded.ctx.metrics.http_ingested._value.get() == 0
+
+
+def test_the_earliest_and_latest_instants_are_answered(client: httpx.Client) -> None:
+    early = client.get("/api/stations/s-01/readings", params={"to": "0001-01-01T00:30:00Z"})
+    late = client.get(
+        "/api/stations/s-01/readings",
+        params={"from": "9999-12-31T23:00:00Z", "to": "9999-12-31T23:59:59.999Z"},
+    )
+
+    assert early.status_code == 200, early.text
+    assert early.json()["from"] == "0001-01-01T00:00:00.000Z"  # the default hour, cut at year 1
+    assert late.status_code == 200, late.text
+    assert late.json()["readings"] == []

@@ -39,7 +39,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 @pytest.fixture(scope="module")
 def client(served: Served) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=served.url, timeout=10) as http:
+    with served.client() as http:
         yield http
 
 
@@ -121,6 +121,15 @@ def test_a_bad_day_is_400_with_an_example(client: httpx.Client, day: str) -> Non
     detail = response.json()["detail"]
     assert detail.startswith("day: ")
     assert "e.g. 2026-01-31" in detail or "not a day of the calendar" in detail
+
+
+def test_a_day_whose_end_no_answer_could_write_is_400(client: httpx.Client) -> None:
+    last = client.get("/api/global_anomalies", params={"day": "9999-12-30"})
+    beyond = client.get("/api/global_anomalies", params={"day": "9999-12-31"})
+
+    assert last.status_code == 200 and last.json()["to"] == "9999-12-31T00:00:00.000Z"
+    assert beyond.status_code == 400
+    assert "between 0001-01-01 and 9999-12-30" in beyond.json()["detail"]
 
 
 def test_the_endpoint_is_documented(client: httpx.Client) -> None:

@@ -34,7 +34,7 @@ def _published(bus: MemoryBus) -> list[Message]:
 def test_one_reading_is_published_as_sent(served: Served) -> None:
     body = b'{"station_id": "s-01", "temperature": 25.1, "humidity": 60.2, "noise_level": 50.3}'
 
-    response = httpx.post(f"{served.url}/api/readings", content=body)
+    response = httpx.post(f"{served.url}/api/readings", headers=served.json_auth, content=body)
 
     assert response.status_code == 202
     assert response.json() == {"accepted": 1}
@@ -51,7 +51,7 @@ def test_a_list_is_published_reading_by_reading(served: Served) -> None:
         {"temperature": 25.0},  # no station: still the engine's to judge and dead-letter
     ]
 
-    response = httpx.post(f"{served.url}/api/readings", json=readings)
+    response = httpx.post(f"{served.url}/api/readings", headers=served.json_auth, json=readings)
 
     assert response.status_code == 202
     assert response.json() == {"accepted": 3}
@@ -79,7 +79,7 @@ def test_a_list_is_published_reading_by_reading(served: Served) -> None:
 def test_what_is_no_reading_at_all_is_refused_whole(
     served: Served, body: bytes, message: str
 ) -> None:
-    response = httpx.post(f"{served.url}/api/readings", content=body)
+    response = httpx.post(f"{served.url}/api/readings", headers=served.json_auth, content=body)
 
     assert response.status_code == 400
     assert message in response.json()["detail"]
@@ -91,7 +91,7 @@ def test_too_large_a_body_is_413(served: Served) -> None:
     reading = b'{"station_id": "s-01", "temperature": 25.0},'
     body = b"[" + reading * (MAX_BODY_BYTES // len(reading) + 1) + b"{}]"
 
-    response = httpx.post(f"{served.url}/api/readings", content=body)
+    response = httpx.post(f"{served.url}/api/readings", headers=served.json_auth, content=body)
 
     assert response.status_code == 413
     assert "smaller batches" in response.json()["detail"]
@@ -104,7 +104,7 @@ def test_too_large_a_body_without_a_length_is_cut_off(served: Served) -> None:
         for _ in range(MAX_BODY_BYTES // 1000 + 1):
             yield b'{"station_id": "s-01", "temperature": 25.0},' * 23
 
-    response = httpx.post(f"{served.url}/api/readings", content=chunks())
+    response = httpx.post(f"{served.url}/api/readings", headers=served.json_auth, content=chunks())
 
     assert response.status_code == 413
     assert _published(served.bus) == []
@@ -112,8 +112,10 @@ def test_too_large_a_body_without_a_length_is_cut_off(served: Served) -> None:
 
 def test_a_full_bus_is_503_with_retry_after(tmp_path: Path) -> None:
     with serve(tmp_path, ManualClock(NOW), bus=MemoryBus(max_messages=2)) as s:
-        first = httpx.post(f"{s.url}/api/readings", json=[{"station_id": "a"}] * 2)
-        second = httpx.post(f"{s.url}/api/readings", json={"station_id": "a"})
+        first = httpx.post(
+            f"{s.url}/api/readings", headers=s.json_auth, json=[{"station_id": "a"}] * 2
+        )
+        second = httpx.post(f"{s.url}/api/readings", headers=s.json_auth, json={"station_id": "a"})
 
         assert first.status_code == 202
         assert second.status_code == 503
@@ -187,7 +189,9 @@ def test_a_malformed_idempotency_key_is_refused(served: Served, key: str) -> Non
 def test_a_closed_bus_is_503(served: Served) -> None:
     served.bus.close()
 
-    response = httpx.post(f"{served.url}/api/readings", json={"station_id": "a"})
+    response = httpx.post(
+        f"{served.url}/api/readings", headers=served.json_auth, json={"station_id": "a"}
+    )
 
     assert response.status_code == 503
     assert "closed" in response.json()["detail"]

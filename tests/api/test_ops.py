@@ -57,6 +57,7 @@ def test_a_missing_model_is_503_for_health_predict_and_drift(tmp_path: Path) -> 
         health = httpx.get(f"{s.url}/api/health")
         predict = httpx.post(
             f"{s.url}/api/predict",
+            headers=s.json_auth,
             json={"humidity": 60.0, "noise_level": 50.0, "temperature": 25.0},
         )
         drift = httpx.get(f"{s.url}/api/check_drift_retrain")
@@ -74,6 +75,7 @@ def test_no_model_source_at_all_is_503_with_a_message(tmp_path: Path) -> None:
     with serve(tmp_path, ManualClock(NOW), models=None) as s:
         predict = httpx.post(
             f"{s.url}/api/predict",
+            headers=s.json_auth,
             json={"humidity": 60.0, "noise_level": 50.0, "temperature": 25.0},
         )
 

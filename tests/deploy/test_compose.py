@@ -35,8 +35,11 @@ COMPOSE: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 DOCKERFILE = "deploy/Dockerfile"
 KAFKA_NODES = ("kafka-1", "kafka-2", "kafka-3")
-# Published on every interface on purpose: the plant network's sensors publish here.
-PUBLIC = {("mosquitto", 1883)}
+# Published on every interface on purpose: the plant network's sensors publish here (TLS).
+PUBLIC = {("mosquitto", 8883)}
+# Secrets the operator makes before the first start (deploy/compose.yaml's header), never
+# committed: ignored by deploy/.gitignore.
+OPERATOR_MADE = ("mosquitto/secrets", "prometheus/secrets")
 # The JMX exporter javaagent's own metrics, as 1.0.1 exported them from Kafka 4.4 and Cassandra
 # 5.0 on this machine; the rules files add the server metrics.
 JVM_METRICS = {
@@ -175,7 +178,9 @@ def test_every_file_the_deployment_references_exists() -> None:
             assert (context / build["dockerfile"]).is_file(), name
             assert build["target"] in dockerfile_stages(), name
         for source, target in mounts(service):
-            if source.startswith("."):
+            if source.removeprefix("./") in OPERATOR_MADE:
+                assert Path(target).suffix == "", (name, source)
+            elif source.startswith("."):
                 assert (DEPLOY / source).exists(), f"{name} mounts missing {source}"
                 assert (DEPLOY / source).is_dir() == (Path(target).suffix == ""), (name, source)
             else:
@@ -249,8 +254,38 @@ def test_cassandra_and_mosquitto_serve_where_their_clients_connect(rendered: Pat
     conf = (rendered / "mosquitto" / "mosquitto.conf").read_text()
     port = int(re.search(r"^listener (\d+) ", conf, re.MULTILINE).group(1))  # type: ignore[union-attr]
     broker = urlsplit(option(faultline_argv(SERVICES["mqtt-bridge"]), "--broker"))
-    assert (broker.hostname, broker.port) == ("mosquitto", port)
+    assert (broker.scheme, broker.hostname, broker.port) == ("mqtts", "mosquitto", port)
     assert port in listening(SERVICES["mosquitto"])
+
+
+def test_mosquitto_wants_tls_and_passwords_and_the_bridge_has_them_from_files(
+    rendered: Path,
+) -> None:
+    conf = dict(
+        line.split(" ", 1)
+        for line in (rendered / "mosquitto" / "mosquitto.conf").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert conf["allow_anonymous"] == "false"
+    secrets_dir = {t for s, t in mounts(SERVICES["mosquitto"]) if s == "./mosquitto/secrets"}
+    for key in ("password_file", "certfile", "keyfile"):
+        assert Path(conf[key]).parent.as_posix() in secrets_dir, key
+    env = environment(SERVICES["mqtt-bridge"])
+    assert env["FAULTLINE_MQTT__USERNAME"]
+    declared = COMPOSE["secrets"]
+    for variable, secret in (
+        ("FAULTLINE_MQTT__PASSWORD_FILE", "mqtt-bridge-password"),
+        ("FAULTLINE_MQTT__CA_FILE", "mqtt-ca"),
+    ):
+        assert env[variable] == f"/run/secrets/{secret}"
+        assert secret in SERVICES["mqtt-bridge"]["secrets"]
+        assert declared[secret]["file"].removeprefix("./").startswith(OPERATOR_MADE[0])
+    # No MQTT secret inside a URL, nor in the environment itself.
+    broker = urlsplit(option(faultline_argv(SERVICES["mqtt-bridge"]), "--broker"))
+    assert broker.username is None and broker.password is None
+    assert "FAULTLINE_MQTT__PASSWORD" not in env
+    ignored = (DEPLOY / ".gitignore").read_text().split()
+    assert all(f"{d}/" in ignored for d in OPERATOR_MADE)
 
 
 def test_every_faultline_variable_is_a_setting_and_validates(
@@ -418,10 +453,16 @@ def test_promtool_accepts_the_config_and_every_dashboard_query(tmp_path: Path) -
     promtool = shutil.which("promtool")
     if promtool is None:
         missing("promtool not installed (Debian package prometheus)")
+    # The scrape token is the operator's secret, mounted at /run/secrets: a stand-in here.
+    token = tmp_path / "api-token"
+    token.write_text("fl_stand-in\n")
+    text = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
+    assert "/run/secrets/prometheus-api-token" in text
+    prometheus_yml = tmp_path / "prometheus.yml"
+    prometheus_yml.write_text(text.replace("/run/secrets/prometheus-api-token", str(token)))
     config = subprocess.run(
-        [promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [promtool, "check", "config", str(prometheus_yml)], capture_output=True, text=True
+    )
     assert config.returncode == 0, config.stdout + config.stderr
     rules = {
         "groups": [

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from faultline.store import Checkpoints, SqliteStore
+from tests.tokens import bearer
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +76,12 @@ def stop(proc: subprocess.Popen[str]) -> str:
     return out
 
 
+def first_admin_token(lines: list[str]) -> str:
+    found = [line.rsplit(" ", 1)[1].strip() for line in lines if "First admin token" in line]
+    assert len(found) == 1, "".join(lines)
+    return found[0]
+
+
 def wait_for_stations(url: str, count: int, timeout_s: float = 30) -> list[dict]:
     deadline = time.monotonic() + timeout_s
     stations: list[dict] = []
@@ -93,8 +100,12 @@ def test_up_serves_the_dashboard_stops_cleanly_and_resumes(tmp_path: Path) -> No
     lines = wait_for_line(proc, "Faultline is running", timeout_s=120)
     assert any(f"{url}/" in line for line in lines)
     assert any("training one" in line for line in lines)
+    admin = first_admin_token(lines)
     assert "<title>" in httpx.get(f"{url}/").text
     assert httpx.get(f"{url}/api/health").status_code == 200
+    reading = {"station_id": "station_001", "temperature": 21.0}  # one of the simulated four
+    assert httpx.post(f"{url}/api/readings", json=reading).status_code == 401
+    assert httpx.post(f"{url}/api/readings", json=reading, headers=bearer(admin)).status_code == 202
     first = {s["station_id"]: s["readings"] for s in wait_for_stations(url, 4)}
     assert "Faultline stopped." in stop(proc)
     store = SqliteStore(tmp_path / "faultline.db")
@@ -106,6 +117,7 @@ def test_up_serves_the_dashboard_stops_cleanly_and_resumes(tmp_path: Path) -> No
     lines = wait_for_line(proc, "Faultline is running", timeout_s=120)
     text = "".join(lines)
     assert "training one" not in text  # the registered model is reused
+    assert "admin token" not in text  # printed once, when there was none
     stations = httpx.get(f"{url}/api/stations").json()["stations"]
     resumed = {s["station_id"]: s["readings"] for s in stations}
     assert all(resumed[k] >= first[k] for k in first)  # stored data survived the restart

@@ -17,6 +17,7 @@ from faultline.config import Settings, load_settings
 from faultline.runtime import Runtime, fault_sink
 from faultline.simulate import Simulator, run_simulator
 from faultline.store import FaultLabels
+from tests.tokens import admin_token, bearer
 
 STATIONS = 6
 TICKS = 1800  # half an hour at 1 Hz
@@ -68,8 +69,12 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
 
 @pytest.fixture(scope="module")
 def api(runtime: Runtime) -> Iterator[httpx.Client]:
-    app = create_app(runtime.app_context())
-    with ApiServer(app, port=0) as server, httpx.Client(base_url=server.url) as client:
+    ctx = runtime.app_context()
+    headers = bearer(admin_token(ctx.tokens))
+    with (
+        ApiServer(create_app(ctx), port=0) as server,
+        httpx.Client(base_url=server.url, headers=headers) as client,
+    ):
         yield client
 
 

@@ -21,8 +21,7 @@ from faultline.config import load_settings
 from faultline.runtime import Runtime
 from faultline.store import DeadLetters, StationReadings
 from tests.fuzz import FINDINGS, PROPERTIES
-
-JSON = {"content-type": "application/json"}
+from tests.tokens import JSON, admin_token, bearer
 
 
 def eventually(check: Callable[[], bool], timeout_s: float = 60.0) -> None:
@@ -43,8 +42,12 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime,
     runtime = Runtime(settings)
     runtime.load_model()
     runtime.start_engine()
-    app = create_app(runtime.app_context())
-    with ApiServer(app, port=0) as server, httpx.Client(base_url=server.url) as client:
+    ctx = runtime.app_context()
+    headers = bearer(admin_token(ctx.tokens))
+    with (
+        ApiServer(create_app(ctx), port=0) as server,
+        httpx.Client(base_url=server.url, headers=headers) as client,
+    ):
         yield runtime, client
     runtime.shutdown()
 

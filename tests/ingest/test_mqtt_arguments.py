@@ -24,6 +24,8 @@ from faultline.ingest.mqtt import (
         ("mqtt://127.0.0.1:1883", BrokerAddress("127.0.0.1", 1883)),
         ("mqtt://broker.plant", BrokerAddress("broker.plant", 1883)),
         ("mqtt://mosquitto:11883/", BrokerAddress("mosquitto", 11883)),
+        ("mqtts://broker.plant", BrokerAddress("broker.plant", 8883, tls=True)),
+        ("mqtts://mosquitto:18883", BrokerAddress("mosquitto", 18883, tls=True)),
     ],
 )
 def test_a_broker_url_names_host_and_port(url: str, address: BrokerAddress) -> None:
@@ -34,9 +36,10 @@ def test_a_broker_url_names_host_and_port(url: str, address: BrokerAddress) -> N
     ("url", "complaint"),
     [
         ("127.0.0.1:1883", "want mqtt://host"),
-        ("mqtts://broker:8883", "want mqtt://host"),
-        ("mqtt://user:secret@broker", "no credentials"),
-        ("mqtt://broker/plant", "no credentials, path or options"),
+        ("ws://broker:8883", "want mqtt://host"),
+        ("mqtt://user:secret@broker", "never in a URL"),
+        ("mqtts://user@broker", "FAULTLINE_MQTT__PASSWORD"),
+        ("mqtt://broker/plant", "no path or options"),
         ("mqtt://broker:http", "bad port"),
     ],
 )

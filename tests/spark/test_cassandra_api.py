@@ -16,6 +16,7 @@ from faultline.bus import MemoryBus
 from faultline.clock import SystemClock
 from faultline.metrics import Metrics
 from faultline.store import LatestAnomalies, open_store
+from faultline.tokens import TokenStore
 from tests.spark.conftest import SettingsFactory
 from tests.spark.streams import (
     publish_simulated,
@@ -72,6 +73,7 @@ def test_spark_into_cassandra_serves_the_in_process_verdicts_through_the_api(
                 metrics=Metrics(),
                 clock=SystemClock(),
                 models=None,
+                tokens=TokenStore(tmp_path / "tokens.db"),
             )
         )
         with ApiServer(app, port=0) as server:

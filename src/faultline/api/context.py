@@ -11,6 +11,7 @@ from faultline.config import Settings
 from faultline.metrics import Metrics
 from faultline.models.base import ModelSource
 from faultline.store import Store
+from faultline.tokens import TokenStore
 
 Probe = Callable[[], str | None]
 """A health check: None when healthy, else a sentence saying what is wrong."""
@@ -24,4 +25,5 @@ class AppContext:
     metrics: Metrics
     clock: Clock
     models: ModelSource | None  # None: no trained model, so no /api/predict or drift check
+    tokens: TokenStore  # who may call what: faultline.api.security
     probes: dict[str, Probe] = field(default_factory=dict)

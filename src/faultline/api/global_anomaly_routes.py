@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query
 from pydantic import Field
 
 from faultline.api.context import AppContext
-from faultline.api.params import bad_request
+from faultline.api.params import DATE_QUERY, query_day
 from faultline.api.responses import ApiModel
-from faultline.batch.days import DAY_EXAMPLE, day_window, parse_day, previous_day
+from faultline.api.security import reads
+from faultline.batch.days import DAY_EXAMPLE, previous_day
 from faultline.clock import datetime_to_ms, iso_ms
 from faultline.schema import GlobalAnomalyRun
 from faultline.store import GlobalAnomalies, GlobalAnomalyRuns
@@ -56,22 +57,23 @@ def global_anomaly_router(ctx: AppContext) -> APIRouter:
 
     @router.get(
         "/global_anomalies",
+        dependencies=[reads(ctx)],
         response_model=GlobalAnomaliesOut,
         responses={400: {"description": f"day is not YYYY-MM-DD (e.g. {DAY_EXAMPLE})"}},
     )
     def global_anomalies(
         day: Annotated[
-            str | None, Query(description="UTC day, YYYY-MM-DD; default: yesterday (UTC)")
+            str | None,
+            Query(
+                description="UTC day, YYYY-MM-DD; default: yesterday (UTC)",
+                json_schema_extra=DATE_QUERY,  # so that fuzzers try every day
+            ),
         ] = None,
         station_id: Annotated[str | None, Query(description="Only this station")] = None,
     ) -> dict[str, Any]:
         """The anomalies the daily global-anomaly job stored for one day, with the record of
         its latest run over the day (null until it ran)."""
-        try:
-            wanted = previous_day(ctx.clock.now_ms()) if day is None else parse_day(day)
-        except ValueError as exc:
-            raise bad_request(f"day: {exc}") from None
-        start, end = day_window(wanted)
+        wanted, start, end = query_day(day, previous_day(ctx.clock.now_ms()))
         found = ctx.store.query(GlobalAnomalies(wanted, station_id=station_id))
         runs = ctx.store.query(GlobalAnomalyRuns(wanted))
         return {

@@ -22,7 +22,9 @@ from starlette.concurrency import run_in_threadpool
 
 from faultline.api.context import AppContext
 from faultline.api.responses import Accepted
+from faultline.api.security import requires
 from faultline.bus import BusError, IdempotencyConflict, PublishTooLarge, Record
+from faultline.tokens import Role
 
 MAX_BODY_BYTES = 1_048_576
 PUBLISH_TIMEOUT_S = 2.0  # a full bus answers 503 after this, rather than holding the client
@@ -76,6 +78,7 @@ def ingest_router(ctx: AppContext) -> APIRouter:
 
     @router.post(
         "/readings",
+        dependencies=[requires(ctx, Role.INGEST)],
         status_code=202,
         response_model=Accepted,
         responses={

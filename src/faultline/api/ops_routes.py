@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from faultline.api.context import AppContext, Probe
 from faultline.api.responses import DeadLetterOut, Health, Stats
+from faultline.api.security import PUBLIC, reads
 from faultline.clock import iso_ms
 from faultline.models.base import ModelInfo
 from faultline.store import DeadLetterCount, DeadLetters, Stations
@@ -80,6 +81,7 @@ def ops_router(ctx: AppContext) -> APIRouter:
 
     @router.get(
         "/api/health",
+        dependencies=[PUBLIC],
         response_model=Health,
         responses={503: {"model": Health, "description": "Some component is not ok"}},
     )
@@ -97,7 +99,7 @@ def ops_router(ctx: AppContext) -> APIRouter:
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if ready else 503)
 
-    @router.get("/api/dead_letters", response_model=list[DeadLetterOut])
+    @router.get("/api/dead_letters", response_model=list[DeadLetterOut], dependencies=[reads(ctx)])
     def dead_letters(
         limit: Annotated[int, Query(ge=1, le=1000, description="How many, newest first")] = 100,
     ) -> list[dict[str, Any]]:
@@ -113,7 +115,7 @@ def ops_router(ctx: AppContext) -> APIRouter:
             for row in store.query(DeadLetters(limit=limit))
         ]
 
-    @router.get("/api/stats", response_model=Stats)
+    @router.get("/api/stats", response_model=Stats, dependencies=[reads(ctx)])
     def stats() -> dict[str, Any]:
         """Ingest rate, serving model and totals, for the dashboard's header."""
         now = ctx.clock.now_ms()
@@ -135,6 +137,7 @@ def ops_router(ctx: AppContext) -> APIRouter:
 
     @router.get(
         "/metrics",
+        dependencies=[reads(ctx)],
         response_class=Response,
         responses={200: {"content": {PROMETHEUS_CONTENT_TYPE: {}}}},
     )

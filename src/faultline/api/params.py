@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime
+from datetime import UTC, date, datetime
 
 from fastapi import HTTPException
 
+from faultline.batch.days import day_window, parse_day
 from faultline.clock import datetime_to_ms
 
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -22,6 +23,14 @@ TIME_RANGE_HELP = (
     "time_range must be a positive whole number followed by s, m, h or d "
     "(seconds, minutes, hours, days), e.g. 5m, 4h or 30d"
 )
+# The instants an answer can write back in ISO 8601: Python's datetime years 1 to 9999, in UTC.
+EARLIEST_MS = datetime_to_ms(datetime(1, 1, 1, tzinfo=UTC))
+LATEST_MS = datetime_to_ms(datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC))
+_REPRESENTABLE = "0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z"
+# OpenAPI schemas of optional date query parameters: the format sits in the string branch, where
+# clients and fuzzers look for it (Pydantic would put it beside the anyOf).
+DATE_TIME_QUERY = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]}
+DATE_QUERY = {"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]}
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 _CURSOR = re.compile(r"([0-9]{1,18})\.([0-9]{1,18})")
 
@@ -57,7 +66,26 @@ def instant_ms(name: str, text: str) -> int:
         ) from None
     if value.tzinfo is None:
         raise bad_request(f"{name} has no timezone, which would be a guess: {example}")
-    return datetime_to_ms(value)
+    try:
+        ms: int | None = datetime_to_ms(value)
+    except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 UTC
+        ms = None
+    if ms is None or not EARLIEST_MS <= ms <= LATEST_MS:
+        raise bad_request(f"{name} must lie between {_REPRESENTABLE} in UTC; got {text!r}")
+    return ms
+
+
+def query_day(text: str | None, default: date) -> tuple[date, int, int]:
+    """A UTC day (YYYY-MM-DD, or `default`) with its [start, end) in epoch ms."""
+    try:
+        wanted = default if text is None else parse_day(text)
+    except ValueError as exc:
+        raise bad_request(f"day: {exc}") from None
+    start, end = day_window(wanted)
+    if not (start >= EARLIEST_MS and end <= LATEST_MS):
+        # The day's end, which the answer states, must be an instant it can write.
+        raise bad_request(f"day: must lie between 0001-01-01 and 9999-12-30; got {text!r}")
+    return wanted, start, end
 
 
 def encode_cursor(position: tuple[int, int]) -> str:

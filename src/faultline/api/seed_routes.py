@@ -9,19 +9,23 @@ against the seed keep working.
 from collections.abc import Callable
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 import numpy as np
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from faultline.api.context import AppContext
 from faultline.api.model_access import current_model
 from faultline.api.params import parse_time_range
 from faultline.api.responses import DriftCheck, OutliersCount, Prediction, ReadingShape
+from faultline.api.security import reads, requires
 from faultline.clock import iso_ms
 from faultline.config import SensorSpec
 from faultline.detect.isolation_forest import ThresholdedModel
 from faultline.models.drift import check_drift
 from faultline.store import AnomalyCount, LatestAnomalies, RecentReadings
+from faultline.tokens import Role
 
 DRIFT_SAMPLE = 5000  # newest readings compared with the training reference
 
@@ -65,7 +69,7 @@ def seed_router(ctx: AppContext, shape: ReadingShape) -> APIRouter:
     store = ctx.store
     PredictRequest = predict_request_model(ctx.settings.sensors)
 
-    @router.get("/latest_anomalies", response_model=list[shape.model])  # type: ignore[name-defined]
+    @router.get("/latest_anomalies", response_model=list[shape.model], dependencies=[reads(ctx)])  # type: ignore[name-defined]
     def latest_anomalies(
         limit: Annotated[int, Query(ge=1, le=1000, description="How many, newest first")] = 10,
         station_id: Annotated[str | None, Query(description="Only this station")] = None,
@@ -76,6 +80,7 @@ def seed_router(ctx: AppContext, shape: ReadingShape) -> APIRouter:
 
     @router.get(
         "/outliers_count",
+        dependencies=[reads(ctx)],
         response_model=OutliersCount,
         responses={400: {"description": "time_range missing or not like 5m, 4h or 30d"}},
     )
@@ -96,15 +101,14 @@ def seed_router(ctx: AppContext, shape: ReadingShape) -> APIRouter:
             "to": iso_ms(end),
         }
 
-    @router.post(
-        "/predict",
-        response_model=Prediction,
-        responses={503: {"description": "No model is available"}},
-    )
-    def predict(body: PredictRequest) -> dict[str, Any]:  # type: ignore[valid-type]
-        """Score one set of sensor values with the serving model."""
+    # Scoring takes a forest's worth of CPU: at most `slots` run at once, on threads of their
+    # own, so that a burst of predictions cannot take the threads every other route runs on.
+    slots = ctx.settings.api.predict_concurrency
+    scorers = anyio.CapacityLimiter(slots)
+    busy = 0  # predictions admitted; only the event loop's thread touches it
+
+    def score(features: dict[str, float]) -> dict[str, Any]:
         model = current_model(ctx)
-        features = body.model_dump()  # type: ignore[attr-defined]
         row = np.array([[features[name] for name in model.sensors]], np.float64)
         info = model.info
         return {
@@ -117,8 +121,34 @@ def seed_router(ctx: AppContext, shape: ReadingShape) -> APIRouter:
             "registry_version": info.version,
         }
 
+    @router.post(
+        "/predict",
+        dependencies=[requires(ctx, Role.VIEWER)],
+        response_model=Prediction,
+        responses={
+            429: {"description": f"{slots} predictions are being scored already; retry later"},
+            503: {"description": "No model is available"},
+        },
+    )
+    async def predict(body: PredictRequest) -> dict[str, Any]:  # type: ignore[valid-type]
+        """Score one set of sensor values with the serving model."""
+        nonlocal busy
+        if busy >= slots:
+            raise HTTPException(
+                429,
+                f"{slots} predictions are being scored already: retry in a moment",
+                headers={"Retry-After": "1"},
+            )
+        busy += 1
+        try:
+            features = body.model_dump()  # type: ignore[attr-defined]
+            return await anyio.to_thread.run_sync(score, features, limiter=scorers)
+        finally:
+            busy -= 1
+
     @router.get(
         "/check_drift_retrain",
+        dependencies=[reads(ctx)],
         response_model=DriftCheck,
         responses={503: {"description": "No model is available"}},
     )

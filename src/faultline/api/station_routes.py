@@ -9,8 +9,15 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import Field, create_model
 
 from faultline.api.context import AppContext
-from faultline.api.params import decode_cursor, encode_cursor, instant_ms
+from faultline.api.params import (
+    DATE_TIME_QUERY,
+    EARLIEST_MS,
+    decode_cursor,
+    encode_cursor,
+    instant_ms,
+)
 from faultline.api.responses import ApiModel, ReadingShape, StationsOut, StationStatus
+from faultline.api.security import reads
 from faultline.clock import iso_ms
 from faultline.config import Settings
 from faultline.store import StationReadings, Stations, StationSummary
@@ -68,7 +75,7 @@ def station_router(ctx: AppContext, shape: ReadingShape) -> APIRouter:
         ),
     )
 
-    @router.get("/stations", response_model=StationsOut)
+    @router.get("/stations", response_model=StationsOut, dependencies=[reads(ctx)])
     def stations() -> Response:
         """Every station seen, with its latest reading and its status."""
         now = ctx.clock.now_ms()
@@ -99,6 +106,7 @@ def station_router(ctx: AppContext, shape: ReadingShape) -> APIRouter:
 
     @router.get(
         "/stations/{station_id}/readings",
+        dependencies=[reads(ctx)],
         response_model=page_model,
         responses={
             400: {"description": "from/to not ISO 8601 with a timezone, or a foreign cursor"},
@@ -109,15 +117,26 @@ def station_router(ctx: AppContext, shape: ReadingShape) -> APIRouter:
         station_id: str,
         from_: Annotated[
             str | None,
-            Query(alias="from", description="ISO 8601 with timezone; default: an hour before to"),
+            Query(
+                alias="from",
+                description="ISO 8601 with timezone; default: an hour before to",
+                json_schema_extra=DATE_TIME_QUERY,  # so that fuzzers try every instant
+            ),
         ] = None,
-        to: Annotated[str | None, Query(description="ISO 8601 with timezone; default: now")] = None,
+        to: Annotated[
+            str | None,
+            Query(
+                description="ISO 8601 with timezone; default: now",
+                json_schema_extra=DATE_TIME_QUERY,
+            ),
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=5000, description="Readings per page")] = 1000,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     ) -> dict[str, Any]:
         """One station's readings with from <= event time < to, oldest first, a page at a time."""
         end = ctx.clock.now_ms() if to is None else instant_ms("to", to)
-        start = end - DEFAULT_WINDOW_MS if from_ is None else instant_ms("from", from_)
+        default_start = max(EARLIEST_MS, end - DEFAULT_WINDOW_MS)
+        start = default_start if from_ is None else instant_ms("from", from_)
         if start >= end:
             raise HTTPException(400, f"from ({iso_ms(start)}) must be before to ({iso_ms(end)})")
         after = None if cursor is None else decode_cursor(cursor)

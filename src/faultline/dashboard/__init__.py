@@ -7,3 +7,4 @@ from pathlib import Path
 
 STATIC_DIR = Path(__file__).parent / "static"
 INDEX = STATIC_DIR / "index.html"
+DOCS = STATIC_DIR / "docs.html"  # Swagger UI over the local copy the API serves

@@ -27,6 +27,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,12 +40,13 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import start_http_server
 
 from faultline.bus import Bus, BusError, PublishTooLarge, Record, open_bus
-from faultline.config import Settings
+from faultline.config import MqttSettings, Settings
 from faultline.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 1883
+DEFAULT_TLS_PORT = 8883
 DEFAULT_CLIENT_ID = "faultline-mqtt-bridge"
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 _IDLE_POLL_S = 0.1  # how often an idle bridge looks at its stop event
@@ -54,23 +56,49 @@ _IDLE_POLL_S = 0.1  # how often an idle bridge looks at its stop event
 class BrokerAddress:
     host: str
     port: int
+    tls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLogin:
+    """Credentials and the CA to check the broker against; never part of the URL."""
+
+    username: str = ""
+    password: str | None = None
+    ca_file: Path | None = None  # None: the system's CAs (mqtts:// only)
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
-    """`mqtt://host[:port]` (port 1883 by default)."""
+    """`mqtt://host[:port]` (port 1883 by default) or `mqtts://host[:port]` (TLS, 8883)."""
     parts = urlsplit(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise ValueError(f"unsupported MQTT broker URL {url!r}: want mqtt://host[:port]")
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError(
+            f"unsupported MQTT broker URL {url!r}: want mqtt://host[:port] or mqtts://host[:port]"
+        )
     if parts.username is not None or parts.path not in ("", "/") or parts.query:
         raise ValueError(
-            f"MQTT broker URL {url!r}: only mqtt://host[:port] is supported "
-            "(no credentials, path or options)"
+            f"MQTT broker URL {url!r}: only mqtt[s]://host[:port] is supported (no path or "
+            "options; credentials go in FAULTLINE_MQTT__USERNAME and FAULTLINE_MQTT__PASSWORD "
+            "or FAULTLINE_MQTT__PASSWORD_FILE, never in a URL)"
         )
     try:
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"MQTT broker URL {url!r}: bad port") from exc
-    return BrokerAddress(parts.hostname, port or DEFAULT_PORT)
+    tls = parts.scheme == "mqtts"
+    return BrokerAddress(parts.hostname, port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT), tls)
+
+
+def broker_login(settings: MqttSettings) -> BrokerLogin:
+    """The login the settings describe, reading the password file (entry points only)."""
+    password = None if settings.password is None else settings.password.get_secret_value()
+    if settings.password_file is not None:
+        try:
+            lines = settings.password_file.read_text().splitlines()
+        except OSError as exc:
+            raise ValueError(f"cannot read mqtt.password_file: {exc}") from exc
+        password = lines[0] if lines else ""
+    return BrokerLogin(settings.username, password, settings.ca_file)
 
 
 def station_level(topic_filter: str) -> int | None:
@@ -146,6 +174,7 @@ class MqttBridge:
         keepalive_s: int = 30,
         session_expiry_s: int = 86_400,
         receive_maximum: int = 1000,
+        login: BrokerLogin | None = None,
     ) -> None:
         if qos not in (0, 1):
             raise ValueError(
@@ -160,6 +189,7 @@ class MqttBridge:
                 "receive_maximum within 1..65535"
             )
         self._address = parse_broker_url(broker_url)
+        self._login = login or BrokerLogin()
         self._station_level = station_level(topic_filter)
         self._topic_filter = topic_filter
         self._bus = bus
@@ -195,7 +225,14 @@ class MqttBridge:
             manual_ack=True,
         )
         client.reconnect_delay_set(*self._reconnect)
+        if self._login.username:
+            client.username_pw_set(self._login.username, self._login.password)
+        if self._address.tls:
+            # Verifies the certificate chain and that it names the host connected to.
+            ca = self._login.ca_file
+            client.tls_set(ca_certs=None if ca is None else str(ca))
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -249,6 +286,15 @@ class MqttBridge:
         )
         client.subscribe(self._topic_filter, options=options)
 
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho retries by itself; this only makes the failure visible (a TLS handshake that
+        # fails, e.g. a certificate from another CA, ends up here, not in _on_connect).
+        self.last_error = (
+            f"cannot connect to {self._where()}"
+            f"{' (TLS: is its certificate signed by mqtt.ca_file?)' if self._address.tls else ''}"
+        )
+        log.warning("MQTT broker %s: %s; retrying", self._where(), self.last_error)
+
     def _on_subscribe(
         self,
         client: mqtt.Client,
@@ -280,6 +326,8 @@ class MqttBridge:
         self.subscribed.clear()
         self._metrics.mqtt_connected.set(0)
         if reason.is_failure:
+            if (self.last_error or "").startswith("broker refused"):
+                return  # the broker closing after its refusal: the refusal says why
             self.last_error = f"connection lost: {reason}"
             log.warning("lost MQTT broker %s (%s): reconnecting", self._where(), reason)
 
@@ -422,6 +470,7 @@ def run_mqtt_bridge(
             qos=qos,
             client_id=client_id,
             metrics=metrics,
+            login=broker_login(settings.mqtt),
         )
         server = None
         if metrics_port is not None:

@@ -49,12 +49,74 @@ function compact(n) {
   return String(n);
 }
 
+// ---- signing in -----------------------------------------------------------------------------
+// The token lives in sessionStorage: it is gone with the tab, and no other site can read it.
+// It goes with every request; reads need it only when the API listens beyond loopback, writes
+// always (see docs/SECURITY.md).
+
+const TOKEN_KEY = "faultline.token";
+
+class NeedsToken extends Error {}
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+async function api(url, options = {}) {
+  const headers = { ...authHeaders(), ...(options.headers || {}) };
+  const response = await fetch(url, { cache: "no-store", ...options, headers });
+  if (response.status === 401) {
+    const body = await response.json().catch(() => ({}));
+    throw new NeedsToken(body.detail || "this needs a token");
+  }
+  return response;
+}
+
 async function getJSON(url, acceptStatuses = []) {
-  const response = await fetch(url, { cache: "no-store" });
+  const response = await api(url);
   if (!response.ok && !acceptStatuses.includes(response.status)) {
     throw new Error(`${url}: HTTP ${response.status}`);
   }
   return response.json();
+}
+
+function showSignIn(message, isError = false) {
+  $("sign-in").hidden = false;
+  const note = $("sign-in-message");
+  note.textContent = message;
+  note.className = isError ? "error" : "muted";
+}
+
+function showAuthState() {
+  const signedIn = sessionStorage.getItem(TOKEN_KEY) !== null;
+  $("auth-state").textContent = signedIn ? "signed in" : "not signed in";
+  $("sign-in-toggle").hidden = signedIn;
+  $("sign-out").hidden = !signedIn;
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const token = $("token-input").value.trim();
+  if (!token) return;
+  // Checked against a read before it is kept: an unknown or revoked token is 401 everywhere.
+  const response = await fetch("/api/stats", {
+    cache: "no-store",
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  if (response.status === 401) {
+    showSignIn("That token was refused: unknown or revoked.", true);
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("token-input").value = "";
+  $("sign-in").hidden = true;
+  showAuthState();
+}
+
+function signOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  showAuthState();
 }
 
 // ---- header -------------------------------------------------------------------------------
@@ -368,6 +430,11 @@ async function loadAnomalies() {
 // ---- polling ------------------------------------------------------------------------------
 
 function showError(error) {
+  if (error instanceof NeedsToken) {
+    if (sessionStorage.getItem(TOKEN_KEY) !== null) signOut(); // revoked meanwhile
+    showSignIn(`This Faultline needs a token to show its data: ${error.message}`);
+    return;
+  }
   const banner = $("banner");
   banner.hidden = false;
   banner.textContent = `Lost contact with the Faultline API (${error.message}); retrying…`;
@@ -389,5 +456,9 @@ async function poll() {
 }
 
 $("station-picker").addEventListener("change", (event) => select(event.target.value));
+$("sign-in").addEventListener("submit", signIn);
+$("sign-in-toggle").addEventListener("click", () => showSignIn("A token from `faultline token create`; kept in this tab only."));
+$("sign-out").addEventListener("click", signOut);
+showAuthState();
 window.addEventListener("resize", drawCharts);
 poll();

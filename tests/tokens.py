@@ -1,0 +1,20 @@
+"""The one way tests sign in to an app: a token from its token store, sent as a bearer."""
+
+from __future__ import annotations
+
+from faultline.tokens import Role, TokenStore
+
+JSON = {"Content-Type": "application/json"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def admin_token(tokens: TokenStore) -> str:
+    """A fresh admin token: reaches every handler."""
+    return tokens.create(Role.ADMIN, "tests-admin")[0]
+
+
+def token_for(tokens: TokenStore, role: Role) -> str:
+    return tokens.create(role, f"tests-{role.label}")[0]
