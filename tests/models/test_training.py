@@ -162,3 +162,8 @@ def test_the_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         main([*base, "--from", "yesterday", "--to", "2026-01-03"])
     assert "not an ISO-8601 date or time: 'yesterday'" in capsys.readouterr().err
+
+
+def test_the_challenger_alias_cannot_be_the_serving_alias() -> None:
+    with pytest.raises(ValueError, match="alias and challenger_alias are both 'champion'"):
+        load_settings(model={"challenger_alias": "champion"})
