@@ -151,3 +151,24 @@ def test_verify_names_disagreeing_scores_and_decisions() -> None:
     moved = replace(compiled, threshold=compiled.threshold + np.float32(0.5))
     with pytest.raises(CompiledMismatch, match=r"decides \d+ of 1000 rows differently"):
         verify(moved, scores, rows, threshold)
+
+
+def test_the_engine_s_detectors_score_with_the_compiled_form_as_with_sklearn() -> None:
+    from faultline.config import load_settings
+    from faultline.detect.factory import build_detectors
+    from faultline.models.base import ModelInfo
+    from faultline.models.isolation_forest import SklearnModel
+    from faultline.simulate import simulate_frame
+
+    settings = load_settings()
+    pipeline, _ = fitted(n_estimators=30)
+    reference = normal_readings(500, seed=2)
+    info = ModelInfo("m", "1", "run", "champion", 0)
+    compiled = SklearnModel(pipeline, info, SENSORS, reference, compile_forest(pipeline))
+    plain = SklearnModel(pipeline, info, SENSORS, reference)
+    assert (compiled.scorer, plain.scorer) == ("compiled", "scikit-learn")
+    frame, _ = simulate_frame(settings.sensors, 40, stations=5, seed=3, faults_per_station_hour=60)
+    fast, slow = (build_detectors(settings, m)[-1].score(frame) for m in (compiled, plain))
+    np.testing.assert_array_equal(fast.score, slow.score)
+    np.testing.assert_array_equal(fast.is_anomaly, slow.is_anomaly)
+    np.testing.assert_array_equal(fast.sensor_mask, slow.sensor_mask)
