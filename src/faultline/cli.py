@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -272,11 +273,44 @@ def cmd_ingest_mqtt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _utc_ms(text: str) -> int:
+    """An ISO-8601 date or time as epoch ms; without an offset it is taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 date or time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from faultline.runtime import model_registry, train_model
+    from faultline.runtime import ensure_model, model_registry
 
     settings = _settings(args, model__n_estimators=args.n_estimators, model__seed=args.seed)
-    info = train_model(settings, model_registry(settings))
+    registry = model_registry(settings)
+    if args.start is None and args.end is None:
+        # Simulated data trains only the first model of an empty plant.
+        if registry.has_champion():
+            print(
+                f"faultline: {settings.model.name} already has @{settings.model.alias}; "
+                "train on the plant's stored readings with --from and --to",
+                file=sys.stderr,
+            )
+            return 2
+        info = ensure_model(settings, registry)
+    elif args.start is None or args.end is None:
+        print("faultline: --from and --to go together", file=sys.stderr)
+        return 2
+    else:
+        from faultline.models.training import train_on_store
+        from faultline.store import open_store
+
+        store = open_store(settings.store_url)
+        try:
+            info = train_on_store(settings, store, registry, args.start, args.end, args.stations)
+        finally:
+            store.close()
     print(
         f"registered {info.name} version {info.version} (run {info.run_id}) as @{info.alias}",
         flush=True,
@@ -391,7 +425,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub, parents=[common])
     add_batch_parser(sub, parents=[common])
 
-    train = add("train", cmd_train, "Train seed 000's model and register it as the champion.")
+    train = add(
+        "train",
+        cmd_train,
+        "Train seed 000's model on stored readings and register it as the challenger "
+        "(without --from/--to: on simulated data, as the first champion of an empty plant).",
+    )
+    train.add_argument(
+        "--from", dest="start", type=_utc_ms, help="first instant (ISO-8601, UTC if no offset)"
+    )
+    train.add_argument("--to", dest="end", type=_utc_ms, help="end instant, excluded")
+    train.add_argument(
+        "--stations", default="*", help="station ids to train on, a glob (default: all)"
+    )
     train.add_argument("--n-estimators", type=int)
     train.add_argument("--seed", type=int)
     return parser

@@ -97,14 +97,25 @@ class DetectSettings(_Frozen):
 
 
 class ModelSettings(_Frozen):
-    """Seed 000's model: StandardScaler + IsolationForest, tracked in MLflow."""
+    """Seed 000's model: StandardScaler + IsolationForest, tracked in MLflow.
+
+    `alias` is the version that serves; `faultline train --from --to` registers its models
+    under `challenger_alias`, which only an explicit promotion moves to `alias`.
+    """
 
     name: str = "faultline-isolation-forest"
     alias: str = "champion"
+    challenger_alias: str = "challenger"
     n_estimators: int = Field(default=1000, ge=1)
     contamination: float = Field(default=0.00125, gt=0, le=0.5)
     train_samples: int = Field(default=20_000, ge=100)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _aliases_differ(self) -> ModelSettings:
+        if self.alias == self.challenger_alias:
+            raise ValueError(f"model alias and challenger_alias are both {self.alias!r}")
+        return self
 
 
 class SimulateSettings(_Frozen):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from mlflow.exceptions import MlflowException
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
+from faultline.models.compiled import CompiledForest, compile_forest
 from faultline.models.isolation_forest import train_isolation_forest
 from faultline.models.registry import MlflowModelRegistry, ModelNotFoundError
 from tests.models.conftest import SENSORS, normal_readings
@@ -165,3 +167,78 @@ def test_ensure_champion_trains_once_even_when_processes_start_together(
     assert len(calls) == 1
     assert again == results[0]
     assert again.version == "1"
+
+
+def test_a_registered_model_scores_with_its_checked_compiled_form(
+    registered: tuple[MlflowModelRegistry, Pipeline, pd.DataFrame], data_dir: Path
+) -> None:
+    _, pipeline, _ = registered
+    model = open_registry(data_dir).load()
+    assert model.scorer == "compiled"
+    run = MlflowClient(f"sqlite:///{data_dir / 'mlflow.db'}").get_run(model.info.run_id)
+    assert run.data.tags["compiled_form"] == "logged"
+    assert run.data.metrics["compiled_check_rows"] == 800
+    run_dir = data_dir / "mlartifacts" / model.info.run_id / "artifacts"
+    assert (run_dir / "compiled" / "forest.npz").is_file()
+    x = normal_readings(3000, seed=11, shift={"temperature": 3.0}).to_numpy()
+    np.testing.assert_array_equal(model.anomaly_score(x), -pipeline.score_samples(x))
+    np.testing.assert_array_equal(model.is_anomaly(x), pipeline.predict(x) == -1)
+    np.testing.assert_array_equal(model.sklearn_score(x), model.anomaly_score(x))
+
+
+def test_the_input_schema_names_the_sensors(
+    registered: tuple[MlflowModelRegistry, Pipeline, pd.DataFrame], data_dir: Path
+) -> None:
+    from mlflow.models import Model
+
+    info = registered[0].load().info
+    mlmodel = Model.load(data_dir / "mlartifacts" / info.run_id / "artifacts" / "model")
+    assert mlmodel.signature is not None
+    assert mlmodel.signature.inputs.input_names() == list(SENSORS)
+    assert mlmodel.signature.outputs.input_names() == ["anomaly_score"]
+
+
+def test_a_compiled_form_that_disagrees_is_not_registered(tmp_path: Path) -> None:
+    def off_by_a_hair(pipeline: Pipeline) -> CompiledForest:
+        compiled = compile_forest(pipeline)
+        return replace(compiled, value=compiled.value * (1 + 1e-12))
+
+    registry = MlflowModelRegistry(
+        f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "art", NAME, "champion", off_by_a_hair
+    )
+    pipeline, reference = trained(seed=5)
+    info = registry.register(pipeline, SENSORS, reference, PARAMS)
+    model = registry.current()
+    assert model.info == info
+    assert model.scorer == "scikit-learn"
+    tag = MlflowClient(registry.tracking_uri).get_run(info.run_id).data.tags["compiled_form"]
+    assert tag.startswith("refused: compiled form scores ")
+    assert not (tmp_path / "art" / info.run_id / "artifacts" / "compiled").exists()
+    x = normal_readings(200, seed=12).to_numpy()
+    np.testing.assert_array_equal(model.anomaly_score(x), -pipeline.score_samples(x))
+
+
+def test_a_pipeline_that_cannot_be_compiled_is_registered_without_one(tmp_path: Path) -> None:
+    registry = open_registry(tmp_path)
+    pipeline, reference = trained(seed=6)
+    passthrough = Pipeline([("untrusted_free", "passthrough"), *pipeline.steps])
+    info = registry.register(passthrough, SENSORS, reference, PARAMS)
+    assert registry.current().scorer == "scikit-learn"
+    tag = MlflowClient(registry.tracking_uri).get_run(info.run_id).data.tags["compiled_form"]
+    assert tag.startswith("refused: only a StandardScaler + IsolationForest pipeline")
+
+
+def test_registering_under_another_alias_leaves_the_champion(tmp_path: Path) -> None:
+    registry = open_registry(tmp_path)
+    pipeline, reference = trained(seed=7)
+    champion = registry.register(pipeline, SENSORS, reference, PARAMS)
+    pipeline, reference = trained(seed=8)
+    challenger = registry.register(
+        pipeline, SENSORS, reference, PARAMS, alias="challenger", metrics={"train_rows": 1500}
+    )
+    assert challenger.alias == "challenger"
+    assert int(challenger.version) == int(champion.version) + 1
+    assert registry.current().info == champion
+    assert registry.load("challenger").info == challenger
+    run = MlflowClient(registry.tracking_uri).get_run(challenger.run_id)
+    assert run.data.metrics["train_rows"] == 1500

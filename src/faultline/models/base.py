@@ -30,6 +30,20 @@ class SensorDrift:
     p_value: float
     psi: float  # population stability index over reference deciles
     drifted: bool
+    # Wasserstein-1 distance over the reference's standard deviation: how far, in normal
+    # spreads, the recent values moved (1.0 = a shift of one standard deviation).
+    shift: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreDrift:
+    """The model's anomaly rate on recent readings against the rate it was fitted to flag."""
+
+    anomaly_rate: float
+    expected_rate: float  # the forest's contamination
+    p_value: float  # one-sided binomial test: more anomalies than the contamination explains
+    drifted: bool
+    rows: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +53,7 @@ class DriftReport:
     reference_size: int
     recent_size: int
     message: str
+    score: ScoreDrift | None = None
 
 
 class LoadedModel(Protocol):

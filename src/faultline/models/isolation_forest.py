@@ -11,6 +11,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from faultline.models.base import ModelInfo
+from faultline.models.compiled import CompiledForest
 
 SCALER_STEP = "scaler"
 FOREST_STEP = "forest"
@@ -59,7 +60,11 @@ def train_isolation_forest(
 
 
 class SklearnModel:
-    """A fitted pipeline with its registry identity; implements `LoadedModel`."""
+    """A fitted pipeline with its registry identity; implements `LoadedModel`.
+
+    With a `compiled` form (checked against the pipeline when it was registered) scores come
+    from it, bit-identical and without scikit-learn's fixed cost per call.
+    """
 
     def __init__(
         self,
@@ -67,8 +72,10 @@ class SklearnModel:
         info: ModelInfo,
         sensors: Sequence[str],
         reference: pd.DataFrame,
+        compiled: CompiledForest | None = None,
     ) -> None:
         self._pipeline = pipeline
+        self._compiled = compiled
         self._info = info
         self._sensors = tuple(sensors)
         forest = pipeline.named_steps[FOREST_STEP]
@@ -83,6 +90,11 @@ class SklearnModel:
         # predict() flags a row when score_samples < offset_; with anomaly_score = -score_samples
         # that is anomaly_score > -offset_, exactly (a difference of doubles is 0 only when equal).
         self._threshold = -float(forest.offset_)
+        if compiled is not None and compiled.n_features != len(self._sensors):
+            raise ValueError(
+                f"compiled form has {compiled.n_features} features, "
+                f"but {len(self._sensors)} sensors were named"
+            )
 
     @property
     def info(self) -> ModelInfo:
@@ -101,6 +113,11 @@ class SklearnModel:
         return self._pipeline
 
     @property
+    def scorer(self) -> str:
+        """What computes the scores: "compiled" or "scikit-learn"."""
+        return "scikit-learn" if self._compiled is None else "compiled"
+
+    @property
     def anomaly_threshold(self) -> float:
         """`is_anomaly(x)` is exactly `anomaly_score(x) > anomaly_threshold`."""
         return self._threshold
@@ -109,7 +126,13 @@ class SklearnModel:
         x = self._check(features)
         if len(x) == 0:
             return np.empty(0)
-        return np.asarray(-self._pipeline.score_samples(x), np.float64)
+        if self._compiled is not None:
+            return self._compiled.anomaly_score(x)
+        return self.sklearn_score(x)
+
+    def sklearn_score(self, features: np.ndarray) -> np.ndarray:
+        """The pipeline's own score, whatever scores in service (the compiled form's check)."""
+        return np.asarray(-self._pipeline.score_samples(self._check(features)), np.float64)
 
     def is_anomaly(self, features: np.ndarray) -> np.ndarray:
         return self.anomaly_score(features) > self._threshold

@@ -9,6 +9,7 @@ so two registries (two tests, or engine and API over different data directories)
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import tempfile
 import threading
@@ -20,6 +21,14 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from faultline.models.base import ModelInfo
+from faultline.models.compiled import (
+    CompiledForest,
+    CompiledMismatch,
+    NotCompilable,
+    check_set,
+    compile_forest,
+    verify,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -31,11 +40,20 @@ if TYPE_CHECKING:
 EXPERIMENT = "faultline"
 MODEL_ARTIFACT = "model"
 REFERENCE_ARTIFACT = "reference.csv"
+COMPILED_ARTIFACT = "compiled"
+COMPILED_FILE = "forest.npz"
+# Run tag saying whether a compiled form was logged beside the model, or why not.
+COMPILED_TAG = "compiled_form"
 # skops (MLflow's safe default format) refuses tree internals unless told to trust them; the
 # files are our own, written by `register` into our own store.
 _TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 # Raised by MLflow when the registered model, or the alias on it, does not exist.
 _ABSENT = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+log = logging.getLogger(__name__)
+
+Compiler = Callable[["Pipeline"], CompiledForest]
 
 
 class ModelNotFoundError(LookupError):
@@ -58,13 +76,25 @@ _quiet_offline_mlflow()
 
 
 class MlflowModelRegistry:
-    """Registers trained pipelines and hands out the version under `alias` (`ModelSource`)."""
+    """Registers trained pipelines and hands out the version under `alias` (`ModelSource`).
 
-    def __init__(self, tracking_uri: str, artifact_root: Path, name: str, alias: str) -> None:
+    `compiler` makes each registered pipeline's compiled form (models/compiled.py), logged only
+    when it scores a check set exactly as scikit-learn does; a loaded model scores with it.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        artifact_root: Path,
+        name: str,
+        alias: str,
+        compiler: Compiler = compile_forest,
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.artifact_root = Path(artifact_root).resolve()
         self.name = name
         self.alias = alias
+        self._compiler = compiler
         self._client_instance: MlflowClient | None = None
         self._cached: SklearnModel | None = None
         self._lock = threading.Lock()
@@ -75,10 +105,17 @@ class MlflowModelRegistry:
         sensors: Sequence[str],
         reference: pd.DataFrame,
         params: Mapping[str, Any],
+        *,
+        alias: str | None = None,
+        metrics: Mapping[str, float] | None = None,
     ) -> ModelInfo:
-        """Log `pipeline` and its reference sample in a run, register it, point the alias at it."""
+        """Log `pipeline`, its input schema, its reference sample and (when it checks out) its
+        compiled form in a run, register it, and point `alias` (default: this registry's) at it.
+        """
         import mlflow.sklearn
-        from mlflow.entities import Metric, Param, RunStatus
+        from mlflow.entities import Metric, Param, RunStatus, RunTag
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema
 
         from faultline.models.isolation_forest import SklearnModel
 
@@ -91,20 +128,36 @@ class MlflowModelRegistry:
         )
         run = client.create_run(self._experiment_id(), run_name=f"{self.name}-train")
         run_id = run.info.run_id
+        target = alias or self.alias
         try:
             logged = {str(k): str(v) for k, v in params.items()}
             logged["sensors"] = ",".join(candidate.sensors)
             features = candidate.reference.to_numpy()
-            metrics = {
+            check_rows = check_set(features)
+            check_scores = candidate.sklearn_score(check_rows)
+            measured = {
+                **(metrics or {}),
                 "reference_rows": float(len(features)),
                 "anomaly_threshold": candidate.anomaly_threshold,
-                "reference_anomaly_rate": float(candidate.is_anomaly(features).mean()),
+                "reference_anomaly_rate": float(
+                    (check_scores[: len(features)] > candidate.anomaly_threshold).mean()
+                ),
             }
+            compiled, compiled_state = self._compile(
+                pipeline, check_rows, check_scores, candidate.anomaly_threshold
+            )
+            if compiled is not None:
+                measured["compiled_check_rows"] = float(len(check_rows))
             now = run.info.start_time
             client.log_batch(
                 run_id,
-                metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                metrics=[Metric(k, float(v), now, 0) for k, v in measured.items()],
                 params=[Param(k, v) for k, v in logged.items()],
+                tags=[RunTag(COMPILED_TAG, compiled_state)],
+            )
+            signature = ModelSignature(
+                inputs=Schema([ColSpec("double", s) for s in candidate.sensors]),
+                outputs=Schema([ColSpec("double", "anomaly_score")]),
             )
             with tempfile.TemporaryDirectory() as tmp:
                 model_dir = Path(tmp, MODEL_ARTIFACT)
@@ -112,6 +165,7 @@ class MlflowModelRegistry:
                     pipeline,
                     model_dir,
                     serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+                    signature=signature,
                     skops_trusted_types=_TRUSTED_TYPES,
                     # Explicit requirements: inferring them would load the model in a subprocess.
                     pip_requirements=mlflow.sklearn.get_default_pip_requirements(
@@ -122,18 +176,35 @@ class MlflowModelRegistry:
                 reference_file = Path(tmp, REFERENCE_ARTIFACT)
                 candidate.reference.to_csv(reference_file, index=False)
                 client.log_artifact(run_id, str(reference_file))
+                if compiled is not None:
+                    compiled_file = Path(tmp, COMPILED_FILE)
+                    compiled.save(compiled_file)
+                    client.log_artifact(run_id, str(compiled_file), COMPILED_ARTIFACT)
             self._ensure_registered_model()
             version = client.create_model_version(
                 self.name,
                 source=f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}",
                 run_id=run_id,
             )
-            client.set_registered_model_alias(self.name, self.alias, version.version)
+            client.set_registered_model_alias(self.name, target, version.version)
         except BaseException:
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
             raise
         client.set_terminated(run_id)
-        return self._info(version, alias=self.alias)
+        return self._info(version, alias=target)
+
+    def _compile(
+        self, pipeline: Pipeline, rows: Any, sklearn_scores: Any, threshold: float
+    ) -> tuple[CompiledForest | None, str]:
+        """The compiled form and "logged", or None and why it is left out (then scikit-learn
+        scores: slower, never different)."""
+        try:
+            compiled = self._compiler(pipeline)
+            verify(compiled, sklearn_scores, rows, threshold)
+        except (NotCompilable, CompiledMismatch) as exc:
+            log.warning("registering %s without a compiled form: %s", self.name, exc)
+            return None, f"refused: {exc}"
+        return compiled, "logged"
 
     def load(self, alias: str | None = None) -> SklearnModel:
         """The model version that `alias` (default: this registry's alias) points to."""
@@ -240,13 +311,25 @@ class MlflowModelRegistry:
 
         from faultline.models.isolation_forest import SklearnModel
 
+        client = self._client()
+        run_id = str(version.run_id)
         info = self._info(version, alias)
         pipeline = mlflow.sklearn.load_model(version.source)
+        compiled = None
         with tempfile.TemporaryDirectory() as tmp:
-            path = self._client().download_artifacts(str(version.run_id), REFERENCE_ARTIFACT, tmp)
+            path = client.download_artifacts(run_id, REFERENCE_ARTIFACT, tmp)
             reference = pd.read_csv(path, float_precision="round_trip")
+            # Only what `register` logged after checking it; versions from before have none.
+            if any(
+                f.path.endswith(COMPILED_FILE)
+                for f in client.list_artifacts(run_id, COMPILED_ARTIFACT)
+            ):
+                compiled_path = client.download_artifacts(
+                    run_id, f"{COMPILED_ARTIFACT}/{COMPILED_FILE}", tmp
+                )
+                compiled = CompiledForest.load(Path(compiled_path))
         # The reference sample was saved with one column per sensor, in the model's order.
-        return SklearnModel(pipeline, info, list(reference.columns), reference)
+        return SklearnModel(pipeline, info, list(reference.columns), reference, compiled)
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
