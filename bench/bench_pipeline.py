@@ -78,7 +78,7 @@ def engine_for(settings: Settings, bus: MemoryBus, db: Path, model: SklearnModel
 def pipeline_rate(
     settings: Settings, records: list[Record], model: SklearnModel | None, db: Path
 ) -> float:
-    bus = MemoryBus(capacity=len(records) + 1)
+    bus = MemoryBus(max_messages=len(records) + 1, max_bytes=2**40)
     bus.publish(TOPIC, records)
     engine = engine_for(settings, bus, db, model)
     group = settings.engine.consumer_group

@@ -131,8 +131,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.bus_url.startswith("memory:"):
         print(
-            "faultline process needs a shared bus (e.g. FAULTLINE_BUS_URL=kafka://127.0.0.1:9092);"
-            " with the in-process bus use `faultline up`",
+            "faultline process needs a shared bus (the default sqlite:///DATA_DIR/bus.db, or"
+            " FAULTLINE_BUS_URL=kafka://127.0.0.1:9092); with memory:// use `faultline up`",
             file=sys.stderr,
         )
         return 2
@@ -181,8 +181,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     if settings.bus_url.startswith("memory:"):
         print(
-            "faultline simulate publishes to a shared bus (e.g. FAULTLINE_BUS_URL=kafka://...); "
-            "for a self-contained demo use `faultline up`",
+            "faultline simulate publishes to a shared bus (the default sqlite:///DATA_DIR/bus.db, "
+            "or FAULTLINE_BUS_URL=kafka://...); for a self-contained demo use `faultline up`",
             file=sys.stderr,
         )
         return 2

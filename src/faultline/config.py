@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path("data")
-    bus_url: str = "memory://"
+    bus_url: str = ""  # default: a durable SQLite log in the data directory
     store_url: str = ""
     mlflow_uri: str = ""
     readings_topic: str = "faultline.readings"
@@ -135,6 +135,8 @@ class Settings(BaseSettings):
         if not self.sensors:
             raise ValueError("at least one sensor must be configured")
         # Derived defaults live inside the data directory, so one flag moves everything.
+        if not self.bus_url:
+            object.__setattr__(self, "bus_url", f"sqlite:///{self.data_dir / 'bus.db'}")
         if not self.store_url:
             object.__setattr__(self, "store_url", f"sqlite:///{self.data_dir / 'faultline.db'}")
         if not self.mlflow_uri:

@@ -102,6 +102,11 @@ class Metrics:
         self.published = Counter(
             "faultline_simulated", "Readings published by the simulator", registry=r
         )
+        self.simulator_bus_failures = Counter(
+            "faultline_simulator_bus_failures",
+            "Simulator publishes the bus refused (full, unreachable), then retried",
+            registry=r,
+        )
         self.mqtt_forwarded = Counter(
             "faultline_mqtt_forwarded",
             "MQTT messages the bus accepted (only then acknowledged to the broker)",

@@ -111,7 +111,7 @@ def test_too_large_a_body_without_a_length_is_cut_off(served: Served) -> None:
 
 
 def test_a_full_bus_is_503_with_retry_after(tmp_path: Path) -> None:
-    with serve(tmp_path, ManualClock(NOW), bus=MemoryBus(capacity=2)) as s:
+    with serve(tmp_path, ManualClock(NOW), bus=MemoryBus(max_messages=2)) as s:
         first = httpx.post(f"{s.url}/api/readings", json=[{"station_id": "a"}] * 2)
         second = httpx.post(f"{s.url}/api/readings", json={"station_id": "a"})
 
@@ -120,6 +120,68 @@ def test_a_full_bus_is_503_with_retry_after(tmp_path: Path) -> None:
         assert second.headers["retry-after"] == "1"
         assert "full" in second.json()["detail"]
         assert s.ctx.metrics.http_ingested._value.get() == 2
+
+
+def test_a_full_bus_takes_none_of_a_request(tmp_path: Path) -> None:
+    # The finding: a full bus answered 503 after publishing 455 of 9000 readings.
+    with serve(tmp_path, ManualClock(NOW), bus=MemoryBus(max_messages=10)) as s:
+        assert httpx.post(f"{s.url}/api/readings", json=[{"station_id": "a"}] * 8).is_success
+        refused = httpx.post(f"{s.url}/api/readings", json=[{"station_id": "b"}] * 5)
+
+        assert refused.status_code == 503
+        assert "none of the readings" in refused.json()["detail"]
+        assert [m.key for m in _published(s.bus)] == [b"a"] * 8
+        assert s.ctx.metrics.http_ingested._value.get() == 8
+
+
+def test_more_than_the_bus_ever_holds_is_413_at_once(tmp_path: Path) -> None:
+    with serve(tmp_path, ManualClock(NOW), bus=MemoryBus(max_messages=5)) as s:
+        refused = httpx.post(f"{s.url}/api/readings", json=[{"station_id": "a"}] * 6)
+
+        assert refused.status_code == 413
+        assert "more than the bus holds" in refused.json()["detail"]
+        assert _published(s.bus) == []
+
+
+def test_a_retry_with_its_idempotency_key_publishes_nothing(served: Served) -> None:
+    body = [{"station_id": "s-01", "temperature": 25.0}, {"station_id": "s-02", "humidity": 61}]
+    key = {"Idempotency-Key": "3f0c2a9e-retry"}
+
+    first = httpx.post(f"{served.url}/api/readings", json=body, headers=key)
+    again = httpx.post(f"{served.url}/api/readings", json=body, headers=key)
+    other_key = httpx.post(
+        f"{served.url}/api/readings", json=body, headers={"Idempotency-Key": "another"}
+    )
+
+    assert (first.status_code, again.status_code, other_key.status_code) == (202, 202, 202)
+    assert first.json() == again.json() == {"accepted": 2}
+    assert "idempotent-replayed" not in first.headers
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len(_published(served.bus)) == 4
+    assert served.ctx.metrics.http_ingested._value.get() == 4
+
+
+def test_an_idempotency_key_reused_for_another_body_is_422(served: Served) -> None:
+    key = {"Idempotency-Key": "k-1"}
+    assert httpx.post(
+        f"{served.url}/api/readings", json={"station_id": "a"}, headers=key
+    ).is_success
+
+    reused = httpx.post(f"{served.url}/api/readings", json={"station_id": "b"}, headers=key)
+
+    assert reused.status_code == 422
+    assert "already used for different records" in reused.json()["detail"]
+    assert [m.key for m in _published(served.bus)] == [b"a"]
+
+
+@pytest.mark.parametrize("key", ["x" * 201, "has space", ""])
+def test_a_malformed_idempotency_key_is_refused(served: Served, key: str) -> None:
+    answer = httpx.post(
+        f"{served.url}/api/readings", json={"station_id": "a"}, headers={"Idempotency-Key": key}
+    )
+
+    assert answer.status_code == 422
+    assert _published(served.bus) == []
 
 
 def test_a_closed_bus_is_503(served: Served) -> None:

@@ -1,30 +1,71 @@
-"""The bus contract: every Bus behaves the same, in memory and on a real Kafka broker.
+"""The bus contract: every Bus behaves the same, in memory, in SQLite and on a real Kafka broker.
 
 The Kafka case uses the broker in FAULTLINE_TEST_KAFKA (started by `make test` through
-scripts/services/svc.py); without one it skips, or fails when CI=true.
+scripts/services/svc.py); without one it skips, or fails when CI=true. The buses that bound
+their backlog (memory, SQLite) also pass the bounded contract at the end.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from faultline.bus import Bus, BusError, Consumer, MemoryBus, Message, Record, open_bus
+from faultline.bus import (
+    Bus,
+    BusError,
+    Consumer,
+    IdempotencyConflict,
+    MemoryBus,
+    Message,
+    Published,
+    PublishTooLarge,
+    Record,
+    SqliteBus,
+    open_bus,
+)
 from tests.services.endpoints import require_endpoint
 
+MAX_BYTES = 2 * 1024 * 1024  # the bounded buses' byte limit here: above Kafka's 1 MB records
 
-@pytest.fixture(params=["memory", "kafka"])
-def bus(request: pytest.FixtureRequest) -> Iterator[Bus]:
+
+@pytest.fixture(params=["memory", "sqlite", "kafka"])
+def bus(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bus]:
     if request.param == "memory":
-        made: Bus = MemoryBus()
+        made: Bus = MemoryBus(max_bytes=MAX_BYTES)
+    elif request.param == "sqlite":
+        made = SqliteBus(tmp_path / "bus.db", max_bytes=MAX_BYTES, poll_s=0.01)
     else:
         made = open_bus(f"kafka://{require_endpoint('FAULTLINE_TEST_KAFKA')}?partitions=3")
     yield made
     made.close()
+
+
+BoundedFactory = Callable[[int, int], Bus]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def bounded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BoundedFactory]:
+    """Makes a bus holding at most (max_messages, max_bytes) unacknowledged per topic."""
+    made: list[Bus] = []
+
+    def make(max_messages: int, max_bytes: int) -> Bus:
+        if request.param == "memory":
+            new: Bus = MemoryBus(max_messages=max_messages, max_bytes=max_bytes)
+        else:
+            path = tmp_path / f"bus-{len(made)}.db"
+            new = SqliteBus(path, max_messages=max_messages, max_bytes=max_bytes, poll_s=0.01)
+        made.append(new)
+        return new
+
+    yield make
+    for each in made:
+        each.close()
 
 
 @pytest.fixture
@@ -177,3 +218,131 @@ def test_a_closed_bus_refuses_to_publish(bus: Bus, topic: str) -> None:
     bus.close()
     with pytest.raises(BusError):
         bus.publish(topic, [Record(b"late")])
+
+
+def test_log_id_names_one_log(bus: Bus, topic: str) -> None:
+    first = bus.log_id(topic)
+    assert isinstance(first, str) and first
+    bus.publish(topic, records(keys=1, per_key=3))
+    assert bus.log_id(topic) == first
+    assert bus.log_id(f"{topic}-other") != first
+
+
+def test_a_publish_with_one_record_too_large_appends_none(bus: Bus, topic: str) -> None:
+    huge = Record(b"x" * (MAX_BYTES + 1), key=b"s0")
+    with pytest.raises(PublishTooLarge, match=r"nothing published|send smaller"):
+        bus.publish(topic, [Record(b"before", key=b"s0"), huge, Record(b"after", key=b"s0")])
+    bus.publish(topic, [Record(b"next", key=b"s0")])
+    consumer = bus.consumer(topic, "g")
+    assert [m.value for m in drain(consumer, 1)] == [b"next"]
+    assert_nothing_more(consumer)
+    consumer.close()
+
+
+def test_a_retried_publish_with_its_key_appends_nothing(bus: Bus, topic: str) -> None:
+    sent = records(keys=3, per_key=4)
+    assert bus.publish(topic, sent, idempotency_key="req-1") == Published(12)
+    assert bus.publish(topic, sent, idempotency_key="req-1") == Published(12, duplicate=True)
+    assert bus.publish(topic, sent, idempotency_key="req-2") == Published(12)
+    consumer = bus.consumer(topic, "g")
+    got = drain(consumer, 24)
+    assert sorted(m.value for m in got) == sorted(r.value for r in sent * 2)
+    assert_nothing_more(consumer)
+    consumer.close()
+
+
+def test_a_key_used_again_for_other_records_is_refused(bus: Bus, topic: str) -> None:
+    bus.publish(topic, [Record(b"first", key=b"s0")], idempotency_key="req")
+    with pytest.raises(IdempotencyConflict, match="different records"):
+        bus.publish(topic, [Record(b"second", key=b"s0")], idempotency_key="req")
+    consumer = bus.consumer(topic, "g")
+    assert [m.value for m in drain(consumer, 1)] == [b"first"]
+    assert_nothing_more(consumer)
+    consumer.close()
+
+
+def test_concurrent_retries_with_one_key_append_once(bus: Bus, topic: str) -> None:
+    sent = records(keys=2, per_key=50)
+    results: list[Published] = []
+
+    def retry() -> None:
+        results.append(bus.publish(topic, sent, idempotency_key="same"))
+
+    threads = [threading.Thread(target=retry) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(r.duplicate for r in results) == [False, True, True, True]
+    consumer = bus.consumer(topic, "g")
+    assert len(drain(consumer, 100)) == 100
+    assert_nothing_more(consumer)
+    consumer.close()
+
+
+# The bounded contract: memory and SQLite hold a bounded backlog (Kafka's is the brokers' disk).
+
+
+def test_a_full_bus_takes_none_of_a_publish(bounded: BoundedFactory, topic: str) -> None:
+    bus = bounded(10, MAX_BYTES)
+    bus.publish(topic, records(keys=1, per_key=8))
+    with pytest.raises(BusError, match="full") as caught:
+        bus.publish(topic, records(keys=1, per_key=3), timeout_s=0.1)
+    assert not isinstance(caught.value, PublishTooLarge)  # worth retrying later
+    consumer = bus.consumer(topic, "g")
+    assert len(consumer.consume(100, timeout_s=0.2)) == 8
+    assert_nothing_more(consumer)
+
+
+def test_bytes_bound_a_topic_as_messages_do(bounded: BoundedFactory, topic: str) -> None:
+    bus = bounded(1000, 10_000)
+    bus.publish(topic, [Record(b"x" * 4000), Record(b"y" * 4000)])
+    with pytest.raises(BusError, match="full"):
+        bus.publish(topic, [Record(b"z" * 4000)], timeout_s=0.1)
+    consumer = bus.consumer(topic, "g")
+    got = consumer.consume(10, timeout_s=0.2)
+    consumer.ack(got[:1])  # frees 4000 bytes
+    bus.publish(topic, [Record(b"z" * 4000)], timeout_s=1)
+
+
+def test_more_than_the_bus_holds_is_refused_at_once(bounded: BoundedFactory, topic: str) -> None:
+    bus = bounded(5, 1000)
+    started = time.monotonic()
+    with pytest.raises(PublishTooLarge, match="more than the bus holds"):
+        bus.publish(topic, records(keys=1, per_key=6), timeout_s=30)
+    with pytest.raises(PublishTooLarge):
+        bus.publish(topic, [Record(b"x" * 1001)], timeout_s=30)
+    assert time.monotonic() - started < 5  # refused, not waited for
+    bus.publish(topic, records(keys=1, per_key=5))
+
+
+def test_a_waiting_publish_goes_through_once_there_is_room(
+    bounded: BoundedFactory, topic: str
+) -> None:
+    bus = bounded(4, MAX_BYTES)
+    consumer = bus.consumer(topic, "g")
+    bus.publish(topic, records(keys=1, per_key=3))
+    done: list[Published] = []
+    producer = threading.Thread(
+        target=lambda: done.append(bus.publish(topic, records(keys=2, per_key=1), timeout_s=10))
+    )
+    producer.start()
+    first = consumer.consume(10, timeout_s=1)
+    assert len(first) == 3
+    consumer.ack(first)
+    producer.join(10)
+    assert done == [Published(2)]
+    assert [m.value for m in drain(consumer, 2)] == [b"s0:0", b"s1:0"]
+
+
+def test_acknowledged_messages_are_dropped_once_every_group_has_them(
+    bounded: BoundedFactory, topic: str
+) -> None:
+    bus = bounded(5, MAX_BYTES)
+    fast, slow = bus.consumer(topic, "fast"), bus.consumer(topic, "slow")
+    bus.publish(topic, records(keys=1, per_key=5))
+    fast.ack(fast.consume(10, timeout_s=0.2))
+    with pytest.raises(BusError, match="full"):  # "slow" still holds all five
+        bus.publish(topic, [Record(b"more")], timeout_s=0.1)
+    slow.ack(slow.consume(10, timeout_s=0.2))
+    bus.publish(topic, records(keys=1, per_key=5), timeout_s=1)

@@ -11,7 +11,7 @@ import pytest
 
 from faultline.api.app import create_app
 from faultline.api.server import ApiServer
-from faultline.bus import MemoryBus
+from faultline.bus import SqliteBus
 from faultline.clock import ManualClock, SystemClock
 from faultline.config import Settings, load_settings
 from faultline.runtime import Runtime, fault_sink
@@ -56,7 +56,7 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
         max_ticks=TICKS,
     )
     bus = runtime.bus
-    assert isinstance(bus, MemoryBus)
+    assert isinstance(bus, SqliteBus)  # the embedded default
     deadline = time.monotonic() + 120
     while bus.lag(settings.readings_topic, settings.engine.consumer_group) and (
         time.monotonic() < deadline

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from faultline.bus import BusError, MemoryBus, Record
+from faultline.bus import BusError, MemoryBus, Published, Record
 from faultline.codec import encode_reading
 from faultline.metrics import Metrics
 from faultline.store import DeadLetters
@@ -110,11 +110,18 @@ class FlakyBus(MemoryBus):
         self.failures = failures
         self.refused = 0
 
-    def publish(self, topic: str, records: Sequence[Record], timeout_s: float = 10.0) -> None:
+    def publish(
+        self,
+        topic: str,
+        records: Sequence[Record],
+        timeout_s: float = 10.0,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Published:
         if self.refused < self.failures:
             self.refused += 1
             raise BusError("brokers unreachable")
-        super().publish(topic, records, timeout_s)
+        return super().publish(topic, records, timeout_s, idempotency_key=idempotency_key)
 
 
 def test_messages_the_bus_refused_stay_with_the_broker_until_a_bridge_delivers_them(

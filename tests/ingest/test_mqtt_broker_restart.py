@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from faultline.bus import BusError, MemoryBus, Record
+from faultline.bus import BusError, MemoryBus, Published, Record
 from faultline.metrics import Metrics
 from tests.ingest.conftest import (
     Pipeline,
@@ -114,14 +114,21 @@ class GatedBus(MemoryBus):
         self.down = False
         self.refused = 0
 
-    def publish(self, topic: str, records: Sequence[Record], timeout_s: float = 10.0) -> None:
+    def publish(
+        self,
+        topic: str,
+        records: Sequence[Record],
+        timeout_s: float = 10.0,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Published:
         if not self.holding.is_set():
             self.holding.set()
             self.gate.wait(30)
         elif self.down:
             self.refused += 1
             raise BusError("brokers unreachable")
-        super().publish(topic, records, timeout_s)
+        return super().publish(topic, records, timeout_s, idempotency_key=idempotency_key)
 
 
 def test_an_acknowledgement_is_never_sent_over_a_later_connection(

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from faultline.bus import BusError, MemoryBus, Message
+from faultline.bus import BusClosed, MemoryBus, Message, Record
 from faultline.clock import ManualClock, SystemClock
 from faultline.codec import RawMessage, ReadingDecoder
 from faultline.config import DEFAULT_SENSORS, IngestSettings
@@ -193,7 +193,88 @@ def test_labels_of_faults_in_progress_are_delivered_when_the_run_ends() -> None:
     assert all(label.end_ts == last_ts for label in labels)
 
 
-def test_a_bus_failure_is_raised_and_labels_are_still_delivered() -> None:
+def test_a_bus_that_stays_full_is_waited_out_not_a_crash() -> None:
+    # The finding: the simulator thread died for good when the bus stayed full 10 s.
+    bus = MemoryBus(max_messages=10)
+    metrics = Metrics()
+    consumer = bus.consumer(TOPIC, "engine")
+    result: list[int] = []
+    worker = threading.Thread(
+        target=lambda: result.append(
+            run_simulator(
+                Simulator(DEFAULT_SENSORS, stations=5, seed=0),
+                bus,
+                TOPIC,
+                clock=SystemClock(),
+                rate_hz=0,
+                stop=threading.Event(),
+                max_ticks=20,
+                metrics=metrics,
+                publish_timeout_s=0.02,
+            )
+        )
+    )
+    worker.start()
+    time.sleep(0.5)  # the engine stalls: the bus is full for many publish timeouts
+    assert worker.is_alive()
+    failures = metrics.registry.get_sample_value("faultline_simulator_bus_failures_total")
+    assert failures is not None and failures >= 3
+    seen: list[Message] = []
+    deadline = time.monotonic() + 30
+    while len(seen) < 100 and time.monotonic() < deadline:
+        batch = consumer.consume(100, timeout_s=0.1)
+        consumer.ack(batch)
+        seen += batch
+    worker.join(5)
+    assert result == [100]
+    assert len(seen) == len({m.value for m in seen}) == 100  # each reading once
+
+
+def test_a_block_larger_than_the_bus_holds_is_split() -> None:
+    clock = ManualClock()
+    bus = MemoryBus(max_messages=4, clock=clock)  # a tick of 9 stations never fits whole
+    consumer = bus.consumer(TOPIC, "engine")
+    stop = threading.Event()
+    taken: list[Message] = []
+
+    class Draining(SystemClock):
+        def sleep(self, seconds: float) -> None:  # the engine acks while the runner waits
+            batch = consumer.consume(100, timeout_s=0)
+            consumer.ack(batch)
+            taken.extend(batch)
+            clock.sleep(seconds)
+
+    count = run_simulator(
+        Simulator(DEFAULT_SENSORS, stations=9, seed=0),
+        bus,
+        TOPIC,
+        clock=Draining(),
+        rate_hz=0,
+        stop=stop,
+        max_ticks=3,
+        publish_timeout_s=0.01,
+    )
+    taken += consumer.consume(100, timeout_s=0)
+    assert count == 27 and len({m.value for m in taken}) == 27
+
+
+def test_stop_ends_the_retries() -> None:
+    bus = MemoryBus(max_messages=1)
+    bus.publish(TOPIC, [Record(b"nobody consumes this")])
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_simulator,
+        args=(Simulator(DEFAULT_SENSORS, stations=1, seed=0), bus, TOPIC),
+        kwargs={"clock": SystemClock(), "rate_hz": 0, "stop": stop, "publish_timeout_s": 0.01},
+    )
+    worker.start()
+    time.sleep(0.3)
+    stop.set()
+    worker.join(2)
+    assert not worker.is_alive()
+
+
+def test_a_closed_bus_is_raised_and_labels_are_still_delivered() -> None:
     clock = ManualClock()
     bus = MemoryBus(clock=clock)
     bus.close()
@@ -205,7 +286,7 @@ def test_a_bus_failure_is_raised_and_labels_are_still_delivered() -> None:
         faults_per_station_hour=3600.0,
         fault_weights={"stuck": 1.0},
     )
-    with pytest.raises(BusError, match="closed"):
+    with pytest.raises(BusClosed, match="closed"):
         run_simulator(
             sim,
             bus,

@@ -13,7 +13,7 @@ def test_defaults_derive_urls_from_the_data_dir(tmp_path: Path) -> None:
     assert s.store_url == f"sqlite:///{tmp_path / 'faultline.db'}"
     assert s.mlflow_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert s.sensor_names == ("temperature", "humidity", "noise_level")
-    assert s.bus_url == "memory://"
+    assert s.bus_url == f"sqlite:///{tmp_path / 'bus.db'}"  # durable: a 202 survives kill -9
 
 
 def test_settings_are_frozen() -> None:

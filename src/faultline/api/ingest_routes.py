@@ -3,22 +3,31 @@
 Only the shape is checked here (JSON, an object or a list of objects, not too big). Full
 validation is the engine's: it dead-letters a bad reading with its reason, exactly as it would
 for one that came over Kafka, so there is one set of rules and one place bad input ends up.
+
+A request is published all or nothing: 202 means every reading is on the bus (on the embedded
+SQLite bus: on disk, surviving kill -9), 503 means none is and the same request can be sent
+again. A request may carry an `Idempotency-Key`: sent again with the same key and body (a retry
+after a lost answer) it gets the first answer and publishes nothing, so readings without their
+own `ts`/`seq` (seed 000's form, whose identity the bus gives them) are not stored twice.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Header, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from faultline.api.context import AppContext
 from faultline.api.responses import Accepted
-from faultline.bus import BusError, Record
+from faultline.bus import BusError, IdempotencyConflict, PublishTooLarge, Record
 
 MAX_BODY_BYTES = 1_048_576
 PUBLISH_TIMEOUT_S = 2.0  # a full bus answers 503 after this, rather than holding the client
+MAX_IDEMPOTENCY_KEY = 200
+REPLAYED = "Idempotent-Replayed"  # on the answer to a retry that published nothing
 
 
 class _Keyed(msgspec.Struct):
@@ -71,8 +80,9 @@ def ingest_router(ctx: AppContext) -> APIRouter:
         response_model=Accepted,
         responses={
             400: {"description": "Not JSON, or not an object or a list of objects"},
-            413: {"description": f"Body larger than {MAX_BODY_BYTES} bytes"},
-            503: {"description": "The bus is full or closed; retry later"},
+            413: {"description": "Body larger than the API or the bus takes in one request"},
+            422: {"description": "Idempotency-Key already used for a different body"},
+            503: {"description": "The bus is full or closed, nothing was taken; retry later"},
         },
         openapi_extra={
             "requestBody": {
@@ -103,7 +113,19 @@ def ingest_router(ctx: AppContext) -> APIRouter:
             }
         },
     )
-    async def post_readings(request: Request) -> dict[str, Any]:
+    async def post_readings(
+        request: Request,
+        response: Response,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                max_length=MAX_IDEMPOTENCY_KEY,
+                pattern=r"^[\x21-\x7e]+$",
+                description="Any unique string per request (e.g. a UUID): a retry with the same "
+                "key and body is answered as the first request was and stores nothing twice",
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
         """Accept one reading or a list of them for the engine (202: queued, not yet judged)."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -115,13 +137,27 @@ def ingest_router(ctx: AppContext) -> APIRouter:
                 raise _too_large()
         batch = records(bytes(body))
         try:
-            await run_in_threadpool(ctx.bus.publish, topic, batch, PUBLISH_TIMEOUT_S)
+            published = await run_in_threadpool(
+                partial(ctx.bus.publish, idempotency_key=idempotency_key),
+                topic,
+                batch,
+                PUBLISH_TIMEOUT_S,
+            )
+        except PublishTooLarge as exc:
+            raise HTTPException(413, f"readings not accepted: {exc}") from exc
+        except IdempotencyConflict as exc:
+            raise HTTPException(422, str(exc)) from exc
         except BusError as exc:
             raise HTTPException(
-                503, f"readings not accepted, retry later: {exc}", headers={"Retry-After": "1"}
+                503,
+                f"none of the readings accepted, retry later: {exc}",
+                headers={"Retry-After": "1"},
             ) from exc
-        ctx.metrics.http_ingested.inc(len(batch))
-        return {"accepted": len(batch)}
+        if published.duplicate:
+            response.headers[REPLAYED] = "true"
+        else:
+            ctx.metrics.http_ingested.inc(published.count)
+        return {"accepted": published.count}
 
     return router
 

@@ -3,6 +3,13 @@
 Delivery keeps the bus contract: the producer is idempotent with `acks=all`, so a record
 `publish` returned for survives the loss of a broker (with replication >= min.insync.replicas + 1);
 consumers never auto-commit, so a group only moves past what a consumer `ack`ed.
+
+All or nothing holds here for what the producer can judge before sending (a record over
+`message.max.bytes` is refused before any record is produced); a publish that times out waiting
+for the brokers may have been partly delivered, and its retry can then duplicate records, which
+the store's (station, ts, seq) key absorbs for readings that carry their own `seq`. Making that
+atomic too needs Kafka transactions (decision 9). Idempotency keys are remembered by this
+process only.
 """
 
 from __future__ import annotations
@@ -10,19 +17,36 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from confluent_kafka import Consumer as _KafkaConsumer
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from faultline.bus.base import Bus, BusError, Consumer, Message, Record
+from faultline.bus.base import (
+    Bus,
+    BusClosed,
+    BusError,
+    Consumer,
+    Message,
+    Published,
+    PublishTooLarge,
+    Record,
+    record_bytes,
+)
+from faultline.bus.idempotency import KeyTable
+from faultline.bus.options import url_options
+from faultline.clock import SystemClock
 
 log = logging.getLogger(__name__)
 
-_URL_OPTIONS = {"partitions": int, "replication": int, "client_id": str}
+_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "partitions": int,
+    "replication": int,
+    "client_id": str,
+}
 
 
 class KafkaBus(Bus):
@@ -68,6 +92,11 @@ class KafkaBus(Bus):
                 **(producer_config or {}),
             }
         )
+        # librdkafka's own default; a record above it is refused by the producer.
+        self._max_record_bytes = int((producer_config or {}).get("message.max.bytes", 1_000_000))
+        # Kept in this process only: a retry reaching another producer process or a restarted
+        # one publishes again (documented in decision 9).
+        self._keys = KeyTable(SystemClock())
         self._known_topics: set[str] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -78,17 +107,7 @@ class KafkaBus(Bus):
         parts = urlsplit(url)
         if parts.scheme != "kafka" or not parts.netloc:
             raise ValueError(f"not a Kafka bus URL: {url!r} (want kafka://host:port,...)")
-        options: dict[str, Any] = {}
-        for name, values in parse_qs(parts.query, strict_parsing=bool(parts.query)).items():
-            if name not in _URL_OPTIONS:
-                raise ValueError(
-                    f"unknown option {name!r} in {url!r}; known: {sorted(_URL_OPTIONS)}"
-                )
-            try:
-                options[name] = _URL_OPTIONS[name](values[-1])
-            except ValueError as exc:
-                raise ValueError(f"bad value for {name!r} in {url!r}: {values[-1]!r}") from exc
-        return cls(parts.netloc, **options)
+        return cls(parts.netloc, **url_options(url, parts.query, _URL_OPTIONS))
 
     def ensure_topic(self, topic: str) -> None:
         """Create `topic` unless it exists, and wait until every partition has a leader."""
@@ -124,11 +143,46 @@ class KafkaBus(Bus):
                 raise BusError(f"topic {topic!r} not ready: {problem}")
             time.sleep(0.1)
 
-    def publish(self, topic: str, records: Sequence[Record], timeout_s: float = 10.0) -> None:
+    def log_id(self, topic: str) -> str:
+        """The topic's id (a UUID the brokers give each topic when it is created, since Kafka
+        2.8): deleting and recreating the topic gives a new one, as offsets start again."""
+        self.ensure_topic(topic)
+        future = self._admin.describe_topics(
+            TopicCollection([topic]), request_timeout=self._topic_ready_timeout_s
+        )[topic]
+        try:
+            described = future.result()
+        except KafkaException as exc:
+            raise BusError(f"cannot describe topic {topic!r}: {exc.args[0].str()}") from exc
+        return str(described.topic_id)
+
+    def publish(
+        self,
+        topic: str,
+        records: Sequence[Record],
+        timeout_s: float = 10.0,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Published:
         if self._closed:
-            raise BusError("bus is closed")
+            raise BusClosed("bus is closed")
+        batch = list(records)
+        # Refused before anything is produced, so such a publish appends nothing.
+        for record in batch:
+            if record_bytes(record) > self._max_record_bytes:
+                raise PublishTooLarge(
+                    f"a record of {record_bytes(record)} bytes for {topic!r} is over the "
+                    f"producer's message.max.bytes ({self._max_record_bytes}); nothing published"
+                )
+        if idempotency_key is None:
+            return Published(self._produce(topic, batch, timeout_s))
+        return self._keys.publish(
+            topic, idempotency_key, batch, lambda: self._produce(topic, batch, timeout_s)
+        )
+
+    def _produce(self, topic: str, records: list[Record], timeout_s: float) -> int:
         if not records:
-            return
+            return 0
         self.ensure_topic(topic)
         deadline = time.monotonic() + timeout_s
         failures: list[str] = []
@@ -166,10 +220,11 @@ class KafkaBus(Bus):
             raise BusError(
                 f"{len(failures)} of {len(records)} records to {topic!r} failed: {failures[0]}"
             )
+        return len(records)
 
     def consumer(self, topic: str, group: str) -> Consumer:
         if self._closed:
-            raise BusError("bus is closed")
+            raise BusClosed("bus is closed")
         self.ensure_topic(topic)
         return KafkaConsumer(self, topic, group, self._consumer_config)
 

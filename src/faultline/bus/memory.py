@@ -3,20 +3,45 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
 
-from faultline.bus.base import Bus, BusError, Consumer, Message, Record
+from faultline.bus.base import (
+    Bus,
+    BusClosed,
+    BusError,
+    Consumer,
+    Message,
+    Published,
+    Record,
+    check_fits,
+    record_bytes,
+)
+from faultline.bus.idempotency import DEFAULT_WINDOW_S, KeyTable
+from faultline.bus.options import url_options
 from faultline.clock import Clock, SystemClock
+
+DEFAULT_MAX_MESSAGES = 100_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # readings are ~100 bytes: this only binds on odd payloads
+
+_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "max_messages": int,
+    "max_bytes": int,
+    "idempotency_window_s": float,
+}
 
 
 class _Log:
     """One single-partition topic: a deque of messages and each group's acknowledged offset."""
 
-    def __init__(self, topic: str, capacity: int) -> None:
+    def __init__(self, topic: str) -> None:
         self.topic = topic
-        self.capacity = capacity
+        self.id = uuid.uuid4().hex  # a new log, so offsets start again
         self.entries: deque[Message] = deque()
+        self.bytes = 0  # of entries' keys and values
         self.base = 0  # offset of entries[0]
         self.next_offset = 0
         self.committed: dict[str, int] = {}  # group -> next offset to deliver after restart
@@ -29,60 +54,103 @@ class _Log:
             return
         low = min(self.committed.values())
         while self.entries and self.base < low:
-            self.entries.popleft()
+            self.bytes -= record_bytes(self.entries.popleft())
             self.base += 1
 
 
 class MemoryBus(Bus):
-    """Bounded: `publish` blocks while `capacity` unacknowledged messages wait in a topic."""
+    """Bounded: `publish` blocks while a topic's unacknowledged messages leave no room for all
+    its records, counted both in messages (`max_messages`) and in bytes (`max_bytes`).
 
-    def __init__(self, capacity: int = 100_000, clock: Clock | None = None) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self._capacity = capacity
+    Nothing survives the process: this is the bus of tests and of a deliberately volatile setup.
+    """
+
+    def __init__(
+        self,
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Clock | None = None,
+        idempotency_window_s: float = DEFAULT_WINDOW_S,
+    ) -> None:
+        if max_messages < 1 or max_bytes < 1:
+            raise ValueError("max_messages and max_bytes must be at least 1")
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
         self._clock = clock or SystemClock()
+        self._keys = KeyTable(self._clock, idempotency_window_s)
         self._logs: dict[str, _Log] = {}
         self._lock = threading.Lock()
         self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, clock: Clock | None = None) -> MemoryBus:
+        """`memory://[?max_messages=N&max_bytes=N&idempotency_window_s=S]`."""
+        parts = urlsplit(url)
+        if parts.scheme != "memory" or parts.netloc or parts.path:
+            raise ValueError(f"not a memory bus URL: {url!r} (want memory://[?options])")
+        return cls(clock=clock, **url_options(url, parts.query, _URL_OPTIONS))
 
     def _log(self, topic: str) -> _Log:
         with self._lock:
             log = self._logs.get(topic)
             if log is None:
-                log = self._logs[topic] = _Log(topic, self._capacity)
+                log = self._logs[topic] = _Log(topic)
             return log
 
-    def publish(self, topic: str, records: Sequence[Record], timeout_s: float = 10.0) -> None:
+    def log_id(self, topic: str) -> str:
+        return self._log(topic).id
+
+    def publish(
+        self,
+        topic: str,
+        records: Sequence[Record],
+        timeout_s: float = 10.0,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Published:
         if self._closed:
-            raise BusError("bus is closed")
+            raise BusClosed("bus is closed")
         log = self._log(topic)
-        pending = list(records)
-        with log.changed:
-            while pending:
-                free = log.capacity - len(log.entries)
-                if free <= 0:
-                    if not log.changed.wait_for(
-                        lambda: self._closed or len(log.entries) < log.capacity, timeout_s
-                    ):
-                        raise BusError(
-                            f"topic {topic!r} full ({log.capacity} unacknowledged messages) "
-                            f"for {timeout_s:g} s; {len(pending)} records not published"
+        batch = list(records)
+        size = sum(record_bytes(r) for r in batch)
+        check_fits(topic, len(batch), size, self.max_messages, self.max_bytes)
+
+        def append() -> int:
+            with log.changed:
+                if not log.changed.wait_for(
+                    lambda: (
+                        self._closed
+                        or (
+                            len(log.entries) + len(batch) <= self.max_messages
+                            and log.bytes + size <= self.max_bytes
                         )
-                    if self._closed:
-                        raise BusError("bus closed while publishing")
-                    continue
+                    ),
+                    timeout_s,
+                ):
+                    raise BusError(
+                        f"topic {topic!r} full ({len(log.entries)} unacknowledged messages, "
+                        f"{log.bytes} bytes) for {timeout_s:g} s; none of the {len(batch)} "
+                        "records published"
+                    )
+                if self._closed:
+                    raise BusClosed("bus closed while publishing")
                 now = self._clock.now_ms()
-                chunk, pending = pending[:free], pending[free:]
-                for record in chunk:
+                for record in batch:
                     log.entries.append(
                         Message(topic, 0, log.next_offset, now, record.value, record.key)
                     )
                     log.next_offset += 1
+                log.bytes += size
                 log.changed.notify_all()
+            return len(batch)
+
+        if idempotency_key is None:
+            return Published(append())
+        return self._keys.publish(topic, idempotency_key, batch, append)
 
     def consumer(self, topic: str, group: str) -> Consumer:
         if self._closed:
-            raise BusError("bus is closed")
+            raise BusClosed("bus is closed")
         return _MemoryConsumer(self, self._log(topic), group)
 
     def close(self) -> None:

@@ -386,7 +386,8 @@ def run_mqtt_bridge(
     """
     if urlsplit(settings.bus_url).scheme == "memory":
         raise ValueError(
-            "faultline ingest mqtt needs a shared bus (e.g. FAULTLINE_BUS_URL=kafka://host:9092):"
+            "faultline ingest mqtt needs a shared bus (the default sqlite:///DATA_DIR/bus.db, or"
+            " FAULTLINE_BUS_URL=kafka://host:9092):"
             " the in-process memory:// bus would keep the readings inside the bridge"
         )
     metrics = Metrics()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from faultline.bus import Bus
+from faultline.bus import Bus, BusClosed, BusError, PublishTooLarge, Record
 from faultline.clock import Clock
 from faultline.metrics import Metrics
 from faultline.schema import FaultLabel
@@ -16,6 +17,10 @@ from faultline.simulate.simulator import Block, Simulator
 
 _BLOCK_READINGS = 10_000  # readings per publish when catching up or running flat out
 _STOP_POLL_S = 0.05  # longest sleep between looks at the stop event
+_RETRY_FIRST_S = 0.1  # backoff after the bus refused a block, doubling up to _RETRY_MAX_S
+_RETRY_MAX_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 def run_simulator(
@@ -29,6 +34,7 @@ def run_simulator(
     on_labels: Callable[[list[FaultLabel]], None] | None = None,
     max_ticks: int | None = None,
     metrics: Metrics | None = None,
+    publish_timeout_s: float = 10.0,
 ) -> int:
     """Publish ticks of `sim` to `topic` until `stop` is set or `max_ticks` ticks are done.
 
@@ -41,6 +47,11 @@ def run_simulator(
     `on_labels` receives each fault's label once its last reading is published; on return the
     faults still in progress are ended at the last tick and their labels delivered too, so every
     injected fault is labelled. Returns the number of readings published.
+
+    A bus that stays full (or unreachable) past `publish_timeout_s` does not end the run: the
+    block is retried with backoff until it is taken or `stop` is set (publishes are all or
+    nothing, so a retry duplicates nothing), and a block larger than the bus holds is split.
+    Only a closed bus ends it, raising BusClosed.
     """
     if not (math.isfinite(rate_hz) and rate_hz >= 0):
         raise ValueError(f"rate_hz must be a number >= 0, got {rate_hz}")
@@ -53,14 +64,39 @@ def run_simulator(
     done = 0
     published = 0
 
-    def publish(block: Block) -> None:
+    def deliver(records: Sequence[Record]) -> bool:
+        """Publish until taken; False when stopped first."""
         nonlocal published
+        backoff = _RETRY_FIRST_S
+        while True:
+            try:
+                bus.publish(topic, records, publish_timeout_s)
+                break
+            except BusClosed:
+                raise
+            except PublishTooLarge:
+                if len(records) == 1:
+                    raise
+                half = len(records) // 2
+                return deliver(records[:half]) and deliver(records[half:])
+            except BusError as exc:
+                if metrics is not None:
+                    metrics.simulator_bus_failures.inc()
+                log.warning(
+                    "bus refused %d readings, retrying in %.1f s: %s", len(records), backoff, exc
+                )
+                if not _pause(clock, stop, backoff):
+                    return False
+                backoff = min(backoff * 2, _RETRY_MAX_S)
+        published += len(records)
+        if metrics is not None:
+            metrics.published.inc(len(records))
+        return True
+
+    def publish(block: Block) -> None:
         records = block.records()
         if records:
-            bus.publish(topic, records)
-            published += len(records)
-            if metrics is not None:
-                metrics.published.inc(len(records))
+            deliver(records)
         if block.labels and on_labels is not None:
             on_labels(block.labels)
 
@@ -86,3 +122,15 @@ def run_simulator(
         if labels and on_labels is not None:
             on_labels(labels)
     return published
+
+
+def _pause(clock: Clock, stop: threading.Event, seconds: float) -> bool:
+    """Sleep `seconds` of `clock` time in short steps; False as soon as `stop` is set."""
+    waited = 0.0
+    while waited < seconds:
+        if stop.is_set():
+            return False
+        step = min(_STOP_POLL_S, seconds - waited)
+        clock.sleep(step)
+        waited += step
+    return not stop.is_set()
