@@ -1,22 +1,23 @@
 """A store outage under HTTP ingest: PostgreSQL stopped, or the disk full, for 30 s; is anything
 acknowledged lost, and does Faultline recover without a restart?
 
-    .venv/bin/python bench/bench_outage.py --fault postgres [--outage-s 30] [--rate 5000]
-    .venv/bin/python bench/bench_outage.py --fault disk [--outage-s 30] [--disk-mb 512]
+    .venv/bin/python bench/bench_outage.py [--fault both|postgres|disk] [--outage-s 30]
+        [--rate 5000] [--disk-mb 512]
 
 postgres: a PostgreSQL of this benchmark's own (scripts/services/svc.py with its own state dir
 and a port offset, so the shared server is never touched) is Faultline's store; it is stopped
 for the outage and started again. disk: Faultline's data dir (SQLite store, and the bus's file
-when the bus is durable) lives on a small tmpfs (needs root), filled to the last byte for the
-outage and emptied again. Meanwhile a paced client posts batches with unique keys, resending
-what failed, and the answers and /api/health are recorded per phase. After the outage the
-same `faultline up` process (same pid) must be healthy and storing again; then the load stops,
-the engine drains and the store is read directly to count acknowledged readings lost, rows
-duplicated and station counters beyond their rows.
+when the bus is durable) lives on a small tmpfs, filled to the last byte for the outage and
+emptied again (that needs root; without, it is skipped and says so). Meanwhile a paced client
+posts batches with unique keys, resending what failed, and the answers and /api/health are
+recorded per phase. After the outage the same `faultline up` process (same pid) must be
+healthy and storing again; then the load stops, the engine drains and the store is read
+directly to count acknowledged readings lost, rows duplicated and station counters beyond
+their rows.
 
 Prints the figures, the acknowledged rate during the outage and after it against the baseline
-phase's (same process), and one JSON line last. Exit 1 when anything acknowledged was lost or
-duplicated, or Faultline did not recover.
+phase's (same process), and one JSON line last with each fault's figures. Exit 1 when anything
+acknowledged was lost or duplicated, or Faultline did not recover.
 """
 
 from __future__ import annotations
@@ -99,22 +100,19 @@ def seconds(took: float | None) -> str:
     return "never" if took is None else f"{took:.1f} s"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fault", choices=("postgres", "disk"), required=True)
-    parser.add_argument("--outage-s", type=float, default=30.0)
-    parser.add_argument("--rate", type=float, default=5000.0, help="readings/s offered")
-    parser.add_argument("--batch", type=int, default=100, help="readings per request")
-    parser.add_argument("--baseline-s", type=float, default=20.0, help="load before the fault")
-    parser.add_argument("--after-s", type=float, default=20.0, help="load after the fault")
-    parser.add_argument("--disk-mb", type=int, default=512, help="disk: the tmpfs's size")
-    parser.add_argument("--port-offset", type=int, default=500, help="postgres: svc.py offset")
-    args = parser.parse_args()
+def healthy(app: Faultline) -> bool:
+    try:
+        return app.health()[0] == 200
+    except httpx.HTTPError:
+        return False
 
-    root = Path(tempfile.mkdtemp(prefix=f"bench-outage-{args.fault}-"))
+
+def run(fault: str, args: argparse.Namespace) -> dict[str, object] | None:
+    """One outage of `fault` under load; its figures, or None when it cannot run here."""
+    root = Path(tempfile.mkdtemp(prefix=f"bench-outage-{fault}-"))
     disk: SmallDisk | None = None
     pg: PrivatePostgres | None = None
-    if args.fault == "postgres":
+    if fault == "postgres":
         pg = PrivatePostgres(root / "services", args.port_offset)
         pg.start()
         store_url = pg.schema_url("bench_outage")
@@ -124,8 +122,8 @@ def main() -> int:
     else:
         problem = SmallDisk.mount_error()
         if problem:
-            print(f"cannot run: {problem}")
-            return 2
+            print(f"disk: cannot run: {problem}")
+            return None
         disk = SmallDisk(root / "disk", args.disk_mb)
         disk.mount()
         app = Faultline(disk.path / "data", env=SMALL_MODEL, log_path=root / "faultline.log")
@@ -135,21 +133,21 @@ def main() -> int:
     try:
         app.start()
         pid = app.pid
-        print(f"faultline up (pid {pid}) at {app.url}, store {args.fault}, log {app.log_path}")
+        print(f"== {fault}: faultline up (pid {pid}) at {app.url}, log {app.log_path}")
         watch = HealthWatch(app).start()
         load = Load(app.url, rate=args.rate, batch=args.batch).start()
         t0, answers0 = load.snapshot(), load.answers()
         time.sleep(args.baseline_s)
         t1, answers1 = load.snapshot(), load.answers()
         watch.take()
-        print(f"fault: {args.fault} for {args.outage_s:.0f} s")
+        print(f"fault: {fault} for {args.outage_s:.0f} s")
         begin_fault()
         time.sleep(args.outage_s)
         t2, answers2 = load.snapshot(), load.answers()
         health_outage = watch.take()
         end_fault()
         stored_at_end = len(set(read().rows))
-        healthy_after = wait_until(lambda: app.health()[0] == 200, 120)
+        healthy_after = wait_until(lambda: healthy(app), 120)
         storing_after = wait_until(lambda: len(set(read().rows)) > stored_at_end, 120)
         t3 = load.snapshot()
         time.sleep(args.after_s)
@@ -185,25 +183,42 @@ def main() -> int:
     print(f"storing in {seconds(storing_after)}; same process (no restart): {same_process}")
     for name, value in count.as_dict().items():
         print(f"  {name:15} {value}")
-    print(
-        summary_line(
-            {
-                "bench": f"outage-{args.fault}",
-                "outage_s": args.outage_s,
-                "rate_offered": args.rate,
-                "acked_rate_baseline": round(base_rate, 1),
-                "acked_rate_outage": round(outage_rate, 1),
-                "acked_rate_after": round(after_rate, 1),
-                "ratio_outage_vs_baseline": round(outage_rate / max(base_rate, 1e-9), 3),
-                "ratio_after_vs_baseline": round(after_rate / max(base_rate, 1e-9), 3),
-                "healthy_after_s": None if healthy_after is None else round(healthy_after, 1),
-                "storing_after_s": None if storing_after is None else round(storing_after, 1),
-                "recovered_without_restart": recovered,
-                **count.as_dict(),
-            }
-        )
-    )
-    return 1 if count.lost or count.duplicated or count.overcounted or not recovered else 0
+    return {
+        "outage_s": args.outage_s,
+        "acked_rate_baseline": round(base_rate, 1),
+        "acked_rate_outage": round(outage_rate, 1),
+        "acked_rate_after": round(after_rate, 1),
+        "ratio_outage_vs_baseline": round(outage_rate / max(base_rate, 1e-9), 3),
+        "ratio_after_vs_baseline": round(after_rate / max(base_rate, 1e-9), 3),
+        "healthy_after_s": None if healthy_after is None else round(healthy_after, 1),
+        "storing_after_s": None if storing_after is None else round(storing_after, 1),
+        "recovered_without_restart": recovered,
+        **count.as_dict(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fault", choices=("postgres", "disk", "both"), default="both")
+    parser.add_argument("--outage-s", type=float, default=30.0)
+    parser.add_argument("--rate", type=float, default=5000.0, help="readings/s offered")
+    parser.add_argument("--batch", type=int, default=100, help="readings per request")
+    parser.add_argument("--baseline-s", type=float, default=20.0, help="load before the fault")
+    parser.add_argument("--after-s", type=float, default=20.0, help="load after the fault")
+    parser.add_argument("--disk-mb", type=int, default=512, help="disk: the tmpfs's size")
+    parser.add_argument("--port-offset", type=int, default=500, help="postgres: svc.py offset")
+    args = parser.parse_args()
+
+    faults = ("postgres", "disk") if args.fault == "both" else (args.fault,)
+    figures = {fault: run(fault, args) for fault in faults}
+    print(summary_line({"bench": "outage", "rate_offered": args.rate, **figures}))
+    failed = [
+        fault
+        for fault, f in figures.items()
+        if f is not None
+        and (f["lost"] or f["duplicated"] or f["overcounted"] or not f["recovered_without_restart"])
+    ]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
