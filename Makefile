@@ -29,7 +29,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/faultline up $(ARGS)
 
-## system-deps: Debian packages the tests drive for real (headless Chromium)
+## system-deps: Debian packages the tests drive for real (headless Chromium, Prometheus)
 system-deps:
 	@bash scripts/install-system-deps.sh
 

@@ -4,7 +4,8 @@ set -euo pipefail
 
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# Prometheus itself (tests/e2e/test_monitoring.py runs one) and promtool (config and rule checks).
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

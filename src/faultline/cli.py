@@ -136,7 +136,16 @@ def cmd_process(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from prometheus_client import start_http_server
+
+    from faultline.metrics import Metrics
+
     stop = _stop_on_signals()
+    # Either engine counts the same faultline_* metrics, served on the same address.
+    metrics = Metrics()
+    start_http_server(
+        settings.engine.metrics_port, settings.engine.metrics_host, registry=metrics.registry
+    )
     if args.engine == "spark":
         from faultline.engine.spark.job import run_spark_engine
 
@@ -146,20 +155,14 @@ def cmd_process(args: argparse.Namespace) -> int:
             checkpoint_dir=args.checkpoint_dir or settings.data_dir / "spark-checkpoints",
             trigger_s=args.trigger,
             max_offsets_per_trigger=args.max_offsets_per_trigger,
+            metrics=metrics,
         )
         return 0
 
-    from prometheus_client import start_http_server
-
     from faultline.runtime import Runtime
 
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, metrics=metrics)
     runtime.stop = stop
-    start_http_server(
-        settings.engine.metrics_port,
-        settings.engine.metrics_host,
-        registry=runtime.metrics.registry,
-    )
     runtime.load_model()
     runtime.start_engine()
     print(f"engine consuming {settings.readings_topic} from {settings.bus_url}", flush=True)

@@ -61,11 +61,25 @@ class IngestSettings(_Frozen):
 
 
 class EngineSettings(_Frozen):
+    """Micro-batches, checkpoints of the detector state (faultline.engine.checkpoint) and the
+    bound on the stations held.
+
+    A checkpoint is taken every `checkpoint_interval_s` or `checkpoint_max_messages`, whichever
+    comes first; the bus is acknowledged only up to checkpoints, so `checkpoint_max_messages`
+    must stay below what the bus holds unacknowledged (the memory bus: 100,000). Readings of a
+    new station beyond `max_stations` are dead letters; a station silent for
+    `evict_silent_after_s` of log time is forgotten and starts afresh if it returns.
+    """
+
     batch_max_records: int = Field(default=5000, ge=1)
     batch_max_wait_s: float = Field(default=0.2, gt=0)
     consumer_group: str = "faultline-engine"
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9108, ge=0, le=65535)
+    checkpoint_interval_s: float = Field(default=1.0, gt=0)
+    checkpoint_max_messages: int = Field(default=50_000, ge=1)
+    max_stations: int = Field(default=10_000, ge=1)
+    evict_silent_after_s: float = Field(default=7 * 86400.0, gt=0)
 
 
 class DetectSettings(_Frozen):

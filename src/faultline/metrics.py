@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter as Tally
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from faultline.clock import Clock, SystemClock
+from faultline.schema import (
+    DEAD_LETTER_KINDS,
+    IS_ANOMALY,
+    RECEIVED_AT,
+    SENSOR_MASK,
+    WriteBatch,
+)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# The histogram's upper bounds, +Inf last, as prometheus_client keeps them.
+_LATENCY_BOUNDS = np.array([*_LATENCY_BUCKETS, float("inf")])
+
+
+def bucket_counts(upper_bounds: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """How many of `values` fall in each (non-cumulative) bucket of a histogram."""
+    return np.bincount(
+        np.searchsorted(upper_bounds, values, side="left"), minlength=len(upper_bounds)
+    )
+
+
+def _add_counts(histogram: Histogram, counts: Sequence[int], total: float) -> None:
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(int(count))
+    histogram._sum.inc(total)
 
 
 def observe_many(histogram: Histogram, values: np.ndarray) -> None:
@@ -21,12 +48,80 @@ def observe_many(histogram: Histogram, values: np.ndarray) -> None:
     """
     if len(values) == 0:
         return
-    upper = np.array(histogram._upper_bounds)
-    counts = np.bincount(np.searchsorted(upper, values, side="left"), minlength=len(upper))
-    for bucket, count in zip(histogram._buckets, counts, strict=True):
-        if count:
-            bucket.inc(int(count))
-    histogram._sum.inc(float(values.sum()))
+    counts = bucket_counts(np.array(histogram._upper_bounds), values)
+    _add_counts(histogram, counts.tolist(), float(values.sum()))
+
+
+@dataclass
+class BatchTally:
+    """What one stored batch adds to the engine metrics, small enough to travel.
+
+    The Spark engine's executors write batches the driver never sees: each sends back its
+    tally, and the driver adds them up into the same metrics the in-process engine counts.
+    """
+
+    messages: int = 0
+    readings: int = 0
+    anomalies: Tally[str] = field(default_factory=Tally)  # by sensor; "none": unattributed
+    dead_letters: Tally[str] = field(default_factory=Tally)  # by kind
+    latency_counts: list[int] = field(default_factory=lambda: [0] * len(_LATENCY_BOUNDS))
+    latency_sum: float = 0.0
+
+    @classmethod
+    def of(cls, batch: WriteBatch) -> BatchTally:
+        """A batch's tally; every message became a reading or a dead letter."""
+        readings = batch.readings
+        tally = cls(
+            messages=len(readings) + len(batch.dead_letters),
+            readings=len(readings),
+            dead_letters=Tally(letter.kind for letter in batch.dead_letters),
+        )
+        if len(readings):
+            latency = np.maximum((batch.processed_at - readings[RECEIVED_AT].to_numpy()) / 1000, 0)
+            tally.latency_counts = bucket_counts(_LATENCY_BOUNDS, latency).tolist()
+            tally.latency_sum = float(latency.sum())
+            masks = readings[SENSOR_MASK].to_numpy()[readings[IS_ANOMALY].to_numpy()]
+            unattributed = int(np.count_nonzero(masks == 0))
+            if unattributed:
+                tally.anomalies["none"] = unattributed
+            for i, sensor in enumerate(batch.sensors):
+                hits = int(np.count_nonzero(masks >> i & 1))
+                if hits:
+                    tally.anomalies[sensor] = hits
+        return tally
+
+    def __add__(self, other: BatchTally) -> BatchTally:
+        return BatchTally(
+            messages=self.messages + other.messages,
+            readings=self.readings + other.readings,
+            anomalies=self.anomalies + other.anomalies,
+            dead_letters=self.dead_letters + other.dead_letters,
+            latency_counts=[
+                a + b for a, b in zip(self.latency_counts, other.latency_counts, strict=True)
+            ],
+            latency_sum=self.latency_sum + other.latency_sum,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "messages": self.messages,
+            "readings": self.readings,
+            "anomalies": dict(self.anomalies),
+            "dead_letters": dict(self.dead_letters),
+            "latency_counts": self.latency_counts,
+            "latency_sum": self.latency_sum,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BatchTally:
+        return cls(
+            messages=data["messages"],
+            readings=data["readings"],
+            anomalies=Tally(data["anomalies"]),
+            dead_letters=Tally(data["dead_letters"]),
+            latency_counts=list(data["latency_counts"]),
+            latency_sum=data["latency_sum"],
+        )
 
 
 class RateMeter:
@@ -69,6 +164,8 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        for kind in DEAD_LETTER_KINDS:
+            self.dead_letters.labels(kind=kind)
         self.batches = Counter("faultline_batches", "Engine batches committed", registry=r)
         self.batch_failures = Counter(
             "faultline_batch_failures", "Engine batches that failed and were retried", registry=r
@@ -142,7 +239,36 @@ class Metrics:
             ["worker"],
             registry=r,
         )
+        self.stations_evicted = Counter(
+            "faultline_stations_evicted",
+            "Stations whose detector state was dropped after a silence longer than "
+            "engine.evict_silent_after_s",
+            registry=r,
+        )
+        # Labelled so that only an engine that measures it exports it (the in-process engine
+        # does not yet): an unlabelled gauge would read 0 everywhere else.
+        self.consumer_lag = Gauge(
+            "faultline_consumer_lag",
+            "Messages on a topic the engine has not read yet (Spark engine: when its last "
+            "micro-batch was planned)",
+            ["topic"],
+            registry=r,
+        )
         self.ingest_rate = RateMeter(clock=clock)
+
+    def record_batch(self, tally: BatchTally, seconds: float) -> None:
+        """A committed engine batch of `tally.messages` messages that took `seconds`."""
+        self.batches.inc()
+        self.batch_seconds.observe(seconds)
+        self.batch_size.observe(tally.messages)
+        self.readings.inc(tally.readings)
+        self.ingest_rate.add(tally.readings)
+        for kind, count in tally.dead_letters.items():
+            self.dead_letters.labels(kind=kind).inc(count)
+        for sensor, count in tally.anomalies.items():
+            self.anomalies.labels(sensor=sensor).inc(count)
+        if tally.readings:
+            _add_counts(self.latency, tally.latency_counts, tally.latency_sum)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

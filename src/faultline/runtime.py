@@ -6,13 +6,11 @@ deployment uses; each part below it only sees protocols.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from faultline.bus import Bus, open_bus
 from faultline.clock import Clock, SystemClock
@@ -35,8 +33,6 @@ if TYPE_CHECKING:
     from faultline.api.context import AppContext
 
 log = logging.getLogger(__name__)
-
-STATE_FILE = "engine-state.json"
 
 
 def model_registry(settings: Settings) -> MlflowModelRegistry:
@@ -145,8 +141,8 @@ class Runtime:
     def start_engine(self) -> Engine:
         registry = self.registry or self.load_model()
         s = self.settings
+        # The engine restores the detector state from its checkpoints in the store.
         self.pipeline = DetectorPipeline(build_detectors(s, registry.current()))
-        self._restore_state(self.pipeline)
         self.engine = Engine(
             bus=self.bus,
             topic=s.readings_topic,
@@ -211,35 +207,12 @@ class Runtime:
         return checks
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
-        """Stop producers first, let the engine finish its batch, then save state and close."""
+        """Stop producers first, let the engine finish its batch and checkpoint, then close."""
         self.stop.set()
         for name in self.supervisor.join(timeout_s):
             log.warning("%s did not stop within %.0f s", name, timeout_s)
-        if self.pipeline is not None:
-            self._save_state(self.pipeline)
         self.bus.close()
         self.store.close()
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
         self.supervisor.spawn(name, target)
-
-    def _state_path(self) -> Path:
-        return self.settings.data_dir / STATE_FILE
-
-    def _restore_state(self, pipeline: DetectorPipeline) -> None:
-        path = self._state_path()
-        if not path.is_file():
-            return
-        try:
-            snapshot: dict[str, Any] = json.loads(path.read_text())
-            pipeline.restore(snapshot)
-            log.info("restored detector state from %s", path)
-        except (ValueError, KeyError, TypeError) as exc:
-            # A stale or foreign snapshot must not keep the engine from starting: warm up again.
-            log.warning("ignoring detector state in %s: %s", path, exc)
-
-    def _save_state(self, pipeline: DetectorPipeline) -> None:
-        path = self._state_path()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(pipeline.snapshot()))
-        tmp.replace(path)

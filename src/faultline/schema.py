@@ -59,6 +59,23 @@ DEAD_LETTER_PAYLOAD_BYTES = 4096
 large bad messages cannot fill the store."""
 
 
+# Every kind of dead letter: the decoder's, then the engine's (a reading detection raised on,
+# one the store refused, one of a new station beyond engine.max_stations). The metrics export
+# each at 0 from the start, since Prometheus sees no increase in a counter whose first sample
+# already counts the first burst.
+DEAD_LETTER_KINDS = (
+    "malformed",
+    "field",
+    "range",
+    "sensor",
+    "time",
+    "invalid",
+    "poison",
+    "store",
+    "station_limit",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A message that could not become a reading, with the reason.
@@ -93,10 +110,12 @@ class Checkpoint:
     """Where an engine's detector state stands on one partition of its input.
 
     Every message of (`topic`, `partition`) below `offset` has been stored and learned, and
-    `state` is the detector pipeline's snapshot of the stations that partition carries, taken
-    right after them (zlib-compressed JSON, see faultline.detect.pipeline). A store keeps one per
-    (group, topic, partition): a checkpoint replaces the stored one only when its offset is not
-    lower, so a replayed older batch never moves the state back. `written_at` is epoch ms UTC.
+    `state` is the detector pipeline's state of the stations that partition carries, taken
+    right after them (its `DetectorPipeline.dump` inside the engine's checkpoint state, which
+    also names the log: after a log was recreated, offsets continue above the old log's, see
+    faultline.engine.checkpoint). A store keeps one per (group, topic, partition): a checkpoint
+    replaces the stored one only when its offset is not lower, so a replayed older batch never
+    moves the state back. `written_at` is epoch ms UTC.
     """
 
     group: str

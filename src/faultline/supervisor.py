@@ -64,6 +64,9 @@ class Supervisor:
         )
         self.workers[name] = worker
         self._metrics.worker_up.labels(worker=name).set(0)
+        # Exported at 0 from the start: Prometheus sees no increase in a counter whose first
+        # sample is already 1, so an alert on the first restart needs the 0 before it.
+        self._metrics.worker_restarts.labels(worker=name)
         worker.thread.start()
         return worker
 

@@ -8,13 +8,34 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from faultline.detect.band_filter import BandFilterDetector
 from faultline.detect.base import Scores
+from faultline.detect.likelihood import AlarmedDetector, AnomalyLikelihood
+from faultline.detect.robust import RobustStreamingDetector
 from faultline.schema import STATION_ID, empty_readings
 from tests.detect.conftest import DETECTOR_FACTORIES, SENSORS, STDS, DetectorFactory, normal_frame
+
+# Baselines outside the verdict tests above, whose state must still dump, load and forget.
+STATE_FACTORIES = [
+    *DETECTOR_FACTORIES,
+    DetectorFactory("band_filter", lambda: BandFilterDetector(SENSORS, window=10), warmup=9),
+    DetectorFactory(
+        "alarmed",
+        lambda: AlarmedDetector(
+            RobustStreamingDetector(SENSORS, warmup=10), AnomalyLikelihood(warmup=10)
+        ),
+        warmup=0,
+    ),
+]
 
 
 @pytest.fixture(params=DETECTOR_FACTORIES, ids=lambda f: f.id)
 def factory(request: pytest.FixtureRequest) -> DetectorFactory:
+    return request.param
+
+
+@pytest.fixture(params=STATE_FACTORIES, ids=lambda f: f.id)
+def stateful(request: pytest.FixtureRequest) -> DetectorFactory:
     return request.param
 
 
@@ -170,3 +191,63 @@ def test_empty_frame(factory: DetectorFactory) -> None:
     np.testing.assert_array_equal(
         restored.process(frame).score, factory.build().process(frame).score
     )
+
+
+def test_dump_and_load_continue_exactly(stateful: DetectorFactory) -> None:
+    frame = normal_frame(stations=5, rounds=80, seed=9)
+    frame.loc[frame.index[-3], list(SENSORS)] += 12 * STDS
+    uninterrupted = stateful.build().process(frame)
+    half = len(frame) // 2
+    before = stateful.build()
+    before.process(frame.iloc[:half])
+    after = stateful.build()
+    after.load(before.dump())
+    resumed = after.process(frame.iloc[half:])
+    np.testing.assert_array_equal(resumed.score, uninterrupted.score[half:])
+    np.testing.assert_array_equal(resumed.is_anomaly, uninterrupted.is_anomaly[half:])
+    np.testing.assert_array_equal(resumed.sensor_mask, uninterrupted.sensor_mask[half:])
+
+
+def test_a_dump_of_some_stations_replaces_only_theirs(stateful: DetectorFactory) -> None:
+    frame = normal_frame(stations=4, rounds=stateful.warmup + 20, seed=10)
+    later = normal_frame(stations=4, rounds=10, seed=11)
+    later["ts"] += 10**7
+    trained = stateful.build()
+    trained.process(frame)
+    target = stateful.build()
+    target.process(frame[frame[STATION_ID].isin(["s002", "s003"])])
+    target.load(trained.dump(["s000", "s001"]))
+    reference = stateful.build()
+    reference.process(frame)
+    np.testing.assert_array_equal(target.process(later).score, reference.process(later).score)
+
+
+def test_garbage_is_refused_by_load(stateful: DetectorFactory) -> None:
+    detector = stateful.build()
+    for garbage in (b"", b"\x00\x01not a dump", b"\x93\x01\x02\x03"):
+        with pytest.raises(ValueError):
+            detector.load(garbage)
+
+
+def test_a_forgotten_station_behaves_like_a_new_one(stateful: DetectorFactory) -> None:
+    frame = normal_frame(stations=3, rounds=stateful.warmup + 20, seed=12)
+    fresh = normal_frame(stations=3, rounds=stateful.warmup + 20, seed=13)
+    fresh["ts"] += 10**8
+    detector = stateful.build()
+    detector.process(frame)
+    detector.forget(["s001", "never-seen"])
+    # s001 starts over as a new station; s000 and s002 go on with what they learned, also
+    # when a new station takes the row s001 held.
+    newcomer = normal_frame(stations=1, rounds=stateful.warmup + 20, seed=14, station_prefix="n")
+    newcomer["ts"] += 10**8
+    mixed = pd.concat([fresh, newcomer]).sort_values("ts", kind="stable").reset_index(drop=True)
+    got = detector.process(mixed)
+    unforgotten = stateful.build()
+    unforgotten.process(frame[frame[STATION_ID] != "s001"])
+    expected = unforgotten.process(mixed)
+    np.testing.assert_array_equal(got.score, expected.score)
+    np.testing.assert_array_equal(got.is_anomaly, expected.is_anomaly)
+    np.testing.assert_array_equal(got.sensor_mask, expected.sensor_mask)
+    if stateful.warmup:
+        again = (mixed[STATION_ID] == "s001").to_numpy()
+        assert np.isnan(got.score[np.flatnonzero(again)[: stateful.warmup]]).all()

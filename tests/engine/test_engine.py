@@ -53,6 +53,9 @@ class Threshold(Detector):
     def restore(self, snapshot: dict[str, Any]) -> None:
         pass
 
+    def forget(self, stations: Sequence[str]) -> None:
+        pass
+
 
 class FlakyStore(Store):
     """Wraps a real store and fails the first `failures` writes (a unit-level fault injector)."""

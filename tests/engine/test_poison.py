@@ -52,6 +52,9 @@ class Choking(Detector):
     def restore(self, snapshot: dict[str, Any]) -> None:
         pass
 
+    def forget(self, stations: Sequence[str]) -> None:
+        pass
+
 
 class Refusing(Store):
     """A real store that refuses, as invalid, any batch holding a reading of station "bad"."""

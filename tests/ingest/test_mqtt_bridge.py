@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from faultline.metrics import Metrics
 from faultline.store import DeadLetters
 from tests.fuzz import corpus, rejected
 from tests.ingest.conftest import (
+    BUS_TOPIC,
     Pipeline,
     Publisher,
     eventually,
@@ -204,3 +206,31 @@ def test_a_fuzz_corpus_over_mqtt_becomes_dead_letters_and_the_stream_goes_on(
             what=f"{len(bad)} dead letters, then the 3 good readings",
         )
     assert len(bad) > 100
+
+
+def test_a_batch_larger_than_the_bus_holds_is_published_in_parts(
+    broker: str, prefix: str, publisher: Publisher
+) -> None:
+    bus = MemoryBus(max_messages=4)  # the bridge batches up to 50: a whole batch never fits
+    engine = bus.consumer(BUS_TOPIC, "engine")
+    taken: list[bytes] = []
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            batch = engine.consume(10, timeout_s=0.05)
+            engine.ack(batch)
+            taken.extend(m.value for m in batch)
+
+    drainer = threading.Thread(target=drain)
+    drainer.start()
+    sent = [b"m-%d" % i for i in range(20)]
+    bridge = make_bridge(broker, f"{prefix}/+/readings", bus, batch_max_records=50)
+    try:
+        with running(bridge):
+            publisher.send(f"{prefix}/s-01/readings", sent)
+            eventually(lambda: len(taken) >= 20, what="all 20 forwarded")
+    finally:
+        stop.set()
+        drainer.join(5)
+    assert sorted(taken) == sorted(sent)

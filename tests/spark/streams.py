@@ -75,9 +75,11 @@ def publish_bad_and_odd(settings: Settings, bootstrap: str) -> int:
     return len(bad)
 
 
-def run_in_process(settings: Settings, store: Store, messages: int) -> None:
+def run_in_process(
+    settings: Settings, store: Store, messages: int, metrics: Metrics | None = None
+) -> None:
     """The in-process engine over the same topic (its own consumer group) until it has taken
-    `messages` messages."""
+    `messages` messages, counting into `metrics`."""
     bus = KafkaBus.from_url(settings.bus_url)
     model = model_registry(settings).current()
     engine = Engine(
@@ -87,7 +89,7 @@ def run_in_process(settings: Settings, store: Store, messages: int) -> None:
         decoder=ReadingDecoder(settings.sensors, settings.ingest),
         pipeline=DetectorPipeline(build_detectors(settings, model)),
         settings=settings.engine,
-        metrics=Metrics(),
+        metrics=metrics or Metrics(),
     )
     taken = 0
     deadline = time.monotonic() + 120

@@ -6,13 +6,15 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from faultline.schema import FaultLabel
+from faultline.schema import Checkpoint, FaultLabel
 from faultline.store import (
     AnomalyCount,
+    Checkpoints,
     DeadLetterCount,
     DeadLetters,
     LatestAnomalies,
@@ -285,3 +287,20 @@ def test_a_reader_busy_during_close_is_closed_when_it_finishes(path: Path) -> No
         store.close()
         assert conn.execute("SELECT count(*) FROM readings").fetchone() == (0,)
     assert not Path(f"{path}-wal").exists()
+
+
+def test_a_fourth_version_database_keeps_its_readings_and_gains_checkpoints(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:4])
+    old = SqliteStore(path)
+    old.write(write_batch(reading_frame(["s-1"], [T0])))
+    old.close()
+    monkeypatch.undo()
+
+    store = SqliteStore(path)
+    saved = Checkpoint("engine", "topic", 0, 1, b"state", T0)
+    store.write(replace(write_batch(), checkpoints=(saved,)))
+    assert store.query(Checkpoints("engine", "topic")) == [saved]
+    assert [s.station_id for s in store.query(Stations())] == ["s-1"]
+    store.close()

@@ -52,6 +52,10 @@ def test_none_overrides_do_not_mask_the_environment(monkeypatch: pytest.MonkeyPa
         ({"sensors": {"t": {"mean": 1, "std": 0, "min": 0, "max": 1}}}, "greater than 0"),
         ({"api": {"port": 70000}}, "less than or equal"),
         ({"unknown_field": 1}, "Extra inputs"),
+        ({"engine": {"checkpoint_interval_s": 0}}, "checkpoint_interval_s"),
+        ({"engine": {"checkpoint_max_messages": 0}}, "checkpoint_max_messages"),
+        ({"engine": {"max_stations": 0}}, "max_stations"),
+        ({"engine": {"evict_silent_after_s": -1}}, "evict_silent_after_s"),
     ],
 )
 def test_invalid_settings_are_refused_with_a_message(overrides: dict, fragment: str) -> None:

@@ -164,16 +164,12 @@ class SqliteBus(Bus):
         db.execute("PRAGMA journal_size_limit=67108864")
         return db
 
-    @staticmethod
-    def _transaction(db: sqlite3.Connection) -> _Transaction:
-        return _Transaction(db)
-
     def topic_id(self, topic: str) -> int:
         """The topic's row, created (with a new log id) on first use by any process."""
         known = self._topics.get(topic)
         if known is not None:
             return known
-        with self._db_lock, self._transaction(self._db):
+        with self._db_lock, _Transaction(self._db):
             self._db.execute(
                 "INSERT OR IGNORE INTO topics (name, log_id, next_offset, messages, bytes)"
                 " VALUES (?, ?, 0, 0, 0)",
@@ -227,7 +223,7 @@ class SqliteBus(Bus):
     ) -> Published | None:
         """One attempt in one transaction; None when there is no room for all of `batch`."""
         db = self._db
-        with self._db_lock, self._transaction(db):
+        with self._db_lock, _Transaction(db):
             if key is not None:
                 now = self._clock.now_ms()
                 db.execute(

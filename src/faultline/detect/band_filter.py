@@ -59,6 +59,11 @@ class BandFilterDetector(PerStationDetector):
         self._next[s, j] = (self._next[s, j] + 1) % (self.window - 1)
         self._held[s, j] = np.minimum(self._held[s, j] + 1, self.window - 1)
 
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        self._past[rows] = 0.0
+        self._next[rows] = 0
+        self._held[rows] = 0
+
     def _ensure_rows(self, stations: int) -> None:
         self._past = grow(self._past, stations, 0.0)
         self._next = grow(self._next, stations, 0)

@@ -6,7 +6,9 @@ reading lacks a sensor it needs. That is a state, never an anomaly.
 
 Detectors are engine-agnostic: they see pandas frames in the layout of `faultline.schema`, keep
 their per-station state explicitly, and can `snapshot` and `restore` it, so the in-process engine
-and the Spark job run the same code.
+and the Spark job run the same code. `dump` and `load` carry the same state as bytes, for the
+engine's frequent checkpoints, where plain lists would cost more than detection itself.
+`forget` drops stations, so the state of long-silent ones does not grow without bound.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import msgspec
 import numpy as np
 import pandas as pd
 
@@ -63,6 +66,30 @@ class Detector(ABC):
     @abstractmethod
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Load a snapshot; stations it names replace their current state, others stay."""
+
+    @abstractmethod
+    def forget(self, stations: Sequence[str]) -> None:
+        """Drop the state of `stations`: afterwards each behaves exactly like a station never
+        seen (warming up from its next reading); stations not known are ignored."""
+
+    def dump(self, stations: Sequence[str] | None = None) -> bytes:
+        """`snapshot(stations)` as bytes for `load`; detectors with large state override both
+        with a binary layout."""
+        return msgspec.msgpack.encode(self.snapshot(stations))
+
+    def load(self, data: bytes) -> None:
+        """Restore what `dump` gave, as `restore` does; ValueError when `data` is not a dump
+        of this detector's state."""
+        try:
+            snapshot = msgspec.msgpack.decode(data)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"not a {self.name} dump: {exc}") from exc
+        if not isinstance(snapshot, dict):
+            raise ValueError(f"not a {self.name} dump: {type(snapshot).__name__}")
+        try:
+            self.restore(snapshot)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed {self.name} dump: {exc!r}") from exc
 
     def process(self, frame: pd.DataFrame) -> Scores:
         """Score each reading using only what came before it, then learn it.

@@ -84,6 +84,9 @@ class IsolationForestDetector(Detector):
     def learn(self, frame: pd.DataFrame) -> None:
         """Nothing to learn online: the model changes only by retraining."""
 
+    def forget(self, stations: Sequence[str]) -> None:
+        """Nothing to forget: the model holds no state per station."""
+
     def snapshot(self, stations: Sequence[str] | None = None) -> dict[str, Any]:
         return {"model_version": self.version}
 

@@ -120,6 +120,12 @@ class AnomalyLikelihood:
         self._mean = grow(self._mean, stations, 0.0)
         self._var = grow(self._var, stations, 0.0)
 
+    def forget(self, stations: Sequence[str]) -> None:
+        """Drop `stations`' state: each warms up again from its next raw score."""
+        s = self._slots.release(stations)
+        for array in (self._recent, self._next, self._held, self._count, self._mean, self._var):
+            array[s] = 0
+
     def snapshot(self, stations: Sequence[str] | None = None) -> dict[str, Any]:
         out = {}
         for station in self._slots.known(stations):
@@ -205,6 +211,12 @@ class Alarm:
         ends = was_on & (age >= self.min_duration) & (quiet >= self.clear)
         active = (was_on & ~ends) | starts
         return active, starts, np.where(active, quiet, 0)
+
+    def forget(self, stations: Sequence[str]) -> None:
+        """Drop `stations`' alarms, as if never raised."""
+        s = self._slots.release(stations)
+        self._age[s] = 0
+        self._quiet[s] = 0
 
     def snapshot(self, stations: Sequence[str] | None = None) -> dict[str, Any]:
         out = {}
@@ -292,6 +304,12 @@ class AlarmedDetector(Detector):
             if learn:
                 self._mask[s] = out[rows]
         return np.where(active, out, 0)
+
+    def forget(self, stations: Sequence[str]) -> None:
+        self.inner.forget(stations)
+        self.likelihood.forget(stations)
+        self.alarm.forget(stations)
+        self._mask[self._slots.release(stations)] = 0
 
     def snapshot(self, stations: Sequence[str] | None = None) -> dict[str, Any]:
         return {

@@ -37,6 +37,15 @@ class PerStationDetector(Detector):
     def _ensure_rows(self, rows: int) -> None:
         """Make the state arrays hold at least `rows` stations."""
 
+    @abstractmethod
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        """Give `rows` the state of a station never seen."""
+
+    def forget(self, stations: Sequence[str]) -> None:
+        rows = self._slots.release(stations)
+        if len(rows):
+            self._reset_rows(rows)
+
     def score(self, frame: pd.DataFrame) -> Scores:
         slots = self._slots.lookup(frame[STATION_ID].to_numpy())
         return self._verdicts(slots, sensor_values(frame, self.sensors))

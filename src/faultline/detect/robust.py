@@ -131,6 +131,11 @@ class RobustStreamingDetector(PerStationDetector):
         self._location[slots] = np.where(finite, new_location, location)
         self._scale[slots] = np.where(finite, new_scale, scale)
 
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        self._count[rows] = 0
+        self._location[rows] = 0.0
+        self._scale[rows] = 0.0
+
     def _ensure_rows(self, rows: int) -> None:
         self._count = grow(self._count, rows, 0)
         self._location = grow(self._location, rows, 0.0)

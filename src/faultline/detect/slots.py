@@ -13,10 +13,16 @@ import pandas as pd
 
 
 class StationSlots:
-    """Gives each station a stable row in the state arrays of one detector."""
+    """Gives each station a stable row in the state arrays of one detector.
+
+    Rows of released (forgotten) stations are given to new stations first, so the arrays stay
+    as large as the most stations held at once. Arrays never shrink, and a row past all others
+    is taken only when no released one is left, so growing them to len(self) rows suffices.
+    """
 
     def __init__(self) -> None:
         self._slots: dict[str, int] = {}
+        self._free: list[int] = []
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -35,11 +41,18 @@ class StationSlots:
 
     def assign(self, stations: np.ndarray) -> np.ndarray:
         """Each station's row, giving new stations the next free rows."""
-        slots = self._slots
+        slots, free = self._slots, self._free
         for s in stations:
             if s not in slots:
-                slots[s] = len(slots)
+                slots[s] = free.pop() if free else len(slots)
         return np.fromiter((slots[s] for s in stations), np.int64, len(stations))
+
+    def release(self, stations: Sequence[str]) -> np.ndarray:
+        """Forget `stations` (those never assigned are ignored); the rows they held, whose
+        state the owner must reset to a new station's."""
+        rows = [self._slots.pop(s) for s in stations if s in self._slots]
+        self._free.extend(rows)
+        return np.array(rows, np.int64)
 
     def get(self, station: str) -> int:
         return self._slots[station]

@@ -3,7 +3,11 @@
 Acknowledging only after the store has committed gives at-least-once delivery; the store's
 idempotent keys turn the duplicates a crash can cause into no-ops. Detection runs once per batch:
 if the store write fails, the same computed batch is retried (detector state has already learned
-it, so recomputing would learn it twice).
+it, so recomputing would learn it twice). The detector state is checkpointed into the store with
+the batches (faultline.engine.checkpoint) and the bus acknowledged only up to checkpoints, so a
+restarted engine resumes from the last one: nothing re-warms and no reading is learned twice.
+The stations held are bounded: readings of a new one beyond `max_stations` are dead letters
+(kind "station_limit"), and long-silent ones are forgotten.
 
 No input stops the engine: the decoder turns any bytes into readings or dead letters; a reading
 that makes detection raise is isolated by splitting the batch (`run_isolating`) and dead-lettered
@@ -20,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 
 from faultline.bus import Bus, Consumer, Message
 from faultline.clock import Clock, SystemClock
@@ -27,8 +32,16 @@ from faultline.codec import RawMessage, ReadingDecoder
 from faultline.config import EngineSettings
 from faultline.detect import DetectorPipeline
 from faultline.detect.isolate import run_isolating
+from faultline.engine.checkpoint import Checkpointer
 from faultline.metrics import Metrics, observe_many
-from faultline.schema import IS_ANOMALY, RECEIVED_AT, SENSOR_MASK, DeadLetter, WriteBatch
+from faultline.schema import (
+    IS_ANOMALY,
+    RECEIVED_AT,
+    SENSOR_MASK,
+    STATION_ID,
+    DeadLetter,
+    WriteBatch,
+)
 from faultline.store import InvalidBatch, Store
 
 log = logging.getLogger(__name__)
@@ -40,6 +53,7 @@ class Prepared:
 
     batch: WriteBatch
     origin: Sequence[RawMessage]  # origin[k]: the message reading row k was decoded from
+    checkpointed: bool = False  # the batch's checkpoints cover everything learned so far
 
 
 def _dead_letter(message: RawMessage, reason: str, kind: str) -> DeadLetter:
@@ -86,6 +100,7 @@ class Engine:
         self._clock = clock or SystemClock()
         self._retry_backoff_s = retry_backoff_s
         self._consumer: Consumer | None = None
+        self._checkpointer: Checkpointer | None = None
         self.last_commit_ms: int | None = None
         self.last_error: str | None = None
 
@@ -94,6 +109,20 @@ class Engine:
         if self._consumer is None:
             self._consumer = self._bus.consumer(self._topic, self._settings.consumer_group)
         return self._consumer
+
+    @property
+    def checkpointer(self) -> Checkpointer:
+        if self._checkpointer is None:
+            self._checkpointer = Checkpointer(
+                store=self._store,
+                group=self._settings.consumer_group,
+                topic=self._topic,
+                log_id=self._bus.log_id(self._topic),
+                settings=self._settings,
+                clock=self._clock,
+                metrics=self._metrics,
+            )
+        return self._checkpointer
 
     def poll(self) -> list[Message]:
         """A micro-batch: up to `batch_max_records`, waiting at most `batch_max_wait_s`."""
@@ -111,25 +140,63 @@ class Engine:
         return batch
 
     def prepare(self, messages: list[Message]) -> Prepared:
-        """Decode and score a batch; pure computation apart from detector state."""
-        raw = [RawMessage(m.value, m.source, m.timestamp_ms, m.offset) for m in messages]
-        decoded = self._decoder.decode(raw)
+        """Decode and score a batch, with a checkpoint when one is due; apart from detector
+        state (and loading checkpoints of partitions met anew) pure computation."""
         pipeline = self._pipeline()
-        isolated = run_isolating(pipeline, decoded.readings, self._metrics.batch_splits.inc)
+        checkpointer = self.checkpointer
+        fresh = checkpointer.admit(messages, pipeline)
+        raw = [RawMessage(m.value, m.source, m.timestamp_ms, m.offset) for m in fresh]
+        decoded = self._decoder.decode(raw)
         dead_letters = list(decoded.dead_letters)
-        rows = decoded.rows
+        readings, rows = self._bound_stations(decoded.readings, decoded.rows, raw, dead_letters)
+        isolated = run_isolating(pipeline, readings, self._metrics.batch_splits.inc)
         if isolated.refused:
             for position, reason in isolated.refused:
                 dead_letters.append(_dead_letter(raw[rows[position]], reason, "poison"))
             rows = np.delete(rows, [position for position, _ in isolated.refused])
+        verdicts = isolated.verdicts
+        checkpointer.learned(
+            verdicts[STATION_ID].tolist(),
+            [fresh[i].partition for i in rows.tolist()],
+            verdicts[RECEIVED_AT].tolist(),
+        )
+        due = checkpointer.due()
         batch = WriteBatch(
             sensors=self._decoder.sensors,
             detectors=pipeline.names,
-            readings=isolated.verdicts,
+            readings=verdicts,
             processed_at=self._clock.now_ms(),
             dead_letters=dead_letters,
+            checkpoints=checkpointer.take(pipeline) if due else (),
         )
-        return Prepared(batch, [raw[i] for i in rows.tolist()])
+        return Prepared(batch, [raw[i] for i in rows.tolist()], checkpointed=due)
+
+    def _bound_stations(
+        self,
+        readings: pd.DataFrame,
+        rows: np.ndarray,
+        raw: Sequence[RawMessage],
+        dead_letters: list[DeadLetter],
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """The readings less those of new stations beyond `max_stations`, which become dead
+        letters; new stations are admitted in the order they arrive while there is room."""
+        checkpointer = self.checkpointer
+        ids = readings[STATION_ID].to_numpy()
+        new = [s for s in pd.unique(ids) if checkpointer.is_new(s)]
+        cap = self._settings.max_stations
+        room = max(0, cap - checkpointer.stations)
+        if len(new) <= room:
+            return readings, rows
+        refused = np.isin(ids, new[room:])
+        for k in np.flatnonzero(refused).tolist():
+            reason = (
+                f"station {ids[k]!r} refused: the engine already holds the state of {cap} "
+                "stations (engine.max_stations); a new one is admitted once a silent one is "
+                "evicted (engine.evict_silent_after_s)"
+            )
+            dead_letters.append(_dead_letter(raw[rows[k]], reason, "station_limit"))
+        keep = ~refused
+        return readings[keep].reset_index(drop=True), rows[keep]
 
     def commit(self, messages: list[Message], prepared: Prepared, stop: threading.Event) -> bool:
         """Store the batch (retrying while the store fails) and acknowledge it.
@@ -147,7 +214,9 @@ class Engine:
                 log.warning("store write failed, retrying: %s", exc)
                 if stop.wait(self._retry_backoff_s):
                     return False
-        self.consumer.ack(messages)
+        done = self.checkpointer.stored(messages, prepared.checkpointed)
+        if done:
+            self.consumer.ack(done)
         self.last_error = None
         self.last_commit_ms = self._clock.now_ms()
         self._observe(messages, prepared.batch)
@@ -189,6 +258,9 @@ class Engine:
         stop = stop or threading.Event()
         messages = self.poll()
         if not messages:
+            checkpointer = self.checkpointer
+            if checkpointer.pending and checkpointer.due():  # idle: checkpoint what waits
+                self.commit([], self.prepare([]), stop)
             return None
         started = time.perf_counter()
         prepared = self.prepare(messages)
@@ -215,13 +287,22 @@ class Engine:
             deadline = time.monotonic() + drain_s
             while time.monotonic() < deadline and self.step(stop) is not None:
                 pass
+            self.checkpoint(stop)
         finally:
             self.close()
+
+    def checkpoint(self, stop: threading.Event) -> None:
+        """Checkpoint what was learned and acknowledge it now (as a clean shutdown does)."""
+        if self.checkpointer.pending:
+            self.checkpointer.request()
+            self.commit([], self.prepare([]), stop)
 
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+        if self._checkpointer is not None:
+            self._checkpointer.reset()
 
     def _observe(self, messages: list[Message], batch: WriteBatch) -> None:
         m = self._metrics

@@ -38,7 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import start_http_server
 
-from faultline.bus import Bus, BusError, Record, open_bus
+from faultline.bus import Bus, BusError, PublishTooLarge, Record, open_bus
 from faultline.config import Settings
 from faultline.metrics import Metrics
 
@@ -321,16 +321,8 @@ class MqttBridge:
         if not batch:
             return
         records = [Record(self._value(m), self._key(m)) for m in batch]
-        while True:
-            try:
-                self._bus.publish(self._bus_topic, records, self._publish_timeout_s)
-                break
-            except BusError as exc:
-                self.last_error = f"bus refused {len(records)} records: {exc}"
-                self._metrics.mqtt_bus_failures.inc()
-                log.warning("%s; retrying in %g s", self.last_error, self._retry_backoff_s)
-                if stop.wait(self._retry_backoff_s):
-                    return  # unacknowledged: the broker delivers them again to this session
+        if not self._publish(records, stop):
+            return  # unacknowledged: the broker delivers them again to this session
         with self._ack_lock:
             current = self._connection
             for m in batch:
@@ -338,6 +330,35 @@ class MqttBridge:
                     client.ack(m.mid, m.qos)
         self.last_error = None
         self._metrics.mqtt_forwarded.inc(len(batch))
+
+    def _publish(self, records: list[Record], stop: threading.Event) -> bool:
+        """Publish until the bus took all of `records`; False when stopped first.
+
+        A batch larger than the bus ever holds is published in halves (each all or nothing),
+        since retrying it whole would wedge the bridge.
+        """
+        while True:
+            try:
+                self._bus.publish(self._bus_topic, records, self._publish_timeout_s)
+                return True
+            except PublishTooLarge as exc:
+                if len(records) > 1:
+                    half = len(records) // 2
+                    return self._publish(records[:half], stop) and self._publish(
+                        records[half:], stop
+                    )
+                # One payload over what the bus holds: only a bus configured smaller than
+                # max_payload_bytes does that, and every retry reports it.
+                self._refused(records, exc)
+            except BusError as exc:
+                self._refused(records, exc)
+            if stop.wait(self._retry_backoff_s):
+                return False
+
+    def _refused(self, records: list[Record], exc: BusError) -> None:
+        self.last_error = f"bus refused {len(records)} records: {exc}"
+        self._metrics.mqtt_bus_failures.inc()
+        log.warning("%s; retrying in %g s", self.last_error, self._retry_backoff_s)
 
     def _value(self, message: _Received) -> bytes:
         payload = message.payload

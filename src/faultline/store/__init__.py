@@ -12,6 +12,7 @@ from pathlib import Path
 
 from faultline.store.base import (
     AnomalyCount,
+    Checkpoints,
     DeadLetterCount,
     DeadLetterRow,
     DeadLetters,
@@ -97,6 +98,7 @@ def open_store(url: str) -> Store:
 
 __all__ = [
     "AnomalyCount",
+    "Checkpoints",
     "DeadLetterCount",
     "DeadLetterRow",
     "DeadLetters",

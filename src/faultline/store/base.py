@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 
 import pandas as pd
 
-from faultline.schema import FaultLabel, GlobalAnomaly, GlobalAnomalyRun, WriteBatch
+from faultline.schema import Checkpoint, FaultLabel, GlobalAnomaly, GlobalAnomalyRun, WriteBatch
 
 R = TypeVar("R")
 
@@ -208,6 +208,16 @@ class GlobalAnomalyRuns(Query[list[GlobalAnomalyRun]]):
     def days(self) -> tuple[date, date]:
         """(first, last) day, both included; last before first means no day at all."""
         return self.first_day, self.first_day if self.last_day is None else self.last_day
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoints(Query[list[Checkpoint]]):
+    """The stored checkpoints (faultline.schema.Checkpoint) of consumer `group` on `topic`, one
+    per partition, by partition. A write keeps one per (group, topic, partition) and replaces
+    it only with one whose offset is not lower (see faultline.store.checkpoints)."""
+
+    group: str
+    topic: str
 
 
 class Store(ABC):

@@ -29,7 +29,8 @@ already written are visible until the batch is written again, which the engine d
 acknowledges a batch only once its write succeeded; the replay then completes it exactly.
 Dead letters get their ids from a sequence advanced by LWT and are unique by source with
 INSERT ... IF NOT EXISTS; their by-day index is rewritten from the stored letter on every
-replay, so it heals after a half-finished write too.
+replay, so it heals after a half-finished write too. Checkpoints are written last, each by
+lightweight transaction (see `_write_checkpoints`), so one never covers readings not stored.
 
 A global-anomaly run replaces its day's results within the day's one `global_anomalies`
 partition, whose static columns hold the run record. The writer picks a write timestamp T above
@@ -71,9 +72,17 @@ from faultline.batch.aggregate import (
     merge_partial,
     partial_rows,
 )
-from faultline.schema import RUN_SUCCEEDED, FaultLabel, GlobalAnomaly, GlobalAnomalyRun, WriteBatch
+from faultline.schema import (
+    RUN_SUCCEEDED,
+    Checkpoint,
+    FaultLabel,
+    GlobalAnomaly,
+    GlobalAnomalyRun,
+    WriteBatch,
+)
 from faultline.store.base import (
     AnomalyCount,
+    Checkpoints,
     DeadLetterCount,
     DeadLetterRow,
     DeadLetters,
@@ -101,6 +110,7 @@ from faultline.store.cassandra_schema import (
     migrate,
     parse_url,
 )
+from faultline.store.checkpoints import CheckpointRow, checkpoint, checkpoint_rows
 from faultline.store.columns import (
     BatchColumns,
     GlobalAnomalyRow,
@@ -209,6 +219,12 @@ _CQL = {
     "put_global_anomaly_run": "UPDATE {ks}.global_anomalies USING TIMESTAMP ? SET "
     "run_started = ?, run_finished = ?, run_status = ?, run_series = ?, run_skipped = ?, "
     "run_anomalies = ?, run_error = ? WHERE day = ?",
+    "first_checkpoint": "INSERT INTO {ks}.checkpoints (consumer_group, topic, log_partition, "
+    "log_offset, state, written_at) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+    "next_checkpoint": "UPDATE {ks}.checkpoints SET log_offset = ?, state = ?, written_at = ? "
+    "WHERE consumer_group = ? AND topic = ? AND log_partition = ? IF log_offset <= ?",
+    "checkpoints": "SELECT consumer_group, topic, log_partition, log_offset, state, written_at "
+    "FROM {ks}.checkpoints WHERE consumer_group = ? AND topic = ?",
     "global_anomaly_run_of_day": "SELECT day, run_started, run_finished, run_status, "
     "run_series, run_skipped, run_anomalies, run_error FROM {ks}.global_anomalies "
     "WHERE day = ? LIMIT 1",
@@ -267,6 +283,7 @@ class CassandraStore(Store):
             MinuteAggregates: self._minute_aggregates,
             GlobalAnomalies: self._global_anomalies,
             GlobalAnomalyRuns: self._global_anomaly_runs,
+            Checkpoints: self._checkpoints,
         }
 
     def write(self, batch: WriteBatch) -> None:
@@ -276,6 +293,7 @@ class CassandraStore(Store):
         check_faults(batch.faults)
         anomalies = global_anomaly_rows(batch.global_anomalies)
         run = global_anomaly_run_row(batch, anomalies)
+        checkpoints = checkpoint_rows(batch.checkpoints)
         self._check_open()
         try:
             if readings:
@@ -289,6 +307,9 @@ class CassandraStore(Store):
             elif anomalies:
                 self._run("add_bucket", {(_GLOBAL_ANOMALIES, "", row[0]) for row in anomalies})
                 self._run("add_global_anomaly", anomalies)
+            # Last, once everything they cover is stored: see _write_checkpoints.
+            if checkpoints:
+                self._write_checkpoints(checkpoints)
         except _ERRORS as exc:
             raise StoreError(f"write failed, part of the batch may be stored: {exc}") from exc
 
@@ -516,6 +537,31 @@ class CassandraStore(Store):
         self._run("add_bucket", {(_FAULTS, "", f.start_ts // DAY_MS) for f in faults})
         self._run("add_fault", rows)
 
+    def _write_checkpoints(self, rows: list[CheckpointRow]) -> None:
+        """Put each checkpoint unless a higher offset is stored, by lightweight transactions.
+
+        Not atomic with the batch: there is no transaction across partitions. It is written only
+        after every other part of the batch succeeded, so a stored checkpoint never covers
+        readings that are not stored; a write failing before it leaves the previous checkpoint,
+        and the engine, which acknowledges nothing it has not checkpointed, writes the batch and
+        its checkpoint again. The condition keeps a late retry of an older batch from moving the
+        state back, even when several engines race.
+        """
+        for group, topic, partition, offset, state, written_at in rows:
+            for _ in range(_RETRIES):
+                moved = self._run(
+                    "next_checkpoint",
+                    [(offset, state, written_at, group, topic, partition, offset)],
+                )[0].one()
+                # Applied, or refused by a stored higher offset (a missing row has no columns).
+                if moved[0] or len(moved) > 1:
+                    break
+                first = (group, topic, partition, offset, state, written_at)
+                if _applied(self._run("first_checkpoint", [first])[0]):
+                    break
+            else:
+                raise StoreError(f"write failed: checkpoint not stored after {_RETRIES} tries")
+
     def _write_global_anomaly_run(
         self, run: GlobalAnomalyRunRow, anomalies: list[GlobalAnomalyRow]
     ) -> None:
@@ -718,6 +764,10 @@ class CassandraStore(Store):
             results = self._run("station_global_anomalies_of_day", params)
         # A day's partition with a run record but no anomalies reads as one row of nulls.
         return [global_anomaly(row) for result in results for row in result if row[1] is not None]
+
+    def _checkpoints(self, q: Checkpoints) -> list[Checkpoint]:
+        rows = self._run("checkpoints", [(q.group, q.topic)])[0]
+        return [checkpoint(row) for row in rows]
 
     def _global_anomaly_runs(self, q: GlobalAnomalyRuns) -> list[GlobalAnomalyRun]:
         first, last = (day_number(day) for day in q.days)

@@ -102,6 +102,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             run_skipped frozen<map<text, bigint>> STATIC, run_anomalies bigint STATIC,
             run_error text STATIC)""",
     ),
+    (
+        # One detector checkpoint per (group, topic, partition), a (group, topic)'s together.
+        """CREATE TABLE IF NOT EXISTS {ks}.checkpoints (
+            consumer_group text, topic text, log_partition int, log_offset bigint, state blob,
+            written_at bigint,
+            PRIMARY KEY ((consumer_group, topic), log_partition))""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -117,6 +124,7 @@ TABLES = (
     "sequences",
     "fault_labels",
     "global_anomalies",
+    "checkpoints",
 )
 
 

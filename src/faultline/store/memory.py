@@ -17,9 +17,17 @@ import numpy as np
 import pandas as pd
 
 from faultline.batch.aggregate import Partial, aggregate_frame, merge_partial, partial_rows
-from faultline.schema import RUN_SUCCEEDED, FaultLabel, GlobalAnomaly, GlobalAnomalyRun, WriteBatch
+from faultline.schema import (
+    RUN_SUCCEEDED,
+    Checkpoint,
+    FaultLabel,
+    GlobalAnomaly,
+    GlobalAnomalyRun,
+    WriteBatch,
+)
 from faultline.store.base import (
     AnomalyCount,
+    Checkpoints,
     DeadLetterCount,
     DeadLetterRow,
     DeadLetters,
@@ -39,6 +47,7 @@ from faultline.store.base import (
     Store,
     StoreError,
 )
+from faultline.store.checkpoints import CheckpointRow, checkpoint, checkpoint_rows
 from faultline.store.columns import (
     BatchColumns,
     GlobalAnomalyRow,
@@ -85,6 +94,7 @@ class MemoryStore(Store):
         self._global_anomaly_keys: list[_AnomalyKey] = []
         self._global_anomaly_runs: dict[int, GlobalAnomalyRunRow] = {}  # by day number
         self._global_anomaly_run_days: list[int] = []
+        self._checkpoints: dict[tuple[str, str, int], CheckpointRow] = {}
         self._handlers: dict[type[Any], Callable[[Any], Any]] = {
             LatestAnomalies: self._latest_anomalies,
             AnomalyCount: self._anomaly_count,
@@ -97,6 +107,7 @@ class MemoryStore(Store):
             MinuteAggregates: self._minute_aggregates,
             GlobalAnomalies: self._global_anomaly_rows,
             GlobalAnomalyRuns: self._global_anomaly_run_rows,
+            Checkpoints: self._checkpoint_rows,
         }
 
     def write(self, batch: WriteBatch) -> None:
@@ -107,6 +118,7 @@ class MemoryStore(Store):
         run = global_anomaly_run_row(batch, anomalies)
         rows = _reading_rows(columns, batch.processed_at)
         latest = [rows[i] for i in columns.latest_per_station()]
+        checkpoints = checkpoint_rows(batch.checkpoints)
         with self._lock:
             self._check_open()
             new = np.array([(r.ts, r.station_id, r.seq) not in self._readings for r in rows], bool)
@@ -138,6 +150,7 @@ class MemoryStore(Store):
                 if anomaly[:4] not in self._global_anomalies:
                     insort(self._global_anomaly_keys, anomaly[:4])
                 self._global_anomalies[anomaly[:4]] = anomaly
+            self._put_checkpoints(checkpoints)
 
     def query(self, q: Query[R]) -> R:
         handler = self._handlers.get(type(q))
@@ -203,6 +216,16 @@ class MemoryStore(Store):
         for key in self._global_anomaly_keys[start:end]:
             del self._global_anomalies[key]
         del self._global_anomaly_keys[start:end]
+
+    def _put_checkpoints(self, rows: list[CheckpointRow]) -> None:
+        for row in rows:
+            known = self._checkpoints.get(row[:3])
+            if known is None or row[3] >= known[3]:
+                self._checkpoints[row[:3]] = row
+
+    def _checkpoint_rows(self, q: Checkpoints) -> list[Checkpoint]:
+        rows = [r for key, r in self._checkpoints.items() if key[:2] == (q.group, q.topic)]
+        return [checkpoint(r) for r in sorted(rows, key=lambda r: r[2])]
 
     def _latest_anomalies(self, q: LatestAnomalies) -> list[ReadingRow]:
         if q.station_id is None:

@@ -18,6 +18,8 @@ Layout, and why:
   station_id, sensor, minute), with an index for one station's days; `global_anomaly_runs`
   keeps each day's latest run record. A succeeded run deletes its day's anomalies and inserts
   its own in the transaction that records it, so a rerun leaves exactly what it found.
+* `checkpoints` keeps one detector checkpoint per (group, topic, partition), upserted in the
+  batch's transaction (faultline.store.checkpoints).
 * Text that queries sort by uses the "C" collation, so the order is by code point, as in every
   other store, whatever the database's locale.
 
@@ -52,6 +54,7 @@ from faultline.batch.aggregate import PARTIAL_COLUMNS
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
 from faultline.store.aggregate_sql import Sql, run_to_sql
 from faultline.store.base import Query, R, Store, StoreError
+from faultline.store.checkpoints import PUT_CHECKPOINT, checkpoint_rows
 from faultline.store.columns import (
     batch_columns,
     dead_letter_fields,
@@ -166,6 +169,18 @@ def migrations(partitioning: str) -> tuple[tuple[str, ...], ...]:
                 error text
             )""",
         ),
+        (
+            # One row per (group, topic, partition); see faultline.store.checkpoints.
+            """CREATE TABLE checkpoints (
+                consumer_group text NOT NULL,
+                topic text NOT NULL,
+                log_partition integer NOT NULL,
+                log_offset bigint NOT NULL,
+                state bytea NOT NULL,
+                written_at bigint NOT NULL,
+                PRIMARY KEY (consumer_group, topic, log_partition)
+            )""",
+        ),
     )
 
 
@@ -234,6 +249,7 @@ _PUT_GLOBAL_ANOMALY_RUN = """INSERT INTO global_anomaly_runs
     started_at = excluded.started_at, finished_at = excluded.finished_at,
     status = excluded.status, series = excluded.series, skipped = excluded.skipped,
     anomalies = excluded.anomalies, error = excluded.error"""
+_PUT_CHECKPOINT = PUT_CHECKPOINT.format(m="%s")
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
     VALUES (%s, %s, %s, %s, %s) ON CONFLICT (station_id, sensor, kind, start_ts)
     DO UPDATE SET end_ts = greatest(fault_labels.end_ts, excluded.end_ts)"""
@@ -295,6 +311,7 @@ class PostgresStore(Store):
         faults = [(f.station_id, f.sensor, f.kind, f.start_ts, f.end_ts) for f in batch.faults]
         anomalies = global_anomaly_rows(batch.global_anomalies)
         run = global_anomaly_run_row(batch, anomalies)
+        checkpoints = checkpoint_rows(batch.checkpoints)
         with self._write_lock:
             if self._closed:
                 raise StoreError("the store is closed")
@@ -320,6 +337,8 @@ class PostgresStore(Store):
                         cur.execute(_PUT_GLOBAL_ANOMALY_RUN, run_to_sql(run))
                     if anomalies:
                         cur.executemany(_ADD_GLOBAL_ANOMALY, anomalies)
+                    if checkpoints:
+                        cur.executemany(_PUT_CHECKPOINT, checkpoints)
             except psycopg.Error as exc:
                 raise StoreError(f"write failed, nothing was stored: {exc}") from exc
 

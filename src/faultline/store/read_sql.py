@@ -28,6 +28,7 @@ from faultline.store.aggregate_sql import (
 )
 from faultline.store.base import (
     AnomalyCount,
+    Checkpoints,
     DeadLetterCount,
     DeadLetterRow,
     DeadLetters,
@@ -45,6 +46,7 @@ from faultline.store.base import (
     StationSummary,
     StoreError,
 )
+from faultline.store.checkpoints import checkpoint, checkpoints_sql
 from faultline.store.columns import global_anomaly, global_anomaly_run, recent_frame
 from faultline.store.encoded import decode_reading
 
@@ -176,6 +178,7 @@ _SQL: dict[type[Any], Callable[[Any, Dialect], Sql]] = {
     MinuteAggregates: lambda q, d: minute_aggregates_sql(q, d.mark),
     GlobalAnomalies: lambda q, d: global_anomalies_sql(q, d.mark),
     GlobalAnomalyRuns: lambda q, d: global_anomaly_runs_sql(q, d.mark),
+    Checkpoints: lambda q, d: checkpoints_sql(q, d.mark),
 }
 
 
@@ -215,4 +218,5 @@ _RESULTS: dict[type[Any], Callable[[Any, list[tuple[Any, ...]]], Any]] = {
     MinuteAggregates: lambda _q, rows: aggregate_frame(rows),
     GlobalAnomalies: lambda _q, rows: [global_anomaly(row) for row in rows],
     GlobalAnomalyRuns: lambda _q, rows: [global_anomaly_run(run_from_sql(row)) for row in rows],
+    Checkpoints: lambda _q, rows: [checkpoint(row) for row in rows],
 }

@@ -17,6 +17,8 @@ Layout, and why:
   station_id, sensor, minute), with an index for one station's days; `global_anomaly_runs`
   keeps each day's latest run record. A succeeded run deletes its day's anomalies and inserts
   its own in the transaction that records it, so a rerun leaves exactly what it found.
+* `checkpoints` keeps one detector checkpoint per (group, topic, partition), upserted in the
+  batch's transaction (faultline.store.checkpoints).
 
 Station counts and minute aggregates must grow by exactly the rows a write inserts, or replays
 would count twice. A write inserts with INSERT OR IGNORE and looks at how many rows went in: all
@@ -48,6 +50,7 @@ from faultline.batch.aggregate import partial_rows
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
 from faultline.store.aggregate_sql import Sql, run_to_sql
 from faultline.store.base import Query, R, Store, StoreError
+from faultline.store.checkpoints import PUT_CHECKPOINT, checkpoint_rows
 from faultline.store.columns import (
     BatchColumns,
     batch_columns,
@@ -148,6 +151,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             error TEXT
         ) STRICT""",
     ),
+    (
+        # One row per (group, topic, partition); see faultline.store.checkpoints.
+        """CREATE TABLE checkpoints (
+            consumer_group TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            log_partition INTEGER NOT NULL,
+            log_offset INTEGER NOT NULL,
+            state BLOB NOT NULL,
+            written_at INTEGER NOT NULL,
+            PRIMARY KEY (consumer_group, topic, log_partition)
+        ) STRICT, WITHOUT ROWID""",
+    ),
 )
 
 # The columns in _reading_tuples' order, the key's (ts, station_id, seq) first.
@@ -182,6 +197,7 @@ _PUT_GLOBAL_ANOMALY_RUN = """INSERT OR REPLACE INTO global_anomaly_runs
     VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 _ADD_DEAD_LETTER = """INSERT INTO dead_letters (received_at, source, reason, payload, kind)
     VALUES (?, ?, ?, ?, ?) ON CONFLICT (source) DO NOTHING"""
+_PUT_CHECKPOINT = PUT_CHECKPOINT.format(m="?")
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
     VALUES (?, ?, ?, ?, ?) ON CONFLICT (station_id, sensor, kind, start_ts)
     DO UPDATE SET end_ts = max(end_ts, excluded.end_ts)"""
@@ -213,6 +229,7 @@ class SqliteStore(Store):
         faults = [(f.station_id, f.sensor, f.kind, f.start_ts, f.end_ts) for f in batch.faults]
         anomalies = global_anomaly_rows(batch.global_anomalies)
         run = global_anomaly_run_row(batch, anomalies)
+        checkpoints = checkpoint_rows(batch.checkpoints)
         with self._write_lock:
             if self._closed:
                 raise StoreError("the store is closed")
@@ -232,6 +249,8 @@ class SqliteStore(Store):
                         conn.execute(_CLEAR_GLOBAL_ANOMALIES, (run[0],))
                     conn.execute(_PUT_GLOBAL_ANOMALY_RUN, run_to_sql(run))
                 conn.executemany(_ADD_GLOBAL_ANOMALY, anomalies)
+                if checkpoints:
+                    conn.executemany(_PUT_CHECKPOINT, checkpoints)
                 conn.execute("COMMIT")
             except BaseException as exc:
                 if conn.in_transaction:

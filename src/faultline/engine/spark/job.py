@@ -9,10 +9,15 @@
 Spark's checkpoint holds the Kafka offsets and the detector state of every micro-batch, so a job
 killed at any point resumes from the last committed micro-batch: the batch in flight is computed
 again from the same offsets and the same state, and the store ignores rows it already has.
+
+The driver keeps the same `faultline_*` engine metrics as the in-process engine: `foreachBatch`
+counts what each micro-batch stored, and the consumer lag comes from each micro-batch's progress
+(the Kafka source reports the latest offsets beside the ones the batch read up to).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -46,6 +51,7 @@ from faultline.engine.spark.stages import (
     detect_stage,
 )
 from faultline.engine.spark.worker_cache import fresh_pipeline
+from faultline.metrics import Metrics
 from faultline.runtime import ensure_model, model_registry
 from faultline.schema import RECEIVED_AT, STATION_ID
 from faultline.store import Store, open_store
@@ -78,11 +84,13 @@ def start_query(
     trigger_s: float,
     max_offsets_per_trigger: int | None,
     store: Store | None,
+    metrics: Metrics | None = None,
     station_buckets: int = DEFAULT_STATION_BUCKETS,
     clock: Clock | None = None,
 ) -> StreamingQuery:
     """Start the streaming query; the driver writes into `store`, or the executors write when
-    it is None. The model must already be registered under the configured alias.
+    it is None, and counts each micro-batch in `metrics`. The model must already be registered
+    under the configured alias.
 
     `station_buckets` is how many state groups the stations are hashed into; like the number of
     state partitions it is fixed for the life of a checkpoint.
@@ -135,7 +143,7 @@ def start_query(
         verdicts.writeStream.queryName(QUERY_NAME)
         .option("checkpointLocation", str(Path(checkpoint_dir).resolve()))
         .trigger(processingTime=f"{trigger_s} seconds")
-        .foreachBatch(BatchSink(settings, detectors, store, clock))
+        .foreachBatch(BatchSink(settings, detectors, store, metrics or Metrics(), clock))
         .start()
     )
 
@@ -181,6 +189,22 @@ def _last_progress(query: StreamingQuery) -> tuple[int, str] | None:
     return None if progress is None else (progress.batchId, progress.timestamp)
 
 
+def consumer_lag(query: StreamingQuery) -> dict[str, int]:
+    """Kafka messages per topic not yet read when the last micro-batch was planned: the latest
+    offset of each partition less the offset the batch read up to; empty before the first."""
+    progress = query.lastProgress
+    lag: dict[str, int] = {}
+    for source in [] if progress is None else progress.sources:
+        # JSON offsets by topic and partition; null when the source reports none.
+        latest, end = json.loads(source.latestOffset), json.loads(source.endOffset)
+        if not isinstance(latest, dict) or not isinstance(end, dict):
+            continue
+        for topic, partitions in latest.items():
+            read = end.get(topic, {})
+            lag[topic] = sum(max(o - read.get(p, 0), 0) for p, o in partitions.items())
+    return lag
+
+
 def run_spark_engine(
     settings: Settings,
     *,
@@ -192,15 +216,19 @@ def run_spark_engine(
     writers: Writers | None = None,
     station_buckets: int = DEFAULT_STATION_BUCKETS,
     drain_timeout_s: float = 60.0,
+    metrics: Metrics | None = None,
 ) -> None:
     """Run the Spark engine until `stop` is set, then stop after the current micro-batch.
 
     `spark` None starts a session with `spark_session()`'s defaults and stops it on return.
-    `writers` None lets the store decide where writes happen (`sink.default_writers`). Raises
-    the query's error if the query fails.
+    `writers` None lets the store decide where writes happen (`sink.default_writers`).
+    `metrics` receives the engine metrics (the caller serves them). Raises the query's error if
+    the query fails.
     """
+    metrics = metrics or Metrics()
     registry = model_registry(settings)
-    ensure_model(settings, registry)
+    info = ensure_model(settings, registry)
+    metrics.model_info.labels(name=info.name, version=info.run_id).set(1)
     writers = writers or default_writers(settings.store_url)
     own_session = spark is None
     session = spark or spark_session()
@@ -213,13 +241,19 @@ def run_spark_engine(
             trigger_s=trigger_s,
             max_offsets_per_trigger=max_offsets_per_trigger,
             store=store,
+            metrics=metrics,
             station_buckets=station_buckets,
         )
         log.info("spark engine: query %s running, checkpoint %s", query.id, checkpoint_dir)
+        # The query is the engine worker: up while it runs, as the in-process engine's thread.
+        up = metrics.worker_up.labels(worker="engine")
+        up.set(1)
         try:
             while query.isActive and not stop.wait(0.2):
-                pass
+                for topic, lag in consumer_lag(query).items():
+                    metrics.consumer_lag.labels(topic=topic).set(lag)
         finally:
+            up.set(0)
             if query.isActive:
                 stop_between_batches(query, drain_timeout_s)
         # Returns at once now; raises the query's error if it failed.

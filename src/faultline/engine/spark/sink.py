@@ -9,11 +9,14 @@ Two ways to write, chosen by the store (see docs/decisions/0005-spark-engine.md)
   concurrent writers (PostgreSQL, Cassandra), so the rows never travel to the driver.
 
 Either way a micro-batch that Spark runs again after a failure writes the same rows again, and the
-store's keys make that a no-op.
+store's keys make that a no-op. Each write's `BatchTally` (from the executors, as a JSON row) is
+added up in the driver into the engine metrics the in-process engine counts too.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
@@ -25,6 +28,7 @@ from faultline.clock import Clock, SystemClock
 from faultline.config import Settings
 from faultline.engine.spark.layout import KIND, PAYLOAD, REASON, SIZE, SOURCE, is_dead
 from faultline.engine.spark.worker_cache import worker_store
+from faultline.metrics import BatchTally, Metrics
 from faultline.schema import (
     IS_ANOMALY,
     MODEL_VERSION,
@@ -90,44 +94,56 @@ def write_batch(
 
 class BatchSink:
     """The `foreachBatch` function: the driver writes into `store`, or, without one, the
-    executors write into the store `settings.store_url` names."""
+    executors write into the store `settings.store_url` names; either way the micro-batch is
+    counted in `metrics` once it is stored."""
 
     def __init__(
         self,
         settings: Settings,
         detectors: Sequence[str],
         store: Store | None,
+        metrics: Metrics,
         clock: Clock | None = None,
     ) -> None:
         self._settings = settings
         self._detectors = tuple(detectors)
         self._store = store
+        self._metrics = metrics
         self._clock = clock or SystemClock()
 
     def __call__(self, df: DataFrame, batch_id: int) -> None:
+        # The DataFrame is lazy: collecting it runs the micro-batch's decode and detection too,
+        # so this is the in-process engine's decode+detect+store time.
+        started = time.perf_counter()
+        tally = BatchTally()
         if self._store is None:
             writer = partition_writer(self._settings, self._detectors)
-            df.mapInPandas(writer, "rows long").collect()
-            return
-        frame = df.toPandas()
-        if len(frame):
-            batch = write_batch(
-                frame, self._settings.sensor_names, self._detectors, self._clock.now_ms()
-            )
-            self._store.write(batch)
+            for row in df.mapInPandas(writer, "tally string").collect():
+                tally += BatchTally.from_json(json.loads(row["tally"]))
+        else:
+            frame = df.toPandas()
+            if len(frame):
+                batch = write_batch(
+                    frame, self._settings.sensor_names, self._detectors, self._clock.now_ms()
+                )
+                self._store.write(batch)
+                tally = BatchTally.of(batch)
+        if tally.messages:
+            self._metrics.record_batch(tally, time.perf_counter() - started)
 
 
 def partition_writer(
     settings: Settings, detectors: Sequence[str]
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """For `mapInPandas` in the executors: write each Arrow batch, yield how many rows it had."""
+    """For `mapInPandas` in the executors: write each Arrow batch, yield its tally as JSON."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         store = worker_store(settings.store_url)
         clock = SystemClock()
         for frame in batches:
             if len(frame):
-                store.write(write_batch(frame, settings.sensor_names, detectors, clock.now_ms()))
-            yield pd.DataFrame({"rows": [len(frame)]})
+                batch = write_batch(frame, settings.sensor_names, detectors, clock.now_ms())
+                store.write(batch)
+                yield pd.DataFrame({"tally": [json.dumps(BatchTally.of(batch).to_json())]})
 
     return run
