@@ -54,7 +54,7 @@ def main() -> int:
     app = Faultline(root / "data", env=SMALL_MODEL)
     first_start = app.start()
     print(f"faultline up serving at {app.url} after {first_start:.1f} s (log {app.log_path})")
-    load = Load(app.url, rate=args.rate, batch=args.batch).start()
+    load = Load(app.url, app.token, rate=args.rate, batch=args.batch).start()
     began = load.snapshot()
     time.sleep(args.baseline_s)
     baseline = load.snapshot()

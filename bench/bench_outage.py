@@ -135,7 +135,7 @@ def run(fault: str, args: argparse.Namespace) -> dict[str, object] | None:
         pid = app.pid
         print(f"== {fault}: faultline up (pid {pid}) at {app.url}, log {app.log_path}")
         watch = HealthWatch(app).start()
-        load = Load(app.url, rate=args.rate, batch=args.batch).start()
+        load = Load(app.url, app.token, rate=args.rate, batch=args.batch).start()
         t0, answers0 = load.snapshot(), load.answers()
         time.sleep(args.baseline_s)
         t1, answers1 = load.snapshot(), load.answers()

@@ -54,7 +54,9 @@ def main() -> int:
     app = Faultline(root / "data", env=SMALL_MODEL if args.small_model else {})
     app.start()
     print(f"faultline up (pid {app.pid}) at {app.url}, log {app.log_path}")
-    load = Load(app.url, rate=args.rate, batch=args.batch, stations=args.stations, remember=False)
+    load = Load(
+        app.url, app.token, rate=args.rate, batch=args.batch, stations=args.stations, remember=False
+    )
     load.start()
     began = time.monotonic()
     warm_end = began + 60 * args.warmup_minutes

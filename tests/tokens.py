@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from faultline.tokens import Role, TokenStore
 
 JSON = {"Content-Type": "application/json"}
@@ -18,3 +20,12 @@ def admin_token(tokens: TokenStore) -> str:
 
 def token_for(tokens: TokenStore, role: Role) -> str:
     return tokens.create(role, f"tests-{role.label}")[0]
+
+
+def ingest_token_in(data_dir: Path) -> str:
+    """An ingest token in `data_dir`'s token store, for a `faultline up` started on it."""
+    tokens = TokenStore(data_dir / "tokens.db")
+    try:
+        return tokens.create(Role.INGEST, "tests-ingest")[0]
+    finally:
+        tokens.close()

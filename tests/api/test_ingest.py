@@ -127,8 +127,12 @@ def test_a_full_bus_is_503_with_retry_after(tmp_path: Path) -> None:
 def test_a_full_bus_takes_none_of_a_request(tmp_path: Path) -> None:
     # The finding: a full bus answered 503 after publishing 455 of 9000 readings.
     with serve(tmp_path, ManualClock(NOW), bus=MemoryBus(max_messages=10)) as s:
-        assert httpx.post(f"{s.url}/api/readings", json=[{"station_id": "a"}] * 8).is_success
-        refused = httpx.post(f"{s.url}/api/readings", json=[{"station_id": "b"}] * 5)
+        assert httpx.post(
+            f"{s.url}/api/readings", json=[{"station_id": "a"}] * 8, headers=s.json_auth
+        ).is_success
+        refused = httpx.post(
+            f"{s.url}/api/readings", json=[{"station_id": "b"}] * 5, headers=s.json_auth
+        )
 
         assert refused.status_code == 503
         assert "none of the readings" in refused.json()["detail"]
@@ -138,7 +142,9 @@ def test_a_full_bus_takes_none_of_a_request(tmp_path: Path) -> None:
 
 def test_more_than_the_bus_ever_holds_is_413_at_once(tmp_path: Path) -> None:
     with serve(tmp_path, ManualClock(NOW), bus=MemoryBus(max_messages=5)) as s:
-        refused = httpx.post(f"{s.url}/api/readings", json=[{"station_id": "a"}] * 6)
+        refused = httpx.post(
+            f"{s.url}/api/readings", json=[{"station_id": "a"}] * 6, headers=s.json_auth
+        )
 
         assert refused.status_code == 413
         assert "more than the bus holds" in refused.json()["detail"]
@@ -147,12 +153,14 @@ def test_more_than_the_bus_ever_holds_is_413_at_once(tmp_path: Path) -> None:
 
 def test_a_retry_with_its_idempotency_key_publishes_nothing(served: Served) -> None:
     body = [{"station_id": "s-01", "temperature": 25.0}, {"station_id": "s-02", "humidity": 61}]
-    key = {"Idempotency-Key": "3f0c2a9e-retry"}
+    key = {**served.json_auth, "Idempotency-Key": "3f0c2a9e-retry"}
 
     first = httpx.post(f"{served.url}/api/readings", json=body, headers=key)
     again = httpx.post(f"{served.url}/api/readings", json=body, headers=key)
     other_key = httpx.post(
-        f"{served.url}/api/readings", json=body, headers={"Idempotency-Key": "another"}
+        f"{served.url}/api/readings",
+        json=body,
+        headers={**served.json_auth, "Idempotency-Key": "another"},
     )
 
     assert (first.status_code, again.status_code, other_key.status_code) == (202, 202, 202)
@@ -164,7 +172,7 @@ def test_a_retry_with_its_idempotency_key_publishes_nothing(served: Served) -> N
 
 
 def test_an_idempotency_key_reused_for_another_body_is_422(served: Served) -> None:
-    key = {"Idempotency-Key": "k-1"}
+    key = {**served.json_auth, "Idempotency-Key": "k-1"}
     assert httpx.post(
         f"{served.url}/api/readings", json={"station_id": "a"}, headers=key
     ).is_success
@@ -179,7 +187,9 @@ def test_an_idempotency_key_reused_for_another_body_is_422(served: Served) -> No
 @pytest.mark.parametrize("key", ["x" * 201, "has space", ""])
 def test_a_malformed_idempotency_key_is_refused(served: Served, key: str) -> None:
     answer = httpx.post(
-        f"{served.url}/api/readings", json={"station_id": "a"}, headers={"Idempotency-Key": key}
+        f"{served.url}/api/readings",
+        json={"station_id": "a"},
+        headers={**served.json_auth, "Idempotency-Key": key},
     )
 
     assert answer.status_code == 422

@@ -50,7 +50,9 @@ EXAMPLES = 100  # per operation and mode; operations with few inputs run out soo
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp: Path = tmp_path_factory.mktemp("fuzz")
-    bus = MemoryBus(capacity=1_000_000)  # a full bus is a 503 by design, not a finding
+    bus = MemoryBus(
+        max_messages=1_000_000, max_bytes=2**31
+    )  # a full bus is a 503 by design, not a finding
     with serve(tmp, ManualClock(NOW), models=FixedModels(tiny_model()), bus=bus) as s:
         known_readings(s)
         yield s

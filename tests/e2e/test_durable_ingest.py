@@ -22,6 +22,7 @@ from faultline.codec import encode_reading
 from faultline.config import load_settings
 from faultline.store import Stations, open_store
 from tests.e2e.test_cli_up import free_port, wait_for_line
+from tests.tokens import bearer, ingest_token_in
 
 pytestmark = pytest.mark.slow
 
@@ -63,16 +64,17 @@ def test_acknowledged_readings_survive_kill_9_and_a_retry_stores_them_once(
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    auth = bearer(ingest_token_in(tmp_path))
     proc = start(tmp_path, port)
     try:
         wait_for_line(proc, "Faultline is running", timeout_s=120)
         now = int(time.time() * 1000)
         acknowledged: dict[str, int] = {}
-        with httpx.Client(base_url=url, timeout=10) as client:
+        with httpx.Client(base_url=url, headers=auth, timeout=10) as client:
             # Seed 000's form (no ts, no seq): its identity comes from the bus, so a retry is
             # only recognised by its key, which must survive the kill too.
             seed_form = [{"station_id": "seed", "temperature": 25.0 + i} for i in range(50)]
-            key = {"Idempotency-Key": "before-the-kill"}
+            key = {"Idempotency-Key": "before-the-kill"}  # beside the client's token
             assert client.post("/api/readings", json=seed_form, headers=key).status_code == 202
             acknowledged["seed"] = len(seed_form)
             for b in range(BATCHES):
@@ -95,7 +97,9 @@ def test_acknowledged_readings_survive_kill_9_and_a_retry_stores_them_once(
 
         proc = start(tmp_path, port)
         wait_for_line(proc, "Faultline is running", timeout_s=120)
-        retry = httpx.post(f"{url}/api/readings", json=seed_form, headers=key, timeout=10)
+        retry = httpx.post(
+            f"{url}/api/readings", json=seed_form, headers={**auth, **key}, timeout=10
+        )
         assert retry.status_code == 202 and retry.headers["idempotent-replayed"] == "true"
         deadline = time.monotonic() + 60
         while (stored := stored_per_station(url)) != acknowledged:

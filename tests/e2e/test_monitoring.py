@@ -26,6 +26,7 @@ import yaml
 
 from tests.services.endpoints import REPO
 from tests.services.prometheus import Prometheus, free_port, running_prometheus
+from tests.tokens import bearer, ingest_token_in
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +74,7 @@ def reading(station: str, seq: int, temperature: float, now_ms: int) -> dict:
     }
 
 
-def post_readings(url: str) -> int:
+def post_readings(url: str, token: str) -> int:
     """Three stations' 120 readings, each ending in a spike, and 80 bad messages (range and
     unknown sensor): over 5 % of the messages dead-lettered. Returns the good readings."""
     now_ms = int(time.time() * 1000)
@@ -85,7 +86,9 @@ def post_readings(url: str) -> int:
     bad = [reading("s4", seq, 999.0, now_ms) for seq in range(60)]
     bad += [{"station_id": "s5", "values": {"pressure": 1.0}} for _ in range(20)]
     for body in (good, bad):
-        assert httpx.post(f"{url}/api/readings", json=body).status_code == 202
+        assert (
+            httpx.post(f"{url}/api/readings", json=body, headers=bearer(token)).status_code == 202
+        )
     return len(good)
 
 
@@ -99,6 +102,7 @@ def test_prometheus_answers_every_rule_and_panel_query_over_a_running_faultline(
         "FAULTLINE_MODEL__N_ESTIMATORS": "50",
         "FAULTLINE_MODEL__TRAIN_SAMPLES": "2000",
     }
+    token = ingest_token_in(tmp_path / "data")
     log = (tmp_path / "faultline.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "faultline.cli", "up", "--data-dir", str(tmp_path / "data"),
@@ -112,7 +116,7 @@ def test_prometheus_answers_every_rule_and_panel_query_over_a_running_faultline(
         ) as prometheus:
             eventually(lambda: bool(prometheus.series('up{job="faultline-api"} == 1')),
                        "the first scrape")  # fmt: skip
-            readings = post_readings(url)
+            readings = post_readings(url, token)
             eventually(
                 lambda: _value(prometheus, "sum(faultline_readings_total)") == readings,
                 f"{readings} readings scraped",

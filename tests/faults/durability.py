@@ -31,6 +31,8 @@ from pathlib import Path
 
 import httpx
 
+from faultline.tokens import Role, TokenStore
+
 REPO = Path(__file__).resolve().parents[2]
 SVC = REPO / "scripts" / "services" / "svc.py"
 PREFIX = "dur-"
@@ -70,6 +72,11 @@ class Faultline:
         self.log_path = log_path or data_dir.parent / f"{data_dir.name}-faultline.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # Writes need a token: made in the data dir's token store before the first start, so
+        # `faultline up` finds it (and prints no first admin token).
+        tokens = TokenStore(data_dir / "tokens.db")
+        self.token = tokens.create(Role.INGEST, "durability-load")[0]
+        tokens.close()
 
     def start(self, timeout_s: float = 180.0) -> float:
         """Start it and wait until it serves; the seconds that took."""
@@ -141,6 +148,7 @@ class Load:
     """
 
     url: str
+    token: str  # an ingest token (Faultline.token)
     rate: float = 5000.0
     batch: int = 100
     stations: int = 50
@@ -238,7 +246,10 @@ class Load:
                     reply = client.post(
                         f"{self.url}/api/readings",
                         content=self.body(n),
-                        headers={"content-type": "application/json"},
+                        headers={
+                            "content-type": "application/json",
+                            "authorization": f"Bearer {self.token}",
+                        },
                     )
                     outcome = str(reply.status_code)
                     ok = 200 <= reply.status_code < 300

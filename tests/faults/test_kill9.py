@@ -28,7 +28,7 @@ def test_kill_9_under_ingest_loses_nothing_acknowledged_and_stores_nothing_twice
 ) -> None:
     app = Faultline(tmp_path / "data", env=SMALL_MODEL)
     app.start()
-    load = Load(app.url, rate=2000, batch=100, stations=20).start()
+    load = Load(app.url, app.token, rate=2000, batch=100, stations=20).start()
     try:
         time.sleep(2.0)
         answered = load.answers()

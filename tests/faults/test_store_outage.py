@@ -62,7 +62,7 @@ def outage(app: Faultline, read: Callable[[], StoredRows], fail: Callable[[], ob
     count what the store holds against what was acknowledged."""
     app.start()
     pid = app.pid
-    load = Load(app.url, rate=2000, batch=100, stations=20).start()
+    load = Load(app.url, app.token, rate=2000, batch=100, stations=20).start()
     try:
         time.sleep(1.5)
         began = time.monotonic()
