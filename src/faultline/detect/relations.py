@@ -20,12 +20,14 @@ measurement (docs/EVALUATION.md). The sensors named responsible are those contri
 half as much as the largest contributor to the statistic that fired: squared residuals for Q,
 z_j (Σ_k⁻¹ z)_j for T².
 
-The model does not learn a fault into its normal: up to `warmup` readings it learns every
-reading with weight 1/n, then only readings it does not flag, with weight 1/`memory`, so a
-long fault stays flagged as long as it lasts, and a slow drift is learned only as fast as
-`memory` allows. The components are refitted (one batched eigendecomposition) every `refit`
-readings learned. A missing sensor is taken at its mean: it contributes nothing and is never
-named. No verdict (NaN) until a station has learned `warmup` readings.
+The model does not learn a fault into its normal: up to `warmup` readings it learns every reading
+with weight 1/n, then only readings it does not flag, with weight 1/`memory`, so a long fault stays
+flagged as long as it lasts, and a slow drift is learned only as fast as `memory` allows. Nor does
+it learn the readings within a fault that happen to keep the relation: after a flag it learns again
+only once `calm` readings in a row went unflagged. The components are refitted (one batched
+eigendecomposition) every `refit` readings learned. A missing sensor is taken at its mean: it
+contributes nothing and is never named. No verdict (NaN) until a station has learned `warmup`
+readings.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from typing import Any, ClassVar
 
 import msgspec
 import numpy as np
+import pandas as pd
 from scipy.special import chdtrc
 
+from faultline.detect.base import Scores
 from faultline.detect.per_station import PerStationDetector
-from faultline.detect.slots import grow
+from faultline.detect.slots import grow, sensor_values, slot_rounds
 
 _DUMP_FORMAT = 1  # the layout of `dump`: raise it whenever the state arrays change shape
 _TINY = 1e-12  # a standard deviation below this (relative to the level) is a constant sensor
@@ -59,16 +63,17 @@ class RelationsDetector(PerStationDetector):
         memory: int = 5000,
         variance: float = 0.9,
         refit: int = 50,
+        calm: int = 50,
     ) -> None:
         super().__init__(sensors)
         if len(self.sensors) > 62:
             raise ValueError("at most 62 sensors: the responsible ones are bits of an int64")
-        if warmup < 2 or refit < 1 or memory < warmup:
-            raise ValueError("need warmup >= 2, refit >= 1 and memory >= warmup")
+        if warmup < 2 or refit < 1 or calm < 0 or memory < warmup:
+            raise ValueError("need warmup >= 2, refit >= 1, calm >= 0 and memory >= warmup")
         if not (0 < variance <= 1 and threshold > 0):
             raise ValueError("variance must lie in (0, 1] and threshold be positive")
         self.threshold, self.warmup, self.memory = threshold, warmup, memory
-        self.variance, self.refit = variance, refit
+        self.variance, self.refit, self.calm = variance, refit, calm
         m = len(self.sensors)
         # Learned state: readings learned, learned since the last fit, mean, covariance.
         self._count = np.zeros(0)
@@ -82,6 +87,8 @@ class RelationsDetector(PerStationDetector):
         self._eig = np.zeros((0, m))
         self._keep = np.zeros((0, m))
         self._box = np.zeros((0, 2))
+        # Readings judged since the station's last flagged one.
+        self._quiet = np.zeros(0)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -94,6 +101,7 @@ class RelationsDetector(PerStationDetector):
             "eig": self._eig,
             "keep": self._keep,
             "box": self._box,
+            "quiet": self._quiet,
         }
 
     def _ensure_rows(self, rows: int) -> None:
@@ -135,7 +143,11 @@ class RelationsDetector(PerStationDetector):
         return np.where(warm, score, np.nan), contributions, present
 
     def _judge(self, slots: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        score, contributions, present = self._statistics(slots, x)
+        return self._verdict(*self._statistics(slots, x))
+
+    def _verdict(
+        self, score: np.ndarray, contributions: np.ndarray, present: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         anomaly = score >= self.threshold  # False for NaN
         top = np.where(present, contributions, 0.0).max(axis=1, initial=0.0)
         named = present & (contributions > 0) & (contributions >= 0.5 * top[:, None])
@@ -144,14 +156,34 @@ class RelationsDetector(PerStationDetector):
 
     # -- learning --------------------------------------------------------------------------
 
-    def _absorb(self, slots: np.ndarray, x: np.ndarray) -> None:
+    def process(self, frame: pd.DataFrame) -> Scores:
+        # PerStationDetector's rounds, judging each reading once for its verdict and its
+        # learning alike: the same verdicts as score-then-learn at half the work.
+        slots = self._assign(frame)
+        x = sensor_values(frame, self.sensors)
+        out = Scores.empty(len(frame))
+        for rows in slot_rounds(slots):
+            mine = slots[rows]
+            known = self._statistics(mine, x[rows])
+            out.score[rows], out.is_anomaly[rows], out.sensor_mask[rows] = self._verdict(*known)
+            self._absorb(mine, x[rows], known[0])
+        return out
+
+    def _absorb(self, slots: np.ndarray, x: np.ndarray, score: np.ndarray | None = None) -> None:
         seen = np.isfinite(x).any(axis=1)
         count = self._count[slots]
         warming = count < self.warmup
         if (~warming).any():
-            score, _, _ = self._statistics(slots, x)
-            # A reading it flags, or cannot judge, is not learned once the model stands.
-            seen &= warming | (score < self.threshold)
+            if score is None:
+                score = self._statistics(slots, x)[0]
+            # Once the model stands it learns only a reading it does not flag, in a calm spell
+            # of `calm` readings without a flag: the quiet readings within a fault (those
+            # where the broken relation happens to hold) are not learned either.
+            judged = np.isfinite(score)
+            flagged = judged & (score >= self.threshold)
+            quiet = self._quiet[slots]
+            seen &= warming | (judged & ~flagged & (quiet >= self.calm))
+            self._quiet[slots] = np.where(flagged, 0.0, np.where(judged, quiet + 1, quiet))
         slots, x, count = slots[seen], x[seen], count[seen] + 1
         if len(slots) == 0:
             return
@@ -196,6 +228,8 @@ class RelationsDetector(PerStationDetector):
         self._keep[slots] = keep
         self._box[slots] = np.stack([g, h], axis=1)
         self._since[slots] = 0.0
+        first = self._count[slots] == self.warmup
+        self._quiet[slots[first]] = self.calm  # the warm-up readings were a calm spell
 
     # -- state -----------------------------------------------------------------------------
 
