@@ -3,11 +3,17 @@ learn."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from faultline.detect.relations import RelationsDetector
 from faultline.detect.surprise import SurpriseDetector
+from faultline.evaluate.labelled_csv import read_labelled_csvs
+from faultline.evaluate.replay import replay_after_training
 from faultline.schema import RECEIVED_AT, SEQ, STATION_ID, TS, TS_ASSIGNED
 
 SENSORS = ("inlet", "outlet", "noise_a", "noise_b")
@@ -72,3 +78,31 @@ def test_it_does_not_learn_a_long_fault_into_its_normal() -> None:
     after[TS] += 10**8
     recovered = detector.process(after)
     assert recovered.is_anomaly.mean() < 0.01
+
+
+def tep_root() -> Path:
+    env = os.environ.get("FAULTLINE_SHARED")
+    root = Path(env) / "tep" if env else Path(__file__).resolve().parents[2].parent / "shared/tep"
+    if not (root / "fault_00.csv").is_file():
+        reason = f"Tennessee Eastman data not found in {root} (set FAULTLINE_SHARED)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return root
+
+
+def test_on_tennessee_eastman_it_flags_the_steps_textbook_pca_flags() -> None:
+    # Faults 1 and 6 (feed steps) at a limit with 1 % false alarms on the fault-free run; the
+    # whole protocol is bench/bench_tep.py.
+    root = tep_root()
+    files = [root / f"fault_{n:02d}.csv" for n in (0, 1, 6)]
+    labelled = read_labelled_csvs(files, "timestamp", "label")
+    sensors = sorted(labelled[0].series.values.columns)
+    scored = replay_after_training(
+        RelationsDetector(sensors), [item.series for item in labelled], 500
+    )
+    limit = np.nanquantile(scored[0].score, 0.99)
+    for item, got in zip(labelled[1:], scored[1:], strict=True):
+        faulty = item.labels[500:]
+        assert np.mean(got.score[faulty] > limit) > 0.95
+        assert np.mean(got.score[~faulty] > limit) < 0.05
