@@ -20,14 +20,14 @@ measurement (docs/EVALUATION.md). The sensors named responsible are those contri
 half as much as the largest contributor to the statistic that fired: squared residuals for Q,
 z_j (Σ_k⁻¹ z)_j for T².
 
-The model does not learn a fault into its normal: up to `warmup` readings it learns every reading
-with weight 1/n, then only readings it does not flag, with weight 1/`memory`, so a long fault stays
-flagged as long as it lasts, and a slow drift is learned only as fast as `memory` allows. Nor does
-it learn the readings within a fault that happen to keep the relation: after a flag it learns again
-only once `calm` readings in a row went unflagged. The components are refitted (one batched
-eigendecomposition) every `refit` readings learned. A missing sensor is taken at its mean: it
-contributes nothing and is never named. No verdict (NaN) until a station has learned `warmup`
-readings.
+The model does not learn a fault into its normal: up to `warmup` readings, or ten per sensor when
+that is more, it learns every reading with weight 1/n, then only readings it does not flag, with
+weight 1/`memory`, so a long fault stays flagged as long as it lasts, and a slow drift is learned
+only as fast as `memory` allows. Nor does it learn the readings within a fault that happen to keep
+the relation: after a flag it learns again only once `calm` readings in a row went unflagged. The
+components are refitted (one batched eigendecomposition) every `refit` readings learned. A missing
+sensor is taken at its mean: it contributes nothing and is never named. No verdict (NaN) until a
+station has learned `warmup` readings.
 """
 
 from __future__ import annotations
@@ -74,6 +74,10 @@ class RelationsDetector(PerStationDetector):
             raise ValueError("variance must lie in (0, 1] and threshold be positive")
         self.threshold, self.warmup, self.memory = threshold, warmup, memory
         self.variance, self.refit, self.calm = variance, refit, calm
+        # A covariance of m sensors from fewer than about 10·m readings is mostly noise: a
+        # model judging by it flags ordinary readings and, learning no flagged one, would keep
+        # its noise. So a station learns every reading until it has `settle` of them.
+        self.settle = max(warmup, 10 * len(self.sensors))
         m = len(self.sensors)
         # Learned state: readings learned, learned since the last fit, mean, covariance.
         self._count = np.zeros(0)
@@ -172,7 +176,7 @@ class RelationsDetector(PerStationDetector):
     def _absorb(self, slots: np.ndarray, x: np.ndarray, score: np.ndarray | None = None) -> None:
         seen = np.isfinite(x).any(axis=1)
         count = self._count[slots]
-        warming = count < self.warmup
+        warming = count < self.settle
         if (~warming).any():
             if score is None:
                 score = self._statistics(slots, x)[0]
