@@ -83,15 +83,18 @@ class EngineSettings(_Frozen):
 
 
 class DetectSettings(_Frozen):
-    """Per-sensor streaming detector: `surprise` (calibrated views, the default) or `robust_z`.
+    """The streaming detector: `surprise` (per-sensor calibrated views, the default), `robust_z`,
+    or `relations` (a station's sensors together, faultline.detect.relations).
 
-    `warmup` (readings of a station before its first verdict) serves both; `threshold` and
-    `alpha` are robust_z's (in z-scores), `surprise_threshold` surprise's (-log10 p).
+    `warmup` (readings of a station before its first verdict) serves all; `threshold` and
+    `alpha` are robust_z's (in z-scores), `surprise_threshold` surprise's and
+    `relations_threshold` relations' (both -log10 p).
     """
 
-    detector: Literal["surprise", "robust_z"] = "surprise"
+    detector: Literal["surprise", "robust_z", "relations"] = "surprise"
     threshold: float = Field(default=6.0, gt=0)
     surprise_threshold: float = Field(default=4.0, gt=0)
+    relations_threshold: float = Field(default=4.0, gt=0)
     warmup: int = Field(default=30, ge=2)
     alpha: float = Field(default=0.02, gt=0, lt=1)
 

@@ -15,6 +15,7 @@ import pandas as pd
 from faultline.config import DEFAULT_SENSORS
 from faultline.detect.base import Detector
 from faultline.detect.isolation_forest import IsolationForestDetector
+from faultline.detect.relations import RelationsDetector
 from faultline.detect.robust import RobustStreamingDetector
 from faultline.detect.surprise import SurpriseDetector
 from faultline.models.base import ModelInfo
@@ -77,4 +78,7 @@ DETECTOR_FACTORIES: list[DetectorFactory] = [
         "isolation_forest", lambda: IsolationForestDetector(SENSORS, small_model()), warmup=0
     ),
     DetectorFactory("surprise", lambda: SurpriseDetector(SENSORS, warmup=25), warmup=25),
+    DetectorFactory(
+        "relations", lambda: RelationsDetector(SENSORS, warmup=25, refit=10), warmup=25
+    ),
 ]

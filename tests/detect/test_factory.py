@@ -6,6 +6,7 @@ import numpy as np
 
 from faultline.config import load_settings
 from faultline.detect.factory import build_detectors
+from faultline.detect.relations import RelationsDetector
 from faultline.detect.robust import RobustStreamingDetector
 from faultline.detect.surprise import SurpriseDetector
 from tests.detect.conftest import normal_frame
@@ -27,3 +28,10 @@ def test_robust_z_on_request() -> None:
     (detector,) = build_detectors(settings, None)
     assert isinstance(detector, RobustStreamingDetector)
     assert detector.threshold == 5.0
+
+
+def test_relations_on_request() -> None:
+    settings = load_settings(detect={"detector": "relations", "relations_threshold": 7.0})
+    (detector,) = build_detectors(settings, None)
+    assert isinstance(detector, RelationsDetector)
+    assert (detector.threshold, detector.warmup) == (7.0, settings.detect.warmup)

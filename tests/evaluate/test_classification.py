@@ -41,9 +41,16 @@ def test_metrics_pool_rows_of_all_files() -> None:
 
 def test_undefined_rates_are_none_not_zero() -> None:
     quiet = classify([b("0000")], [b("0000")])
-    assert quiet.as_json() == {"f1_point": None, "f1_event": None, "far": 0.0, "mar": None}
+    assert quiet.as_json() == {
+        "f1_point": None,
+        "f1_event": None,
+        "far": 0.0,
+        "mar": None,
+        "detection_rate": None,
+    }
     silent = classify([b("0110")], [b("0000")])
     assert (silent.f1_point, silent.f1_event, silent.mar) == (0.0, 0.0, 1.0)
+    assert silent.detection_rate == 0.0
 
 
 def test_mismatched_lengths_are_refused() -> None:

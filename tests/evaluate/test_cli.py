@@ -136,12 +136,76 @@ def test_eval_csv_pools_the_scored_rows_of_all_files(
     ]
     assert run([*argv, "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
-    expected = {"f1_point": 2 / 3, "f1_event": 2 / 3, "far": 1 / 497, "mar": 1 / 3}
+    files = got.pop("files")
+    expected = {
+        "f1_point": 2 / 3,
+        "f1_event": 2 / 3,
+        "far": 1 / 497,
+        "mar": 1 / 3,
+        "detection_rate": 2 / 3,
+    }
     assert got == pytest.approx(expected)
+    # Per file: a finds both its spikes and flags nothing else; b flags one normal row and
+    # misses its labelled one.
+    assert files["a"] == pytest.approx(
+        {"f1_point": 1.0, "f1_event": 1.0, "far": 0.0, "mar": 0.0, "detection_rate": 1.0}
+    )
+    assert files["b"] == pytest.approx(
+        {"f1_point": 0.0, "f1_event": 0.0, "far": 1 / 249, "mar": 1.0, "detection_rate": 0.0}
+    )
     assert run(argv) == 0
     table = capsys.readouterr().out
     assert "features temperature, vibration" in table
     assert "scored rows 500" in table
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[3:6]}
+    assert rows["a"] == ["0.0000", "1.0000", "1.0000", "1.0000"]
+    assert rows["pooled"][:2] == [f"{1 / 497:.4f}", f"{2 / 3:.4f}"]
+
+
+@pytest.mark.parametrize(
+    ("choice", "features"),
+    [
+        (["--features", "vibration"], "features vibration;"),
+        (["--ignore", "temperature"], "features vibration;"),
+        (["--features", "temperature,vibration"], "features temperature, vibration;"),
+    ],
+)
+def test_eval_csv_chooses_its_feature_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], choice: list[str], features: str
+) -> None:
+    # The spikes are in temperature: without it as a feature nothing is found.
+    write_csv(tmp_path / "a.csv", spikes=[100, 200], labelled=[100, 200])
+    argv = ["eval", "csv", str(tmp_path / "a.csv"), "--time-column", "time"]
+    argv += ["--label-column", "anomaly", "--train-rows", "50", "--detector", "robust_z"]
+    assert run([*argv, *choice]) == 0
+    assert features in capsys.readouterr().out
+    assert run([*argv, *choice, "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)["detection_rate"]
+    assert found == (1.0 if "temperature" in features else 0.0)
+
+
+@pytest.mark.parametrize(
+    ("choice", "message"),
+    [
+        (["--features", "pressure"], "no column 'pressure'"),
+        (["--ignore", "pressure"], "no column 'pressure'"),
+        (["--features", "machine"], "feature column 'machine' is not numeric"),
+        (["--ignore", "temperature,vibration"], "no numeric feature columns"),
+    ],
+)
+def test_eval_csv_refuses_feature_choices_it_cannot_keep(
+    tmp_path: Path, choice: list[str], message: str
+) -> None:
+    write_csv(tmp_path / "a.csv", spikes=[], labelled=[])
+    argv = ["eval", "csv", str(tmp_path / "a.csv"), "--time-column", "time"]
+    with pytest.raises(ValueError, match=message):
+        run([*argv, "--label-column", "anomaly", *choice])
+
+
+def test_eval_csv_takes_features_or_ignore_not_both(tmp_path: Path) -> None:
+    argv = ["eval", "csv", "x.csv", "--time-column", "t", "--label-column", "l"]
+    with pytest.raises(SystemExit):
+        run([*argv, "--features", "a", "--ignore", "b"])
 
 
 @pytest.mark.parametrize(

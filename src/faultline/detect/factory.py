@@ -5,6 +5,7 @@ from __future__ import annotations
 from faultline.config import Settings
 from faultline.detect.base import Detector
 from faultline.detect.isolation_forest import IsolationForestDetector
+from faultline.detect.relations import RelationsDetector
 from faultline.detect.robust import RobustStreamingDetector
 from faultline.detect.surprise import SurpriseDetector
 from faultline.models.base import LoadedModel
@@ -17,6 +18,8 @@ def build_detectors(settings: Settings, model: LoadedModel | None) -> list[Detec
     streaming: Detector
     if d.detector == "surprise":
         streaming = SurpriseDetector(sensors, threshold=d.surprise_threshold, warmup=d.warmup)
+    elif d.detector == "relations":
+        streaming = RelationsDetector(sensors, threshold=d.relations_threshold, warmup=d.warmup)
     else:
         streaming = RobustStreamingDetector(
             sensors, threshold=d.threshold, warmup=d.warmup, alpha=d.alpha

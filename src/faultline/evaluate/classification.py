@@ -41,12 +41,18 @@ class Classification:
     mar: float | None
     counts: Counts
 
+    @property
+    def detection_rate(self) -> float | None:
+        """The share of anomalous rows flagged (point-wise recall; TEP's FDR)."""
+        return None if self.mar is None else 1.0 - self.mar
+
     def as_json(self) -> dict[str, float | None]:
         return {
             "f1_point": self.f1_point,
             "f1_event": self.f1_event,
             "far": self.far,
             "mar": self.mar,
+            "detection_rate": self.detection_rate,
         }
 
 

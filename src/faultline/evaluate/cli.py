@@ -79,6 +79,18 @@ def add_eval_parser(
     csv.add_argument("--time-column", required=True)
     csv.add_argument("--label-column", required=True)
     csv.add_argument("--sep", default=",", help="field separator (default ',')")
+    columns = csv.add_mutually_exclusive_group()
+    columns.add_argument(
+        "--features",
+        type=_names,
+        help="comma-separated feature columns (default: every numeric column but time and label)",
+    )
+    columns.add_argument(
+        "--ignore",
+        type=_names,
+        default=[],
+        help="comma-separated columns that are neither features nor the label",
+    )
     csv.add_argument(
         "--train-rows",
         type=int,
@@ -91,9 +103,20 @@ def add_eval_parser(
         choices=sorted(EVAL_DETECTORS),
         help=f"default {DEFAULT_DETECTOR}",
     )
-    csv.add_argument("--json", action="store_true", help="print only a JSON object of metrics")
+    csv.add_argument(
+        "--json",
+        action="store_true",
+        help="print only a JSON object of metrics: pooled at the top, per file under 'files'",
+    )
     csv.set_defaults(handler=cmd_eval_csv)
     return parser
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated column names")
+    return names
 
 
 def cmd_eval_nab(args: argparse.Namespace) -> int:
@@ -197,38 +220,57 @@ def _show(value: float | None, digits: int = 3) -> str:
 def cmd_eval_csv(args: argparse.Namespace) -> int:
     if args.train_rows < 0:
         raise ValueError(f"--train-rows must be >= 0, got {args.train_rows}")
-    labelled = read_labelled_csvs(args.files, args.time_column, args.label_column, args.sep)
+    labelled = read_labelled_csvs(
+        args.files, args.time_column, args.label_column, args.sep, args.features, args.ignore
+    )
     sensors = sorted({c for item in labelled for c in item.series.values.columns})
     spec = eval_detector(args.detector)
     heads = [item.series.head(args.train_rows) for item in labelled]
     detector = spec.build(sensors, readings_frame(heads, sensors))
     scored = replay_after_training(detector, [item.series for item in labelled], args.train_rows)
-    result = classify(
-        [item.labels[args.train_rows :] for item in labelled],
-        [s.is_anomaly for s in scored],
-    )
+    labels = [item.labels[args.train_rows :] for item in labelled]
+    flagged = [s.is_anomaly for s in scored]
+    result = classify(labels, flagged)
     if result.counts.tp + result.counts.fp + result.counts.fn + result.counts.tn == 0:
         raise ValueError("no rows left to score after --train-rows")
+    per_file = {
+        item.series.name: classify([lab], [flg])
+        for item, lab, flg in zip(labelled, labels, flagged, strict=True)
+    }
     if args.json:
-        print(json.dumps(result.as_json()))
+        files = {name: r.as_json() for name, r in per_file.items()}
+        print(json.dumps({**result.as_json(), "files": files}))
     else:
-        print(csv_table(result, args.detector, len(labelled), sensors))
+        print(csv_table(result, per_file, args.detector, sensors))
     return 0
 
 
-def csv_table(result: Classification, detector: str, files: int, sensors: list[str]) -> str:
+def csv_table(
+    result: Classification,
+    per_file: dict[str, Classification],
+    detector: str,
+    sensors: list[str],
+) -> str:
     c = result.counts
 
     def show(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
-    return "\n".join(
-        [
-            f"{files} file(s), features {', '.join(sensors)}; detector {detector}",
-            f"scored rows {c.tp + c.fp + c.fn + c.tn:,}: anomalous {c.tp + c.fn:,}, "
-            f"flagged {c.tp + c.fp:,}; events {c.events} (found {c.events_found}), "
-            f"alarms {c.alarms} (true {c.alarms_true})",
-            f"f1_point {show(result.f1_point)}  f1_event {show(result.f1_event)}  "
-            f"far {show(result.far)}  mar {show(result.mar)}",
-        ]
+    width = max(8, *(len(name) for name in per_file))
+    lines = [
+        f"{len(per_file)} file(s), features {', '.join(sensors)}; detector {detector}",
+        f"scored rows {c.tp + c.fp + c.fn + c.tn:,}: anomalous {c.tp + c.fn:,}, "
+        f"flagged {c.tp + c.fp:,}; events {c.events} (found {c.events_found}), "
+        f"alarms {c.alarms} (true {c.alarms_true})",
+        f"{'file':<{width}} {'far':>7} {'detect':>7} {'f1_point':>9} {'f1_event':>9}",
+    ]
+    for name, r in [*per_file.items(), ("pooled", result)]:
+        lines.append(
+            f"{name:<{width}} {show(r.far):>7} {show(r.detection_rate):>7} "
+            f"{show(r.f1_point):>9} {show(r.f1_event):>9}"
+        )
+    lines.append(
+        f"pooled: f1_point {show(result.f1_point)}  f1_event {show(result.f1_event)}  "
+        f"far {show(result.far)}  mar {show(result.mar)}"
     )
+    return "\n".join(lines)

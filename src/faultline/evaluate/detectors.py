@@ -12,6 +12,7 @@ from faultline.detect.band_filter import BandFilterDetector
 from faultline.detect.base import Detector
 from faultline.detect.isolation_forest import IsolationForestDetector
 from faultline.detect.likelihood import AlarmedDetector
+from faultline.detect.relations import RelationsDetector
 from faultline.detect.robust import RobustStreamingDetector
 from faultline.detect.surprise import SurpriseDetector
 from faultline.models.base import ModelInfo
@@ -78,6 +79,11 @@ EVAL_DETECTORS: dict[str, EvalDetector] = {
             "surprise",
             "calibrated multi-feature surprise with peak alarms (production-default candidate)",
             lambda sensors, _: SurpriseDetector(sensors),
+        ),
+        EvalDetector(
+            "relations",
+            "streaming PCA of a station's sensors together: Hotelling's T² and residual Q",
+            lambda sensors, _: RelationsDetector(sensors),
         ),
         EvalDetector(
             "isolation_forest",

@@ -1,7 +1,8 @@
 """Labelled CSV files as replayable series: one station per file, one sensor per numeric column.
 
 The time column may hold ISO 8601 strings (a value without a zone is read as UTC) or epoch
-milliseconds. The label column holds 0/1 or true/false. Every other numeric column is a feature;
+milliseconds. The label column holds 0/1 or true/false. Every other numeric column is a feature,
+unless the caller names the features or the columns to ignore (neither features nor the label);
 other columns are ignored. Rows must already be in time order: reordering them silently would
 change what "the past" of each reading is.
 """
@@ -29,10 +30,17 @@ class LabelledSeries:
 
 
 def read_labelled_csv(
-    path: Path, time_column: str, label_column: str, sep: str = ","
+    path: Path,
+    time_column: str,
+    label_column: str,
+    sep: str = ",",
+    features: Sequence[str] | None = None,
+    ignore: Sequence[str] = (),
 ) -> LabelledSeries:
+    """One file; `features` (when given) are its only feature columns, `ignore` are dropped."""
     frame = pd.read_csv(path, sep=sep)
-    for column in (time_column, label_column):
+    named = [*(features or ()), *ignore]
+    for column in (time_column, label_column, *named):
         if column not in frame.columns:
             raise ValueError(f"{path}: no column {column!r} (columns: {', '.join(frame.columns)})")
     if len(frame) == 0:
@@ -44,23 +52,35 @@ def read_labelled_csv(
         raise ValueError(
             f"{path}: rows are not in time order (row {row} is earlier than row {row - 1})"
         )
-    features = frame.drop(columns=[time_column, label_column]).select_dtypes("number")
-    if features.shape[1] == 0:
+    if features is not None:
+        chosen = frame[list(features)]
+        text = [c for c in chosen.columns if not pd.api.types.is_numeric_dtype(chosen[c])]
+        if text:
+            raise ValueError(f"{path}: feature column {text[0]!r} is not numeric")
+    else:
+        rest = frame.drop(columns=[time_column, label_column, *ignore])
+        chosen = rest.select_dtypes("number")
+    if chosen.shape[1] == 0:
         raise ValueError(
             f"{path}: no numeric feature columns besides {time_column}, {label_column}"
         )
     return LabelledSeries(
-        series=Series(path.stem, ts, features.astype(np.float64).reset_index(drop=True)),
+        series=Series(path.stem, ts, chosen.astype(np.float64).reset_index(drop=True)),
         labels=_labels(frame[label_column], path),
         timestamps=frame[time_column],
     )
 
 
 def read_labelled_csvs(
-    paths: Sequence[Path], time_column: str, label_column: str, sep: str = ","
+    paths: Sequence[Path],
+    time_column: str,
+    label_column: str,
+    sep: str = ",",
+    features: Sequence[str] | None = None,
+    ignore: Sequence[str] = (),
 ) -> list[LabelledSeries]:
     """Every file, each named by its stem (made unique with its position when stems repeat)."""
-    loaded = [read_labelled_csv(p, time_column, label_column, sep) for p in paths]
+    loaded = [read_labelled_csv(p, time_column, label_column, sep, features, ignore) for p in paths]
     stems = [item.series.name for item in loaded]
     if len(set(stems)) == len(stems):
         return loaded

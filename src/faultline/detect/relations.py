@@ -1,0 +1,304 @@
+"""A station model of the relations between its sensors: streaming PCA with T² and Q.
+
+Per-sensor detectors judge each sensor against its own past, so two coupled sensors that
+decouple while each stays in its usual range pass unnoticed. This detector keeps, per station,
+an exponentially weighted mean and covariance of all its sensors (O(m²) per reading), and
+from it a principal component model of the standardised readings: the components that explain
+`variance` of the variance span the station's normal movement, the rest its relations.
+
+Each reading is judged by two statistics of its standardised form z:
+
+* Hotelling's T² = Σ t_k² / λ_k over the retained components t = Pᵀz (an unusual point within
+  the normal subspace: a large but coordinated move);
+* Q, the squared residual |z - P_k t_k|² outside them (a broken relation), compared with the
+  scaled χ² of Box (g = θ₂/θ₁, h = θ₁²/θ₂ over the residual eigenvalues).
+
+The score is -log10 of the smaller of their two tail probabilities (χ²_k for T²) times 2, the
+Bonferroni allowance for looking twice: 3 reads as one normal reading in a thousand, if the
+readings were Gaussian and independent; real ones are neither, so the threshold is set by
+measurement (docs/EVALUATION.md). The sensors named responsible are those contributing at least
+half as much as the largest contributor to the statistic that fired: squared residuals for Q,
+z_j (Σ_k⁻¹ z)_j for T².
+
+The model does not learn a fault into its normal: up to `warmup` readings, or ten per sensor when
+that is more, it learns every reading with weight 1/n, then only readings it does not flag, with
+weight 1/`memory`, so a long fault stays flagged as long as it lasts, and a slow drift is learned
+only as fast as `memory` allows. Nor does it learn the readings within a fault that happen to keep
+the relation: after a flag it learns again only once `calm` readings in a row went unflagged. The
+components are refitted (one batched eigendecomposition) every `refit` readings learned. A missing
+sensor is taken at its mean: it contributes nothing and is never named. No verdict (NaN) until a
+station has learned `warmup` readings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import msgspec
+import numpy as np
+import pandas as pd
+from scipy.special import chdtrc
+
+from faultline.detect.base import Scores
+from faultline.detect.per_station import PerStationDetector
+from faultline.detect.slots import grow, sensor_values, slot_rounds
+
+_DUMP_FORMAT = 1  # the layout of `dump`: raise it whenever the state arrays change shape
+_TINY = 1e-12  # a standard deviation below this (relative to the level) is a constant sensor
+_P_FLOOR = 1e-300  # tail probabilities are floored here: a score at most 300
+
+
+class RelationsDetector(PerStationDetector):
+    """Streaming PCA of a station's sensors; T² and Q as one calibrated score."""
+
+    name: ClassVar[str] = "relations"
+
+    def __init__(
+        self,
+        sensors: Sequence[str],
+        *,
+        threshold: float = 4.0,
+        warmup: int = 100,
+        memory: int = 5000,
+        variance: float = 0.9,
+        refit: int = 50,
+        calm: int = 50,
+    ) -> None:
+        super().__init__(sensors)
+        if len(self.sensors) > 62:
+            raise ValueError("at most 62 sensors: the responsible ones are bits of an int64")
+        if warmup < 2 or refit < 1 or calm < 0 or memory < warmup:
+            raise ValueError("need warmup >= 2, refit >= 1, calm >= 0 and memory >= warmup")
+        if not (0 < variance <= 1 and threshold > 0):
+            raise ValueError("variance must lie in (0, 1] and threshold be positive")
+        self.threshold, self.warmup, self.memory = threshold, warmup, memory
+        self.variance, self.refit, self.calm = variance, refit, calm
+        # A covariance of m sensors from fewer than about 10·m readings is mostly noise: a
+        # model judging by it flags ordinary readings and, learning no flagged one, would keep
+        # its noise. So a station learns every reading until it has `settle` of them.
+        self.settle = max(warmup, 10 * len(self.sensors))
+        m = len(self.sensors)
+        # Learned state: readings learned, learned since the last fit, mean, covariance.
+        self._count = np.zeros(0)
+        self._since = np.zeros(0)
+        self._mean = np.zeros((0, m))
+        self._cov = np.zeros((0, m, m))
+        # The fitted model: scale, components (columns), eigenvalues, retained components,
+        # and Box's (g, h) for Q; all zero until the first fit.
+        self._scale = np.zeros((0, m))
+        self._axes = np.zeros((0, m, m))
+        self._eig = np.zeros((0, m))
+        self._keep = np.zeros((0, m))
+        self._box = np.zeros((0, 2))
+        # Readings judged since the station's last flagged one.
+        self._quiet = np.zeros(0)
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "count": self._count,
+            "since": self._since,
+            "mean": self._mean,
+            "cov": self._cov,
+            "scale": self._scale,
+            "axes": self._axes,
+            "eig": self._eig,
+            "keep": self._keep,
+            "box": self._box,
+            "quiet": self._quiet,
+        }
+
+    def _ensure_rows(self, rows: int) -> None:
+        for name, array in self._arrays().items():
+            setattr(self, f"_{name}", grow(array, rows, 0.0))
+
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        for array in self._arrays().values():
+            array[rows] = 0.0
+
+    # -- judging ---------------------------------------------------------------------------
+
+    def _statistics(
+        self, slots: np.ndarray, x: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(score, contributions, present) of readings `x` of `slots`; NaN score = no verdict."""
+        scale = self._scale[slots]
+        present = np.isfinite(x) & (scale > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.where(present, (x - self._mean[slots]) / np.where(scale > 0, scale, 1), 0.0)
+        axes, eig, keep = self._axes[slots], self._eig[slots], self._keep[slots]
+        t = np.einsum("sjk,sj->sk", axes, z)
+        inv = np.where(keep > 0, 1.0 / np.maximum(eig, _TINY), 0.0)
+        t2 = (t * t * inv).sum(axis=1)
+        inside = np.einsum("sjk,sk->sj", axes, t * keep)
+        residual = z - inside
+        q = (residual * residual).sum(axis=1)
+        k = keep.sum(axis=1)
+        g, h = self._box[slots, 0], self._box[slots, 1]
+        p_t = np.where(k > 0, chdtrc(np.maximum(k, 1), t2), 1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p_q = np.where(h > 0, chdtrc(np.maximum(h, _TINY), q / np.maximum(g, _TINY)), 1.0)
+        p = np.maximum(np.minimum(p_t, p_q), _P_FLOOR)
+        score = np.maximum(-np.log10(2 * p), 0.0)
+        by_q = p_q < p_t
+        t2_part = z * np.einsum("sjk,sk->sj", axes, t * inv)
+        contributions = np.where(by_q[:, None], residual * residual, t2_part)
+        warm = (self._count[slots] >= self.warmup) & present.any(axis=1)
+        return np.where(warm, score, np.nan), contributions, present
+
+    def _judge(self, slots: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._verdict(*self._statistics(slots, x))
+
+    def _verdict(
+        self, score: np.ndarray, contributions: np.ndarray, present: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        anomaly = score >= self.threshold  # False for NaN
+        top = np.where(present, contributions, 0.0).max(axis=1, initial=0.0)
+        named = present & (contributions > 0) & (contributions >= 0.5 * top[:, None])
+        bits = (named & anomaly[:, None]).astype(np.int64) << np.arange(len(self.sensors))
+        return score, anomaly, bits.sum(axis=1)
+
+    # -- learning --------------------------------------------------------------------------
+
+    def process(self, frame: pd.DataFrame) -> Scores:
+        # PerStationDetector's rounds, judging each reading once for its verdict and its
+        # learning alike: the same verdicts as score-then-learn at half the work.
+        slots = self._assign(frame)
+        x = sensor_values(frame, self.sensors)
+        out = Scores.empty(len(frame))
+        for rows in slot_rounds(slots):
+            mine = slots[rows]
+            known = self._statistics(mine, x[rows])
+            out.score[rows], out.is_anomaly[rows], out.sensor_mask[rows] = self._verdict(*known)
+            self._absorb(mine, x[rows], known[0])
+        return out
+
+    def _absorb(self, slots: np.ndarray, x: np.ndarray, score: np.ndarray | None = None) -> None:
+        seen = np.isfinite(x).any(axis=1)
+        count = self._count[slots]
+        warming = count < self.settle
+        if (~warming).any():
+            if score is None:
+                score = self._statistics(slots, x)[0]
+            # Once the model stands it learns only a reading it does not flag, in a calm spell
+            # of `calm` readings without a flag: the quiet readings within a fault (those
+            # where the broken relation happens to hold) are not learned either.
+            judged = np.isfinite(score)
+            flagged = judged & (score >= self.threshold)
+            quiet = self._quiet[slots]
+            seen &= warming | (judged & ~flagged & (quiet >= self.calm))
+            self._quiet[slots] = np.where(flagged, 0.0, np.where(judged, quiet + 1, quiet))
+        slots, x, count = slots[seen], x[seen], count[seen] + 1
+        if len(slots) == 0:
+            return
+        w = np.maximum(1.0 / count, 1.0 / self.memory)
+        mean = self._mean[slots]
+        d = np.where(np.isfinite(x), x - mean, 0.0)
+        self._mean[slots] = mean + w[:, None] * d
+        outer = d[:, :, None] * d[:, None, :]
+        self._cov[slots] = (1 - w)[:, None, None] * (self._cov[slots] + w[:, None, None] * outer)
+        self._count[slots] = count
+        self._since[slots] += 1
+        due = (count >= self.warmup) & ((count == self.warmup) | (self._since[slots] >= self.refit))
+        if due.any():
+            self._fit(slots[due])
+
+    def _fit(self, slots: np.ndarray) -> None:
+        """Refit the components of `slots` from their covariance (one batched eigh)."""
+        cov = self._cov[slots]
+        var = np.diagonal(cov, axis1=1, axis2=2)
+        level = np.abs(self._mean[slots]) + 1.0
+        usable = var > (_TINY * level) ** 2
+        scale = np.where(usable, np.sqrt(np.where(usable, var, 1.0)), 0.0)
+        safe = np.where(usable, scale, 1.0)
+        corr = cov / (safe[:, :, None] * safe[:, None, :])
+        both = usable[:, :, None] & usable[:, None, :]
+        corr = np.where(both, corr, 0.0)
+        eig, axes = np.linalg.eigh(corr)
+        eig, axes = np.maximum(eig[:, ::-1], 0.0), axes[:, :, ::-1]
+        total = eig.sum(axis=1, keepdims=True)
+        share = np.cumsum(eig, axis=1) / np.where(total > 0, total, 1.0)
+        # The fewest leading components reaching `variance`: those whose predecessors fall short.
+        before = np.concatenate([np.zeros((len(slots), 1)), share[:, :-1]], axis=1)
+        keep = (before < self.variance - 1e-12) & (eig > 0)
+        rest = np.where(keep, 0.0, eig)
+        theta1, theta2 = rest.sum(axis=1), (rest * rest).sum(axis=1)
+        has_rest = theta2 > _TINY
+        g = np.where(has_rest, theta2 / np.where(has_rest, theta1, 1.0), 0.0)
+        h = np.where(has_rest, theta1**2 / np.where(has_rest, theta2, 1.0), 0.0)
+        self._scale[slots] = scale
+        self._axes[slots] = axes
+        self._eig[slots] = eig
+        self._keep[slots] = keep
+        self._box[slots] = np.stack([g, h], axis=1)
+        self._since[slots] = 0.0
+        first = self._count[slots] == self.warmup
+        self._quiet[slots[first]] = self.calm  # the warm-up readings were a calm spell
+
+    # -- state -----------------------------------------------------------------------------
+
+    def dump(self, stations: Sequence[str] | None = None) -> bytes:
+        """The chosen stations' rows of each state array as raw float64 bytes."""
+        chosen = self._slots.known(stations)
+        rows = np.fromiter((self._slots.get(s) for s in chosen), np.int64, len(chosen))
+        return msgspec.msgpack.encode(
+            {
+                "format": _DUMP_FORMAT,
+                "sensors": list(self.sensors),
+                "stations": chosen,
+                **{name: array[rows].tobytes() for name, array in self._arrays().items()},
+            }
+        )
+
+    def load(self, data: bytes) -> None:
+        try:
+            dump = msgspec.msgpack.decode(data)
+            if dump.get("format") != _DUMP_FORMAT:
+                raise ValueError(f"format {dump.get('format')!r}, not {_DUMP_FORMAT}")
+            if dump["sensors"] != list(self.sensors):
+                raise ValueError(f"sensors {dump['sensors']}, not {list(self.sensors)}")
+            stations = [str(s) for s in dump["stations"]]
+            arrays = {
+                name: np.frombuffer(dump[name], np.float64).reshape(
+                    (len(stations), *array.shape[1:])
+                )
+                for name, array in self._arrays().items()
+            }
+        except (msgspec.DecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            # Refused whole, before any station changes.
+            raise ValueError(f"not a relations dump this detector can load: {exc}") from exc
+        self._put(stations, arrays)
+
+    def snapshot(self, stations: Sequence[str] | None = None) -> dict[str, Any]:
+        chosen = self._slots.known(stations)
+        return {
+            "sensors": list(self.sensors),
+            "stations": {
+                s: {
+                    name: array[self._slots.get(s)].tolist()
+                    for name, array in self._arrays().items()
+                }
+                for s in chosen
+            },
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        if snapshot["sensors"] != list(self.sensors):
+            raise ValueError(f"snapshot of sensors {snapshot['sensors']}, not {self.sensors}")
+        stations: dict[str, Any] = snapshot["stations"]
+        try:
+            arrays = {
+                name: np.array([state[name] for state in stations.values()], np.float64).reshape(
+                    (len(stations), *array.shape[1:])
+                )
+                for name, array in self._arrays().items()
+            }
+        except ValueError as exc:
+            raise ValueError(f"malformed relations snapshot: {exc}") from exc
+        self._put(list(stations), arrays)
+
+    def _put(self, stations: list[str], arrays: dict[str, np.ndarray]) -> None:
+        rows = self._slots.assign(np.array(stations, dtype=object))
+        self._ensure_rows(len(self._slots))
+        for name, array in self._arrays().items():
+            array[rows] = arrays[name]
