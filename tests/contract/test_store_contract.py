@@ -26,9 +26,10 @@ from faultline.store import (
     Store,
     StoreError,
 )
+from faultline.store.base import LAST_MS
 from tests.contract.batches import DETECTORS, SENSORS, T0, dead_letter, reading_frame, write_batch
 
-EVERYTHING = (0, 2**62)
+EVERYTHING = (0, LAST_MS)
 
 
 def all_readings(store: Store, station_id: str) -> list[ReadingRow]:

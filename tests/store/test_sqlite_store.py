@@ -24,6 +24,7 @@ from faultline.store import (
     StoreError,
 )
 from faultline.store import sqlite as sqlite_module
+from faultline.store.base import LAST_MS
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
 from tests.contract.test_aggregate_contract import anomaly
 from tests.store.migrated import assert_old_anomalies_kept_and_a_rerun_replaces_them
@@ -206,7 +207,7 @@ def test_a_backend_failure_mid_write_rolls_back_the_whole_batch(
         store.write(batch)
 
     assert store.query(Stations()) == []
-    assert store.query(StationReadings("s-1", 0, 2**62)).rows == []
+    assert store.query(StationReadings("s-1", 0, LAST_MS)).rows == []
     monkeypatch.undo()
     store.write(batch)
     assert store.query(Stations())[0].readings == 2

@@ -14,6 +14,7 @@ from datetime import datetime
 from fastapi import HTTPException
 
 from faultline.clock import datetime_to_ms
+from faultline.store import check_instants
 
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _TIME_RANGE = re.compile(r"([0-9]{1,12})([smhd])")
@@ -57,7 +58,9 @@ def instant_ms(name: str, text: str) -> int:
         ) from None
     if value.tzinfo is None:
         raise bad_request(f"{name} has no timezone, which would be a guess: {example}")
-    return datetime_to_ms(value)
+    ms = datetime_to_ms(value)
+    check_instants(**{name: ms})  # QueryError (400) when no answer could show it
+    return ms
 
 
 def encode_cursor(position: tuple[int, int]) -> str:

@@ -11,6 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from faultline.store.base import (
+    FIRST_MS,
+    LAST_DAY,
+    LAST_MS,
     AnomalyCount,
     DeadLetterCount,
     DeadLetterRow,
@@ -22,6 +25,7 @@ from faultline.store.base import (
     LatestAnomalies,
     MinuteAggregates,
     Query,
+    QueryError,
     ReadingPage,
     ReadingRow,
     RecentReadings,
@@ -30,6 +34,7 @@ from faultline.store.base import (
     StationSummary,
     Store,
     StoreError,
+    check_instants,
 )
 from faultline.store.memory import MemoryStore
 from faultline.store.sqlite import SqliteStore
@@ -96,6 +101,9 @@ def open_store(url: str) -> Store:
 
 
 __all__ = [
+    "FIRST_MS",
+    "LAST_DAY",
+    "LAST_MS",
     "AnomalyCount",
     "DeadLetterCount",
     "DeadLetterRow",
@@ -108,6 +116,7 @@ __all__ = [
     "MemoryStore",
     "MinuteAggregates",
     "Query",
+    "QueryError",
     "ReadingPage",
     "ReadingRow",
     "RecentReadings",
@@ -117,5 +126,6 @@ __all__ = [
     "Stations",
     "Store",
     "StoreError",
+    "check_instants",
     "open_store",
 ]

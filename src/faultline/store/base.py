@@ -8,8 +8,8 @@ at-least-once delivery safe. A batch carrying a succeeded global-anomaly run rep
 global anomalies with its own in the same transaction, so running a day again leaves exactly
 what the new run found. A write also folds the readings it inserts (and only those) into 1-minute
 aggregates per station and sensor, in the same transaction, so replays never count a reading
-twice. Queries are typed objects; `query(q)` returns `q`'s result type, and every query is
-served from an index, never a full scan.
+twice. Queries are typed objects, checked when they are made (QueryError); `query(q)` returns
+`q`'s result type, and every query is served from an index, never a full scan.
 """
 
 from __future__ import annotations
@@ -41,9 +41,36 @@ class Query(Generic[R]):
     """Base of every query; `R` is what `Store.query` returns for it."""
 
 
+class QueryError(ValueError):
+    """A query that cannot be asked as it stands (the API answers it with 400)."""
+
+
+FIRST_MS = -62_135_596_800_000  # 0001-01-01T00:00:00.000Z
+LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z"
+LAST_DAY = date(9999, 12, 30)  # the last day whose end, the next midnight, is representable
+
+
 def _check_limit(limit: int) -> None:
     if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
+        raise QueryError(f"limit must be at least 1, got {limit}")
+
+
+def check_instants(**instants: int) -> None:
+    """QueryError unless every instant (epoch ms, by name) lies where a UTC datetime can show
+    it, as every store and every answer must."""
+    for name, ms in instants.items():
+        if not FIRST_MS <= ms <= LAST_MS:
+            raise QueryError(f"{name} ({ms} ms since 1970) is outside the times {_RANGE}")
+
+
+def _check_days(first: date, last: date | None) -> None:
+    for day in (first, last):
+        if day is not None and day > LAST_DAY:
+            raise QueryError(
+                f"day {day.isoformat()} ends at 10000-01-01, which no time can represent: "
+                f"the last day that can be asked for is {LAST_DAY.isoformat()}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +133,9 @@ class AnomalyCount(Query[int]):
     start_ms: int
     end_ms: int
 
+    def __post_init__(self) -> None:
+        check_instants(start_ms=self.start_ms, end_ms=self.end_ms)
+
 
 @dataclass(frozen=True, slots=True)
 class StationReadings(Query[ReadingPage]):
@@ -119,6 +149,7 @@ class StationReadings(Query[ReadingPage]):
 
     def __post_init__(self) -> None:
         _check_limit(self.limit)
+        check_instants(start_ms=self.start_ms, end_ms=self.end_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +184,9 @@ class FaultLabels(Query[list[FaultLabel]]):
     end_ms: int
     station_id: str | None = None
 
+    def __post_init__(self) -> None:
+        check_instants(start_ms=self.start_ms, end_ms=self.end_ms)
+
 
 @dataclass(frozen=True, slots=True)
 class RecentReadings(Query[pd.DataFrame]):
@@ -179,6 +213,9 @@ class MinuteAggregates(Query[pd.DataFrame]):
     station_id: str | None = None
     sensor: str | None = None
 
+    def __post_init__(self) -> None:
+        check_instants(start_ms=self.start_ms, end_ms=self.end_ms)
+
 
 @dataclass(frozen=True, slots=True)
 class GlobalAnomalies(Query[list[GlobalAnomaly]]):
@@ -188,6 +225,9 @@ class GlobalAnomalies(Query[list[GlobalAnomaly]]):
     first_day: date
     last_day: date | None = None
     station_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_days(self.first_day, self.last_day)
 
     @property
     def days(self) -> tuple[date, date]:
@@ -203,6 +243,9 @@ class GlobalAnomalyRuns(Query[list[GlobalAnomalyRun]]):
 
     first_day: date
     last_day: date | None = None
+
+    def __post_init__(self) -> None:
+        _check_days(self.first_day, self.last_day)
 
     @property
     def days(self) -> tuple[date, date]:
