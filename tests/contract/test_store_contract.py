@@ -246,28 +246,6 @@ def test_a_batch_missing_columns_is_refused(store: Store) -> None:
         store.write(write_batch(frame))
 
 
-def test_a_batch_failing_at_its_last_part_stores_nothing(store: Store) -> None:
-    """The fault label is written last; the backend refuses it, and the readings written before
-    it in the same batch must disappear with it."""
-    store.write(write_batch(reading_frame("s-1", [T0]), dead_letters=[dead_letter(1)]))
-    before = snapshot(store)
-    batch = write_batch(
-        reading_frame(["s-1", "s-2"], [T0 + 1000, T0 + 2000], sensor_mask=[1, 0]),
-        dead_letters=[dead_letter(2)],
-        faults=[
-            FaultLabel("s-1", "temperature", "spike", T0, T0 + 1000),
-            FaultLabel("s-2", "humidity", "drift", T0 + 5000, T0 + 4000),
-        ],
-    )
-
-    with pytest.raises(StoreError):
-        store.write(batch)
-
-    assert snapshot(store) == before
-    store.write(write_batch(reading_frame("s-1", [T0 + 3000])))
-    assert store.query(Stations())[0].readings == 2
-
-
 def test_station_readings_pages_lose_and_repeat_nothing(store: Store) -> None:
     # Several readings share a ts (different seq) so cursors must break ties by seq.
     ts = [T0 + (i // 3) * 1000 for i in range(2500)]

@@ -217,8 +217,8 @@ class _Interrupted(BaseException):
     """Stands in for KeyboardInterrupt or SystemExit arriving in the middle of a write."""
 
 
-class _Explosive:
-    """Binding one to a statement raises _Interrupted."""
+class _Explosive(int):
+    """Binding one to a statement raises _Interrupted (a valid int to every check before)."""
 
 
 def _explode(_value: _Explosive) -> str:
@@ -228,7 +228,7 @@ def _explode(_value: _Explosive) -> str:
 def test_an_interrupted_write_rolls_back_and_the_store_goes_on(store: SqliteStore) -> None:
     sqlite3.register_adapter(_Explosive, _explode)
     # Fault labels are bound last, inside the transaction, after the readings went in.
-    label = FaultLabel("s-1", "temperature", _Explosive(), T0, T0 + 1)  # type: ignore[arg-type]
+    label = FaultLabel("s-1", "temperature", "spike", T0, _Explosive(T0 + 1))
 
     with pytest.raises(_Interrupted):
         store.write(write_batch(reading_frame("s-1", [T0]), faults=[label]))

@@ -1,23 +1,36 @@
 """The store protocol: `write` what the engine decided, `query` it back.
 
-`write` is atomic and idempotent: a batch is committed whole or not at all, and writing the same
-batch again changes nothing (readings are keyed by (station_id, ts, seq), dead letters by their
-source, fault labels by (station_id, sensor, kind, start_ts), global anomalies by (day,
-station_id, sensor, minute), global-anomaly run records by day). That is what makes the engine's
-at-least-once delivery safe. A batch carrying a succeeded global-anomaly run replaces that day's
-global anomalies with its own in the same transaction, so running a day again leaves exactly
-what the new run found. A write also folds the readings it inserts (and only those) into 1-minute
-aggregates per station and sensor, in the same transaction, so replays never count a reading
-twice. Queries are typed objects, checked when they are made (QueryError); `query(q)` returns
-`q`'s result type, and every query is served from an index, never a full scan.
+`write` is idempotent: writing the same batch again changes nothing (readings are keyed by
+(station_id, ts, seq), dead letters by their source, fault labels by (station_id, sensor, kind,
+start_ts), global anomalies by (day, station_id, sensor, minute), global-anomaly run records by
+day). That is what makes the engine's at-least-once delivery safe. How much of a batch a failed
+write may leave behind is each store's `atomicity`, and the contract suite tests it by failing
+the backend halfway through a write:
+
+* `Atomicity.BATCH` (memory, SQLite, PostgreSQL): a batch is committed whole or not at all.
+* `Atomicity.PARTITION` (Cassandra): each partition's share of a batch is committed whole or not
+  at all, but a write failing halfway may leave some partitions written and others not; writing
+  the batch again (what the engine does with any batch whose write failed) completes it, and
+  every count and aggregate then holds each reading exactly once.
+
+Every store first checks the whole batch with faultline.store.valid.validate and refuses an
+invalid one with InvalidBatch, the same message whatever the backend, before it writes anything.
+
+A batch carrying a succeeded global-anomaly run replaces that day's global anomalies with its
+own, so running a day again leaves exactly what the new run found. A write also folds the
+readings it inserts (and only those) into 1-minute aggregates per station and sensor, so
+replays never count a reading twice. Queries are typed objects, checked when they are made
+(QueryError); `query(q)` returns `q`'s result type, and every query is served from an index,
+never a full scan.
 """
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 import pandas as pd
 
@@ -35,6 +48,13 @@ class InvalidBatch(StoreError):
 
     Writing it again will fail again, so a writer isolates the offending rows rather than retry.
     """
+
+
+class Atomicity(enum.Enum):
+    """What a store guarantees about a write that fails halfway (see the module docstring)."""
+
+    BATCH = "committed whole or not at all"
+    PARTITION = "atomic per partition, completed by writing the batch again"
 
 
 class Query(Generic[R]):
@@ -256,16 +276,19 @@ class GlobalAnomalyRuns(Query[list[GlobalAnomalyRun]]):
 class Store(ABC):
     """Where readings, verdicts, dead letters and fault labels live."""
 
+    atomicity: ClassVar[Atomicity]
+    """What a write that fails halfway leaves behind."""
+
     @abstractmethod
     def write(self, batch: WriteBatch) -> None:
-        """Commit the whole batch atomically; replaying a batch adds nothing.
+        """Commit the batch, as far as `atomicity` promises; replaying a batch adds nothing.
 
-        Raises StoreError, having committed nothing, when any part of the batch cannot be stored
-        (missing or malformed columns, non-finite sensor values, a fault label ending before it
-        starts, a global anomaly outside its day or with a non-finite number, a global-anomaly
-        run that is inconsistent with itself or with the batch's global anomalies, an
-        unreachable backend). Within one batch the first of several readings with the same key
-        wins, as it does across batches.
+        Raises InvalidBatch, having written nothing, when any part of the batch cannot be stored
+        (missing or malformed columns, non-finite sensor values, text a backend cannot hold, a
+        fault label ending before it starts, a global anomaly outside its day or with a
+        non-finite number, a global-anomaly run that is inconsistent with itself or with the
+        batch's global anomalies); StoreError when the backend fails. Within one batch the first
+        of several readings with the same key wins, as it does across batches.
         """
 
     @abstractmethod

@@ -74,6 +74,7 @@ from faultline.batch.aggregate import (
 from faultline.schema import RUN_SUCCEEDED, FaultLabel, GlobalAnomaly, GlobalAnomalyRun, WriteBatch
 from faultline.store.base import (
     AnomalyCount,
+    Atomicity,
     DeadLetterCount,
     DeadLetterRow,
     DeadLetters,
@@ -105,17 +106,13 @@ from faultline.store.columns import (
     BatchColumns,
     GlobalAnomalyRow,
     GlobalAnomalyRunRow,
-    batch_columns,
-    check_faults,
     day_number,
-    dead_letter_fields,
     global_anomaly,
-    global_anomaly_rows,
     global_anomaly_run,
-    global_anomaly_run_row,
     recent_frame,
 )
 from faultline.store.encoded import EncodedReadings, decode_reading, encode_readings
+from faultline.store.valid import validate
 
 _ERRORS = (
     DriverException,
@@ -233,6 +230,9 @@ class CassandraStore(Store):
     """A Store in one Cassandra keyspace; safe for any number of threads, and of processes
     writing the same keyspace."""
 
+    # No transaction spans partitions: see "What is not atomic" in the module docstring.
+    atomicity = Atomicity.PARTITION
+
     def __init__(self, url: str) -> None:
         self.options: CassandraOptions = parse_url(url)
         o = self.options
@@ -270,12 +270,9 @@ class CassandraStore(Store):
         }
 
     def write(self, batch: WriteBatch) -> None:
-        columns = batch_columns(batch)
+        valid = validate(batch)
+        columns, letters, anomalies, run = valid.columns, valid.letters, valid.anomalies, valid.run
         readings = encode_readings(columns)
-        letters = dead_letter_fields(batch.dead_letters)
-        check_faults(batch.faults)
-        anomalies = global_anomaly_rows(batch.global_anomalies)
-        run = global_anomaly_run_row(batch, anomalies)
         self._check_open()
         try:
             if readings:

@@ -51,15 +51,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from faultline.batch.aggregate import PARTIAL_COLUMNS
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
 from faultline.store.aggregate_sql import Sql, run_to_sql
-from faultline.store.base import Query, R, Store, StoreError
-from faultline.store.columns import (
-    batch_columns,
-    dead_letter_fields,
-    global_anomaly_rows,
-    global_anomaly_run_row,
-)
+from faultline.store.base import Atomicity, Query, R, Store, StoreError
 from faultline.store.encoded import EncodedReadings, encode_readings
 from faultline.store.read_sql import READING_COLUMNS, Dialect, answer, query_sql
+from faultline.store.valid import validate
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +244,8 @@ class PostgresStore(Store):
     Safe for one writing thread and many reading threads; `readers` bounds the reading pool.
     """
 
+    atomicity = Atomicity.BATCH  # one transaction per write (day partitions are made before it)
+
     def __init__(self, url: str, *, readers: int = 4, connect_timeout_s: float = 10.0) -> None:
         try:
             params = conninfo_to_dict(url)
@@ -289,12 +286,15 @@ class PostgresStore(Store):
         )
 
     def write(self, batch: WriteBatch) -> None:
-        columns = batch_columns(batch)
+        valid = validate(batch)
+        columns, letters, faults, anomalies, run = (
+            valid.columns,
+            valid.letters,
+            valid.faults,
+            valid.anomalies,
+            valid.run,
+        )
         readings = encode_readings(columns)
-        letters = dead_letter_fields(batch.dead_letters)
-        faults = [(f.station_id, f.sensor, f.kind, f.start_ts, f.end_ts) for f in batch.faults]
-        anomalies = global_anomaly_rows(batch.global_anomalies)
-        run = global_anomaly_run_row(batch, anomalies)
         with self._write_lock:
             if self._closed:
                 raise StoreError("the store is closed")

@@ -47,16 +47,13 @@ import numpy as np
 from faultline.batch.aggregate import partial_rows
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
 from faultline.store.aggregate_sql import Sql, run_to_sql
-from faultline.store.base import Query, R, Store, StoreError
+from faultline.store.base import Atomicity, Query, R, Store, StoreError
 from faultline.store.columns import (
     BatchColumns,
-    batch_columns,
-    dead_letter_fields,
-    global_anomaly_rows,
-    global_anomaly_run_row,
 )
 from faultline.store.json_text import json_list, json_objects
 from faultline.store.read_sql import Dialect, answer, query_sql
+from faultline.store.valid import validate
 
 # The readings' partial indexes are declared WHERE is_anomaly = 1, an integer column.
 _DIALECT = Dialect(mark="?", anomalous="is_anomaly = 1", ts_bound_after_cursor=False)
@@ -190,6 +187,8 @@ _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, en
 class SqliteStore(Store):
     """A Store in one SQLite file; safe for one writing thread and many reading threads."""
 
+    atomicity = Atomicity.BATCH  # one transaction per write
+
     def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path)
         self._busy_timeout_s = busy_timeout_s
@@ -207,12 +206,15 @@ class SqliteStore(Store):
             raise StoreError(f"cannot open {self.path} as a Faultline store: {exc}") from exc
 
     def write(self, batch: WriteBatch) -> None:
-        columns = batch_columns(batch)
+        valid = validate(batch)
+        columns, letters, faults, anomalies, run = (
+            valid.columns,
+            valid.letters,
+            valid.faults,
+            valid.anomalies,
+            valid.run,
+        )
         readings = _reading_tuples(columns, batch.processed_at)
-        letters = dead_letter_fields(batch.dead_letters)
-        faults = [(f.station_id, f.sensor, f.kind, f.start_ts, f.end_ts) for f in batch.faults]
-        anomalies = global_anomaly_rows(batch.global_anomalies)
-        run = global_anomaly_run_row(batch, anomalies)
         with self._write_lock:
             if self._closed:
                 raise StoreError("the store is closed")
