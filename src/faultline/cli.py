@@ -76,6 +76,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not args.no_simulator:
         runtime.start_simulator()
     runtime.start_global_anomalies()
+    runtime.start_retention()
     server = ApiServer(create_app(runtime.app_context()), settings.api.host, settings.api.port)
     server.start()
     print(f"Faultline is running: dashboard {server.url}/  API docs {server.url}/docs", flush=True)
@@ -162,6 +163,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     )
     runtime.load_model()
     runtime.start_engine()
+    runtime.start_retention()
     print(f"engine consuming {settings.readings_topic} from {settings.bus_url}", flush=True)
     stop.wait()
     runtime.shutdown()

@@ -107,6 +107,15 @@ class ApiSettings(_Frozen):
     port: int = Field(default=8000, ge=0, le=65535)
 
 
+class RetentionSettings(_Frozen):
+    """How long dead letters are kept and how many of them (the newest), checked every
+    `interval_s` by the process that runs the engine."""
+
+    dead_letter_max_age_s: float = Field(default=30 * 86400.0, gt=0)
+    dead_letter_max_count: int = Field(default=100_000, ge=0)
+    interval_s: float = Field(default=3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything Faultline can be told, validated once and then frozen."""
 
@@ -129,6 +138,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     simulate: SimulateSettings = SimulateSettings()
     api: ApiSettings = ApiSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="after")
     def _derive_urls(self) -> Settings:

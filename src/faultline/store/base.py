@@ -1,4 +1,4 @@
-"""The store protocol: `write` what the engine decided, `query` it back.
+"""The store protocol: `write` what the engine decided, `query` it back, `expire` old dead letters.
 
 `write` is idempotent: writing the same batch again changes nothing (readings are keyed by
 (station_id, ts, seq), dead letters by their source, fault labels by (station_id, sensor, kind,
@@ -15,6 +15,10 @@ the backend halfway through a write:
 
 Every store first checks the whole batch with faultline.store.valid.validate and refuses an
 invalid one with InvalidBatch, the same message whatever the backend, before it writes anything.
+
+Dead letters are kept only as long as a DeadLetterRetention says: `expire` deletes those older
+than its age and those beyond its count (newest kept), so a flood of bad messages cannot fill
+the store. A batch written again after its letters expired stores them again.
 
 A batch carrying a succeeded global-anomaly run replaces that day's global anomalies with its
 own, so running a day again leaves exactly what the new run found. A write also folds the
@@ -55,6 +59,25 @@ class Atomicity(enum.Enum):
 
     BATCH = "committed whole or not at all"
     PARTITION = "atomic per partition, completed by writing the batch again"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRetention:
+    """Which dead letters a store keeps: none received more than `max_age_s` before now, and of
+    the rest only the newest `max_count` (newest as DeadLetters orders them)."""
+
+    max_age_s: float
+    max_count: int
+
+    def __post_init__(self) -> None:
+        if not self.max_age_s > 0:
+            raise ValueError(f"max_age_s must be above 0, got {self.max_age_s}")
+        if self.max_count < 0:
+            raise ValueError(f"max_count must be at least 0, got {self.max_count}")
+
+    def cutoff_ms(self, now_ms: int) -> int:
+        """Letters received before this instant are too old."""
+        return now_ms - round(self.max_age_s * 1000)
 
 
 class Query(Generic[R]):
@@ -290,6 +313,11 @@ class Store(ABC):
         batch's global anomalies); StoreError when the backend fails. Within one batch the first
         of several readings with the same key wins, as it does across batches.
         """
+
+    @abstractmethod
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        """Delete the dead letters `retention` does not keep at `now_ms` (epoch ms UTC); how
+        many went. Raises StoreError when the backend fails (what went, went)."""
 
     @abstractmethod
     def query(self, q: Query[R]) -> R:

@@ -76,6 +76,7 @@ from faultline.store.base import (
     AnomalyCount,
     Atomicity,
     DeadLetterCount,
+    DeadLetterRetention,
     DeadLetterRow,
     DeadLetters,
     FaultLabels,
@@ -183,6 +184,12 @@ _CQL = {
     "letters_of_day": "SELECT id, received_at, source, reason, payload, kind "
     "FROM {ks}.dead_letters_by_day WHERE day = ? LIMIT ?",
     "count_letters": "SELECT count(*) FROM {ks}.dead_letters_by_day WHERE day = ?",
+    "letter_keys_of_day": "SELECT received_at, id, source FROM {ks}.dead_letters_by_day "
+    "WHERE day = ?",
+    "drop_letter": "DELETE FROM {ks}.dead_letters WHERE source = ?",
+    "unindex_letter": "DELETE FROM {ks}.dead_letters_by_day WHERE day = ? AND received_at = ? "
+    "AND id = ?",
+    "drop_bucket": "DELETE FROM {ks}.buckets WHERE kind = ? AND owner = ? AND bucket = ?",
     "last_id": "SELECT value FROM {ks}.sequences WHERE name = ?",
     "first_ids": "INSERT INTO {ks}.sequences (name, value) VALUES (?, ?) IF NOT EXISTS",
     "more_ids": "UPDATE {ks}.sequences SET value = ? WHERE name = ? IF value = ?",
@@ -288,6 +295,34 @@ class CassandraStore(Store):
                 self._run("add_global_anomaly", anomalies)
         except _ERRORS as exc:
             raise StoreError(f"write failed, part of the batch may be stored: {exc}") from exc
+
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        """Walk the letters' keys newest first, day by day, and delete those past the count or
+        the age: each letter's home row first, then its index row, so that a pass failing
+        halfway leaves the index pointing at what is left to delete, and the next pass
+        finishes it. A day left empty leaves the days list."""
+        self._check_open()
+        cutoff = retention.cutoff_ms(now_ms)
+        kept = gone = 0
+        try:
+            for day in self._days(_DEAD_LETTERS, "", newest_first=True):
+                doomed = []
+                keys = self._session.execute(self._cql["letter_keys_of_day"], (day,))
+                for received_at, letter_id, source in keys:  # paged: never all at once
+                    if received_at >= cutoff and kept < retention.max_count:
+                        kept += 1
+                    else:
+                        doomed.append((received_at, letter_id, source))
+                if not doomed:
+                    continue
+                self._run("drop_letter", [(source,) for *_, source in doomed])
+                self._run("unindex_letter", [(day, r, i) for r, i, _ in doomed])
+                if self._session.execute(self._cql["count_letters"], (day,)).one()[0] == 0:
+                    self._run("drop_bucket", [(_DEAD_LETTERS, "", day)])
+                gone += len(doomed)
+        except _ERRORS as exc:
+            raise StoreError(f"expiring dead letters failed after {gone}: {exc}") from exc
+        return gone
 
     def query(self, q: Query[R]) -> R:
         handler = self._handlers.get(type(q))

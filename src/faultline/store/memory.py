@@ -24,6 +24,7 @@ from faultline.store.base import (
     AnomalyCount,
     Atomicity,
     DeadLetterCount,
+    DeadLetterRetention,
     DeadLetterRow,
     DeadLetters,
     FaultLabels,
@@ -192,6 +193,17 @@ class MemoryStore(Store):
             except BaseException:
                 journal.roll_back()
                 raise
+
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        cutoff = retention.cutoff_ms(now_ms)
+        with self._lock:
+            self._check_open()
+            newest = sorted(self._dead_letters, key=lambda d: (d.received_at, d.id), reverse=True)
+            kept = {d.id for d in newest[: retention.max_count] if d.received_at >= cutoff}
+            gone = len(self._dead_letters) - len(kept)
+            self._dead_letters = [d for d in self._dead_letters if d.id in kept]
+            self._dead_letter_sources = {d.source for d in self._dead_letters}
+            return gone
 
     def query(self, q: Query[R]) -> R:
         handler = self._handlers.get(type(q))

@@ -51,7 +51,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from faultline.batch.aggregate import PARTIAL_COLUMNS
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
 from faultline.store.aggregate_sql import Sql, run_to_sql
-from faultline.store.base import Atomicity, Query, R, Store, StoreError
+from faultline.store.base import Atomicity, DeadLetterRetention, Query, R, Store, StoreError
 from faultline.store.encoded import EncodedReadings, encode_readings
 from faultline.store.read_sql import READING_COLUMNS, Dialect, answer, query_sql
 from faultline.store.valid import validate
@@ -229,6 +229,9 @@ _PUT_GLOBAL_ANOMALY_RUN = """INSERT INTO global_anomaly_runs
     started_at = excluded.started_at, finished_at = excluded.finished_at,
     status = excluded.status, series = excluded.series, skipped = excluded.skipped,
     anomalies = excluded.anomalies, error = excluded.error"""
+_EXPIRE_OLD_LETTERS = "DELETE FROM dead_letters WHERE received_at < %s"
+_EXPIRE_EXTRA_LETTERS = """DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters
+    ORDER BY received_at DESC, id DESC OFFSET %s)"""
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
     VALUES (%s, %s, %s, %s, %s) ON CONFLICT (station_id, sensor, kind, start_ts)
     DO UPDATE SET end_ts = greatest(fault_labels.end_ts, excluded.end_ts)"""
@@ -322,6 +325,19 @@ class PostgresStore(Store):
                         cur.executemany(_ADD_GLOBAL_ANOMALY, anomalies)
             except psycopg.Error as exc:
                 raise StoreError(f"write failed, nothing was stored: {exc}") from exc
+
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("the store is closed")
+            try:
+                conn = self._live_writer()
+                with conn.transaction(), conn.cursor() as cur:
+                    old = cur.execute(_EXPIRE_OLD_LETTERS, (retention.cutoff_ms(now_ms),)).rowcount
+                    extra = cur.execute(_EXPIRE_EXTRA_LETTERS, (retention.max_count,)).rowcount
+            except psycopg.Error as exc:
+                raise StoreError(f"expiring dead letters failed: {exc}") from exc
+        return int(old + extra)
 
     def query(self, q: Query[R]) -> R:
         return answer(q, self._sql(q), self._reader, psycopg.Error)

@@ -47,7 +47,7 @@ import numpy as np
 from faultline.batch.aggregate import partial_rows
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
 from faultline.store.aggregate_sql import Sql, run_to_sql
-from faultline.store.base import Atomicity, Query, R, Store, StoreError
+from faultline.store.base import Atomicity, DeadLetterRetention, Query, R, Store, StoreError
 from faultline.store.columns import (
     BatchColumns,
 )
@@ -179,6 +179,9 @@ _PUT_GLOBAL_ANOMALY_RUN = """INSERT OR REPLACE INTO global_anomaly_runs
     VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 _ADD_DEAD_LETTER = """INSERT INTO dead_letters (received_at, source, reason, payload, kind)
     VALUES (?, ?, ?, ?, ?) ON CONFLICT (source) DO NOTHING"""
+_EXPIRE_OLD_LETTERS = "DELETE FROM dead_letters WHERE received_at < ?"
+_EXPIRE_EXTRA_LETTERS = """DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters
+    ORDER BY received_at DESC, id DESC LIMIT -1 OFFSET ?)"""
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
     VALUES (?, ?, ?, ?, ?) ON CONFLICT (station_id, sensor, kind, start_ts)
     DO UPDATE SET end_ts = max(end_ts, excluded.end_ts)"""
@@ -241,6 +244,24 @@ class SqliteStore(Store):
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"write failed, nothing was stored: {exc}") from exc
                 raise
+
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("the store is closed")
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                old = conn.execute(_EXPIRE_OLD_LETTERS, (retention.cutoff_ms(now_ms),)).rowcount
+                extra = conn.execute(_EXPIRE_EXTRA_LETTERS, (retention.max_count,)).rowcount
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"expiring dead letters failed: {exc}") from exc
+                raise
+        return int(old + extra)
 
     def query(self, q: Query[R]) -> R:
         return answer(q, self._sql(q), self._reader, sqlite3.Error)
