@@ -140,22 +140,28 @@ def cmd_process(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     if args.engine == "spark":
         from faultline.engine.spark.job import run_spark_engine
+        from faultline.runtime import Runtime
 
-        run_spark_engine(
-            settings,
-            stop=stop,
-            checkpoint_dir=args.checkpoint_dir or settings.data_dir / "spark-checkpoints",
-            trigger_s=args.trigger,
-            max_offsets_per_trigger=args.max_offsets_per_trigger,
-        )
+        # The Spark job writes dead letters too: this process expires them.
+        retention = Runtime(settings, stop=stop)
+        retention.start_retention()
+        try:
+            run_spark_engine(
+                settings,
+                stop=stop,
+                checkpoint_dir=args.checkpoint_dir or settings.data_dir / "spark-checkpoints",
+                trigger_s=args.trigger,
+                max_offsets_per_trigger=args.max_offsets_per_trigger,
+            )
+        finally:
+            retention.shutdown()
         return 0
 
     from prometheus_client import start_http_server
 
     from faultline.runtime import Runtime
 
-    runtime = Runtime(settings)
-    runtime.stop = stop
+    runtime = Runtime(settings, stop=stop)  # the supervisor's workers stop on the signal
     start_http_server(
         settings.engine.metrics_port,
         settings.engine.metrics_host,
@@ -189,8 +195,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
         return 2
     stop = _stop_on_signals()
-    runtime = Runtime(settings)
-    runtime.stop = stop
+    runtime = Runtime(settings, stop=stop)  # the supervisor's workers stop on the signal
     runtime.start_simulator()
     if args.duration:
         stop.wait(args.duration)
