@@ -22,6 +22,7 @@ from faultline.schema import WriteBatch
 from faultline.store import (
     AnomalyCount,
     DeadLetterCount,
+    DeadLetterRetention,
     LatestAnomalies,
     Query,
     StationReadings,
@@ -70,6 +71,9 @@ class FlakyStore(Store):
 
     def query(self, q: Query[R]) -> R:
         return self.inner.query(q)
+
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        return self.inner.expire(retention, now_ms)
 
     def close(self) -> None:
         self.inner.close()

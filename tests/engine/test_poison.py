@@ -17,7 +17,15 @@ from faultline.detect import Detector, DetectorPipeline, Scores
 from faultline.engine import Engine
 from faultline.metrics import Metrics
 from faultline.schema import WriteBatch
-from faultline.store import DeadLetters, InvalidBatch, Query, StationReadings, Store, open_store
+from faultline.store import (
+    DeadLetterRetention,
+    DeadLetters,
+    InvalidBatch,
+    Query,
+    StationReadings,
+    Store,
+    open_store,
+)
 from faultline.store.base import LAST_MS, R
 
 from .test_engine import T0, TOPIC, new_bus
@@ -66,6 +74,9 @@ class Refusing(Store):
 
     def query(self, q: Query[R]) -> R:
         return self.inner.query(q)
+
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        return self.inner.expire(retention, now_ms)
 
     def close(self) -> None:
         self.inner.close()
