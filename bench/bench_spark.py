@@ -41,7 +41,7 @@ from faultline.engine.spark import spark_session, start_query, stop_between_batc
 from faultline.runtime import ensure_model, model_registry
 from faultline.schema import TS, WriteBatch
 from faultline.simulate import Simulator, run_simulator
-from faultline.store import Query, Store, open_store
+from faultline.store import DeadLetterRetention, Query, Store, open_store
 from faultline.store.base import R
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +70,9 @@ class CommitProbe(Store):
 
     def query(self, q: Query[R]) -> R:
         return self.inner.query(q)
+
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        return self.inner.expire(retention, now_ms)
 
     def close(self) -> None:
         self.inner.close()

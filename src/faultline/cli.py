@@ -82,6 +82,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     runtime.start_global_anomalies()
     ctx = runtime.app_context()
     first_admin = _first_admin_token(ctx.tokens)
+    runtime.start_retention()
     server = ApiServer(create_app(ctx), settings.api.host, settings.api.port)
     server.start()
     if first_admin is not None:
@@ -202,23 +203,30 @@ def cmd_process(args: argparse.Namespace) -> int:
     )
     if args.engine == "spark":
         from faultline.engine.spark.job import run_spark_engine
+        from faultline.runtime import Runtime
 
-        run_spark_engine(
-            settings,
-            stop=stop,
-            checkpoint_dir=args.checkpoint_dir or settings.data_dir / "spark-checkpoints",
-            trigger_s=args.trigger,
-            max_offsets_per_trigger=args.max_offsets_per_trigger,
-            metrics=metrics,
-        )
+        # The Spark job writes dead letters too: this process expires them.
+        retention = Runtime(settings, metrics=metrics, stop=stop)
+        retention.start_retention()
+        try:
+            run_spark_engine(
+                settings,
+                stop=stop,
+                checkpoint_dir=args.checkpoint_dir or settings.data_dir / "spark-checkpoints",
+                trigger_s=args.trigger,
+                max_offsets_per_trigger=args.max_offsets_per_trigger,
+                metrics=metrics,
+            )
+        finally:
+            retention.shutdown()
         return 0
 
     from faultline.runtime import Runtime
 
-    runtime = Runtime(settings, metrics=metrics)
-    runtime.stop = stop
+    runtime = Runtime(settings, metrics=metrics, stop=stop)  # workers stop on the signal
     runtime.load_model()
     runtime.start_engine()
+    runtime.start_retention()
     print(f"engine consuming {settings.readings_topic} from {settings.bus_url}", flush=True)
     stop.wait()
     runtime.shutdown()
@@ -244,8 +252,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
         return 2
     stop = _stop_on_signals()
-    runtime = Runtime(settings)
-    runtime.stop = stop
+    runtime = Runtime(settings, stop=stop)  # the supervisor's workers stop on the signal
     runtime.start_simulator()
     if args.duration:
         stop.wait(args.duration)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -55,11 +55,21 @@ def ms_to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def datetime_to_ms(value: datetime) -> int:
-    """An aware datetime to epoch milliseconds; naive datetimes are refused, not guessed."""
+    """An aware datetime to epoch milliseconds (rounded half to even); naive datetimes are
+    refused, not guessed.
+
+    Exact integer arithmetic, so that any aware datetime converts, even one whose UTC instant
+    lies outside datetime's years 1 to 9999 (0001-01-01T00:00:00+01:00): saying whether such an
+    instant is acceptable is up to the caller.
+    """
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("naive datetime: a timezone is required")
-    return round(value.timestamp() * 1000)
+    ms, micros = divmod((value - _EPOCH) // timedelta(microseconds=1), 1000)
+    return ms + (micros > 500 or (micros == 500 and ms % 2 == 1))
 
 
 def iso_ms(ms: int) -> str:

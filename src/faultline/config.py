@@ -289,6 +289,15 @@ class AlarmSettings(_Frozen):
         return self.rule.merged(self.sensors.get(sensor)).merged(self.stations.get(station_id))
 
 
+class RetentionSettings(_Frozen):
+    """How long dead letters are kept and how many of them (the newest), checked every
+    `interval_s` by the process that runs the engine."""
+
+    dead_letter_max_age_s: float = Field(default=30 * 86400.0, gt=0)
+    dead_letter_max_count: int = Field(default=100_000, ge=0)
+    interval_s: float = Field(default=3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything Faultline can be told, validated once and then frozen."""
 
@@ -313,6 +322,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     alarms: AlarmSettings = AlarmSettings()
     mqtt: MqttSettings = MqttSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="after")
     def _derive_urls(self) -> Settings:

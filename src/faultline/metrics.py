@@ -167,6 +167,11 @@ class Metrics:
         for kind in DEAD_LETTER_KINDS:
             self.dead_letters.labels(kind=kind)
         self.batches = Counter("faultline_batches", "Engine batches committed", registry=r)
+        self.dead_letters_expired = Counter(
+            "faultline_dead_letters_expired",
+            "Dead letters deleted by retention (too old, or beyond the count kept)",
+            registry=r,
+        )
         self.batch_failures = Counter(
             "faultline_batch_failures", "Engine batches that failed and were retried", registry=r
         )

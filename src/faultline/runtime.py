@@ -23,7 +23,7 @@ from faultline.metrics import Metrics
 from faultline.models.base import ModelInfo
 from faultline.models.registry import MlflowModelRegistry
 from faultline.schema import FaultLabel, WriteBatch, empty_readings
-from faultline.store import Store, open_store
+from faultline.store import DeadLetterRetention, Store, StoreError, open_store
 from faultline.supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -183,6 +183,27 @@ class Runtime:
             run_daily_global_anomalies(self.settings, self.store, self.clock, stop)
 
         self._spawn("global-anomalies", schedule)
+
+    def start_retention(self) -> None:
+        """Expire dead letters past the retention's age or count now and every interval."""
+        r = self.settings.retention
+        policy = DeadLetterRetention(r.dead_letter_max_age_s, r.dead_letter_max_count)
+
+        def expire(stop: threading.Event) -> None:
+            while True:
+                try:
+                    gone = self.store.expire(policy, self.clock.now_ms())
+                except StoreError as exc:
+                    # The store is down for now: the letters wait for the next pass.
+                    log.warning("dead-letter retention: %s", exc)
+                else:
+                    if gone:
+                        self.metrics.dead_letters_expired.inc(gone)
+                        log.info("dead-letter retention deleted %d letters", gone)
+                if stop.wait(r.interval_s):
+                    return
+
+        self._spawn("retention", expire)
 
     def app_context(self) -> AppContext:
         """What the API of this process serves: its store, bus, metrics, model and probes."""

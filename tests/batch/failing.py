@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from faultline.schema import WriteBatch
-from faultline.store import Query, Store, StoreError
+from faultline.store import DeadLetterRetention, Query, Store, StoreError
 from faultline.store.base import R
 
 
@@ -37,6 +37,9 @@ class FailingStore(Store):
             self.queries -= 1
             raise StoreError(f"{type(q).__name__} failed: timed out")
         return self.inner.query(q)
+
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        return self.inner.expire(retention, now_ms)
 
     def close(self) -> None:
         self.inner.close()

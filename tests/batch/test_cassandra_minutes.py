@@ -15,6 +15,7 @@ from cassandra import OperationTimedOut
 
 from faultline.batch.aggregate import minute_partials
 from faultline.store import MinuteAggregates, StoreError
+from faultline.store.base import LAST_MS
 from faultline.store.cassandra import CassandraStore
 from tests.contract.batches import SENSORS, T0, reading_frame, write_batch
 from tests.store.servers import cassandra_keyspace, cassandra_store, cassandra_url
@@ -31,7 +32,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[CassandraStore]:
 
 def assert_aggregates_of(store: CassandraStore, frame: pd.DataFrame) -> None:
     wanted = minute_partials(frame, SENSORS)
-    got = store.query(MinuteAggregates(0, 2**62))
+    got = store.query(MinuteAggregates(0, LAST_MS))
     pd.testing.assert_frame_equal(got.drop(columns="mean"), wanted, check_exact=False, rtol=1e-12)
 
 
@@ -77,7 +78,7 @@ def test_a_write_that_fails_halfway_is_completed_by_its_replay(
         patch.setattr(store, "_commit_readings", time_out)
         with pytest.raises(StoreError, match="part of the batch may be stored"):
             store.write(batch)
-    assert store.query(MinuteAggregates(0, 2**62)).empty
+    assert store.query(MinuteAggregates(0, LAST_MS)).empty
 
     store.write(batch)
     store.write(batch)

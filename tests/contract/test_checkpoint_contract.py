@@ -10,6 +10,7 @@ import pytest
 
 from faultline.schema import Checkpoint
 from faultline.store import Checkpoints, StationReadings, Store, StoreError
+from faultline.store.base import LAST_MS
 from tests.contract.batches import T0, reading_frame, write_batch
 
 GROUP, TOPIC = "engine", "faultline.readings"
@@ -38,7 +39,7 @@ def test_checkpoints_are_stored_with_the_readings_they_cover(store: Store) -> No
     batch = replace(write_batch(readings), checkpoints=(checkpoint(1, 7, state), checkpoint(0, 3)))
     store.write(batch)
     assert stored(store) == [checkpoint(0, 3), checkpoint(1, 7, state)]  # by partition
-    assert len(store.query(StationReadings("s-1", 0, 2**62)).rows) == 1
+    assert len(store.query(StationReadings("s-1", 0, LAST_MS)).rows) == 1
 
 
 def test_an_offset_not_lower_replaces_a_lower_one_never(store: Store) -> None:
@@ -97,4 +98,4 @@ def test_an_invalid_checkpoint_fails_the_batch_storing_nothing(
     with pytest.raises(StoreError, match="checkpoint"):
         store.write(batch)
     assert stored(store) == []
-    assert store.query(StationReadings("s-1", 0, 2**62)).rows == []
+    assert store.query(StationReadings("s-1", 0, LAST_MS)).rows == []

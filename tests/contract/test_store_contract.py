@@ -26,9 +26,10 @@ from faultline.store import (
     Store,
     StoreError,
 )
+from faultline.store.base import LAST_MS
 from tests.contract.batches import DETECTORS, SENSORS, T0, dead_letter, reading_frame, write_batch
 
-EVERYTHING = (0, 2**62)
+EVERYTHING = (0, LAST_MS)
 
 
 def all_readings(store: Store, station_id: str) -> list[ReadingRow]:
@@ -243,28 +244,6 @@ def test_a_batch_missing_columns_is_refused(store: Store) -> None:
 
     with pytest.raises(StoreError, match="lacks columns: humidity, score_robust"):
         store.write(write_batch(frame))
-
-
-def test_a_batch_failing_at_its_last_part_stores_nothing(store: Store) -> None:
-    """The fault label is written last; the backend refuses it, and the readings written before
-    it in the same batch must disappear with it."""
-    store.write(write_batch(reading_frame("s-1", [T0]), dead_letters=[dead_letter(1)]))
-    before = snapshot(store)
-    batch = write_batch(
-        reading_frame(["s-1", "s-2"], [T0 + 1000, T0 + 2000], sensor_mask=[1, 0]),
-        dead_letters=[dead_letter(2)],
-        faults=[
-            FaultLabel("s-1", "temperature", "spike", T0, T0 + 1000),
-            FaultLabel("s-2", "humidity", "drift", T0 + 5000, T0 + 4000),
-        ],
-    )
-
-    with pytest.raises(StoreError):
-        store.write(batch)
-
-    assert snapshot(store) == before
-    store.write(write_batch(reading_frame("s-1", [T0 + 3000])))
-    assert store.query(Stations())[0].readings == 2
 
 
 def test_station_readings_pages_lose_and_repeat_nothing(store: Store) -> None:

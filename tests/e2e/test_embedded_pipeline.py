@@ -17,6 +17,7 @@ from faultline.config import Settings, load_settings
 from faultline.runtime import Runtime, fault_sink
 from faultline.simulate import Simulator, run_simulator
 from faultline.store import FaultLabels
+from faultline.store.base import LAST_MS
 from tests.tokens import admin_token, bearer
 
 STATIONS = 6
@@ -89,7 +90,7 @@ def test_every_reading_was_processed(api: httpx.Client) -> None:
 
 
 def test_injected_faults_come_back_as_anomalies(runtime: Runtime, api: httpx.Client) -> None:
-    labels = runtime.store.query(FaultLabels(0, 2**62))
+    labels = runtime.store.query(FaultLabels(0, LAST_MS))
     assert len(labels) >= 10, "the simulation should have injected faults"
     anomalies = api.get("/api/latest_anomalies", params={"limit": 1000}).json()
     assert anomalies, "no anomalies came back"
@@ -108,7 +109,7 @@ def test_injected_faults_come_back_as_anomalies(runtime: Runtime, api: httpx.Cli
 
 
 def test_anomalies_point_at_the_faulty_sensor(runtime: Runtime, api: httpx.Client) -> None:
-    labels = runtime.store.query(FaultLabels(0, 2**62))
+    labels = runtime.store.query(FaultLabels(0, LAST_MS))
     anomalies = api.get("/api/latest_anomalies", params={"limit": 1000}).json()
     hits = 0
     for label in labels:

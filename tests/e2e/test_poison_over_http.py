@@ -20,6 +20,7 @@ from faultline.api.server import ApiServer
 from faultline.config import load_settings
 from faultline.runtime import Runtime
 from faultline.store import DeadLetters, StationReadings
+from faultline.store.base import LAST_MS
 from tests.fuzz import FINDINGS, PROPERTIES
 from tests.tokens import JSON, admin_token, bearer
 
@@ -66,7 +67,7 @@ def test_a_poison_reading_is_a_dead_letter_and_detection_goes_on(
     assert client.post("/api/readings", json=good).status_code == 202
 
     def stored() -> bool:
-        page = runtime.store.query(StationReadings("after", 0, 2**62, limit=100))
+        page = runtime.store.query(StationReadings("after", 0, LAST_MS, limit=100))
         return seq in [r.seq for r in page.rows]
 
     eventually(stored)
@@ -102,6 +103,6 @@ def test_after_the_fuzzing_the_engine_is_healthy_and_scores(
     runtime, client = running
     good = {"station_id": "last", "ts": int(time.time() * 1000), "seq": 1, "temperature": 21}
     assert client.post("/api/readings", json=good).status_code == 202
-    eventually(lambda: bool(runtime.store.query(StationReadings("last", 0, 2**62)).rows))
+    eventually(lambda: bool(runtime.store.query(StationReadings("last", 0, LAST_MS)).rows))
     assert client.get("/api/health").status_code == 200
     assert runtime.supervisor.workers["engine"].restarts == 0

@@ -30,7 +30,7 @@ from faultline.store import (
     Store,
     open_store,
 )
-from faultline.store.base import R
+from faultline.store.base import LAST_MS, DeadLetterRetention, R
 
 TOPIC = "readings"
 T0 = 1_767_225_600_000
@@ -94,6 +94,9 @@ class CrashingStore(Store):
 
     def query(self, q: Query[R]) -> R:
         return self.inner.query(q)
+
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        return self.inner.expire(retention, now_ms)
 
     def close(self) -> None:
         self.inner.close()
@@ -163,7 +166,7 @@ def records(
 def verdicts(store: Store, stations: Sequence[str]) -> list[tuple[str, int, float | None, bool]]:
     out = []
     for station in stations:
-        for row in store.query(StationReadings(station, 0, 2**62, limit=100_000)).rows:
+        for row in store.query(StationReadings(station, 0, LAST_MS, limit=100_000)).rows:
             out.append((station, row.seq, row.scores["surprise"], row.is_anomaly))
     return out
 
@@ -308,6 +311,9 @@ class Outage(Store):
 
     def query(self, q: Query[R]) -> R:
         return self.inner.query(q)
+
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        return self.inner.expire(retention, now_ms)
 
     def close(self) -> None:
         self.inner.close()

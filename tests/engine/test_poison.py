@@ -17,8 +17,16 @@ from faultline.detect import Detector, DetectorPipeline, Scores
 from faultline.engine import Engine
 from faultline.metrics import Metrics
 from faultline.schema import WriteBatch
-from faultline.store import DeadLetters, InvalidBatch, Query, StationReadings, Store, open_store
-from faultline.store.base import R
+from faultline.store import (
+    DeadLetterRetention,
+    DeadLetters,
+    InvalidBatch,
+    Query,
+    StationReadings,
+    Store,
+    open_store,
+)
+from faultline.store.base import LAST_MS, R
 
 from .test_engine import T0, TOPIC, new_bus
 
@@ -70,6 +78,9 @@ class Refusing(Store):
     def query(self, q: Query[R]) -> R:
         return self.inner.query(q)
 
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        return self.inner.expire(retention, now_ms)
+
     def close(self) -> None:
         self.inner.close()
 
@@ -99,7 +110,7 @@ def reading(station: str, seq: int, temperature: float = 25.0) -> Record:
 
 
 def seqs(store: Store, station: str) -> list[int]:
-    return [r.seq for r in store.query(StationReadings(station, 0, 2**62, limit=10_000)).rows]
+    return [r.seq for r in store.query(StationReadings(station, 0, LAST_MS, limit=10_000)).rows]
 
 
 def test_a_reading_detection_chokes_on_is_dead_lettered_and_the_rest_scored_once(

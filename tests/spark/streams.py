@@ -25,6 +25,7 @@ from faultline.metrics import Metrics
 from faultline.runtime import model_registry
 from faultline.simulate import Simulator
 from faultline.store import DeadLetterCount, DeadLetters, StationReadings, Stations, Store
+from faultline.store.base import LAST_MS
 from tests.fuzz import corpus, rejected
 
 Key = tuple[str, int, int]
@@ -110,7 +111,7 @@ def verdicts(store: Store) -> dict[Key, tuple[Any, ...]]:
         after = None
         while True:
             page = store.query(
-                StationReadings(station.station_id, 0, 2**62, limit=5000, after=after)
+                StationReadings(station.station_id, 0, LAST_MS, limit=5000, after=after)
             )
             for r in page.rows:
                 rows[(r.station_id, r.ts, r.seq)] = (

@@ -25,6 +25,7 @@ from faultline.store import (
     Stations,
     Store,
 )
+from faultline.store.base import LAST_MS
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
 
 DAY = 86_400_000
@@ -64,11 +65,11 @@ QUERIES: list[Query[object]] = [
     LatestAnomalies(limit=1000),
     LatestAnomalies(limit=40),
     LatestAnomalies(limit=30, station_id="s-2"),
-    AnomalyCount(0, 2**62),
+    AnomalyCount(0, LAST_MS),
     AnomalyCount(T0 + DAY // 2, T0 + 3 * DAY + 17 * 60_000),
     AnomalyCount(T0 + DAY, T0 + 2 * DAY),
     DeadLetterCount(),
-    FaultLabels(0, 2**62),
+    FaultLabels(0, LAST_MS),
     FaultLabels(T0 + 2 * DAY, T0 + 2 * DAY + 1),
     FaultLabels(T0 + DAY + 30_000, T0 + DAY + 40_000, station_id="s-2"),
     FaultLabels(T0 + 5 * DAY, T0 + 6 * DAY),
@@ -97,7 +98,7 @@ def assert_agrees_with_memory(store: Store) -> None:
             replace(r, id=0) for r in memory.query(DeadLetters(limit))
         ]
     for q in (
-        StationReadings("s-1", 0, 2**62, limit=50),
+        StationReadings("s-1", 0, LAST_MS, limit=50),
         StationReadings("s-3", T0 + DAY - 3_600_000, T0 + 3 * DAY + 1, limit=33),
         StationReadings("s-2", T0 + 2 * DAY, T0 + 2 * DAY + 17 * 60_000),
     ):

@@ -26,6 +26,7 @@ from faultline.store import (
     StoreError,
 )
 from faultline.store import sqlite as sqlite_module
+from faultline.store.base import LAST_MS
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
 from tests.contract.test_aggregate_contract import anomaly
 from tests.store.migrated import assert_old_anomalies_kept_and_a_rerun_replaces_them
@@ -208,7 +209,7 @@ def test_a_backend_failure_mid_write_rolls_back_the_whole_batch(
         store.write(batch)
 
     assert store.query(Stations()) == []
-    assert store.query(StationReadings("s-1", 0, 2**62)).rows == []
+    assert store.query(StationReadings("s-1", 0, LAST_MS)).rows == []
     monkeypatch.undo()
     store.write(batch)
     assert store.query(Stations())[0].readings == 2
@@ -218,8 +219,8 @@ class _Interrupted(BaseException):
     """Stands in for KeyboardInterrupt or SystemExit arriving in the middle of a write."""
 
 
-class _Explosive:
-    """Binding one to a statement raises _Interrupted."""
+class _Explosive(int):
+    """Binding one to a statement raises _Interrupted (a valid int to every check before)."""
 
 
 def _explode(_value: _Explosive) -> str:
@@ -229,7 +230,7 @@ def _explode(_value: _Explosive) -> str:
 def test_an_interrupted_write_rolls_back_and_the_store_goes_on(store: SqliteStore) -> None:
     sqlite3.register_adapter(_Explosive, _explode)
     # Fault labels are bound last, inside the transaction, after the readings went in.
-    label = FaultLabel("s-1", "temperature", _Explosive(), T0, T0 + 1)  # type: ignore[arg-type]
+    label = FaultLabel("s-1", "temperature", "spike", T0, _Explosive(T0 + 1))
 
     with pytest.raises(_Interrupted):
         store.write(write_batch(reading_frame("s-1", [T0]), faults=[label]))

@@ -10,7 +10,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from faultline.store import StoreError
+from faultline.store import QueryError, StoreError
 
 
 def _json_safe(value: Any) -> Any:
@@ -30,6 +30,11 @@ def install_error_handlers(app: FastAPI) -> None:
         # FastAPI's own handler echoes the input, and fails outright (500) on a NaN in a body.
         detail = _json_safe(jsonable_encoder(exc.errors()))
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(QueryError)
+    async def invalid_query(_request: Request, exc: QueryError) -> JSONResponse:
+        # A date no store or answer can represent, checked where the query is made.
+        return JSONResponse({"detail": str(exc)}, status_code=400)
 
     @app.exception_handler(StoreError)
     async def store_unavailable(_request: Request, exc: StoreError) -> JSONResponse:

@@ -11,9 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from faultline.store.base import (
+    FIRST_MS,
+    LAST_DAY,
+    LAST_MS,
     AnomalyCount,
+    Atomicity,
     Checkpoints,
     DeadLetterCount,
+    DeadLetterRetention,
     DeadLetterRow,
     DeadLetters,
     FaultLabels,
@@ -23,6 +28,7 @@ from faultline.store.base import (
     LatestAnomalies,
     MinuteAggregates,
     Query,
+    QueryError,
     ReadingPage,
     ReadingRow,
     RecentReadings,
@@ -31,6 +37,7 @@ from faultline.store.base import (
     StationSummary,
     Store,
     StoreError,
+    check_instants,
 )
 from faultline.store.memory import MemoryStore
 from faultline.store.sqlite import SqliteStore
@@ -97,9 +104,14 @@ def open_store(url: str) -> Store:
 
 
 __all__ = [
+    "FIRST_MS",
+    "LAST_DAY",
+    "LAST_MS",
     "AnomalyCount",
+    "Atomicity",
     "Checkpoints",
     "DeadLetterCount",
+    "DeadLetterRetention",
     "DeadLetterRow",
     "DeadLetters",
     "FaultLabels",
@@ -110,6 +122,7 @@ __all__ = [
     "MemoryStore",
     "MinuteAggregates",
     "Query",
+    "QueryError",
     "ReadingPage",
     "ReadingRow",
     "RecentReadings",
@@ -119,5 +132,6 @@ __all__ = [
     "Stations",
     "Store",
     "StoreError",
+    "check_instants",
     "open_store",
 ]

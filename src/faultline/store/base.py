@@ -1,23 +1,40 @@
-"""The store protocol: `write` what the engine decided, `query` it back.
+"""The store protocol: `write` what the engine decided, `query` it back, `expire` old dead letters.
 
-`write` is atomic and idempotent: a batch is committed whole or not at all, and writing the same
-batch again changes nothing (readings are keyed by (station_id, ts, seq), dead letters by their
-source, fault labels by (station_id, sensor, kind, start_ts), global anomalies by (day,
-station_id, sensor, minute), global-anomaly run records by day). That is what makes the engine's
-at-least-once delivery safe. A batch carrying a succeeded global-anomaly run replaces that day's
-global anomalies with its own in the same transaction, so running a day again leaves exactly
-what the new run found. A write also folds the readings it inserts (and only those) into 1-minute
-aggregates per station and sensor, in the same transaction, so replays never count a reading
-twice. Queries are typed objects; `query(q)` returns `q`'s result type, and every query is
-served from an index, never a full scan.
+`write` is idempotent: writing the same batch again changes nothing (readings are keyed by
+(station_id, ts, seq), dead letters by their source, fault labels by (station_id, sensor, kind,
+start_ts), global anomalies by (day, station_id, sensor, minute), global-anomaly run records by
+day). That is what makes the engine's at-least-once delivery safe. How much of a batch a failed
+write may leave behind is each store's `atomicity`, and the contract suite tests it by failing
+the backend halfway through a write:
+
+* `Atomicity.BATCH` (memory, SQLite, PostgreSQL): a batch is committed whole or not at all.
+* `Atomicity.PARTITION` (Cassandra): each partition's share of a batch is committed whole or not
+  at all, but a write failing halfway may leave some partitions written and others not; writing
+  the batch again (what the engine does with any batch whose write failed) completes it, and
+  every count and aggregate then holds each reading exactly once.
+
+Every store first checks the whole batch with faultline.store.valid.validate and refuses an
+invalid one with InvalidBatch, the same message whatever the backend, before it writes anything.
+
+Dead letters are kept only as long as a DeadLetterRetention says: `expire` deletes those older
+than its age and those beyond its count (newest kept), so a flood of bad messages cannot fill
+the store. A batch written again after its letters expired stores them again.
+
+A batch carrying a succeeded global-anomaly run replaces that day's global anomalies with its
+own, so running a day again leaves exactly what the new run found. A write also folds the
+readings it inserts (and only those) into 1-minute aggregates per station and sensor, so
+replays never count a reading twice. Queries are typed objects, checked when they are made
+(QueryError); `query(q)` returns `q`'s result type, and every query is served from an index,
+never a full scan.
 """
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 import pandas as pd
 
@@ -37,13 +54,66 @@ class InvalidBatch(StoreError):
     """
 
 
+class Atomicity(enum.Enum):
+    """What a store guarantees about a write that fails halfway (see the module docstring)."""
+
+    BATCH = "committed whole or not at all"
+    PARTITION = "atomic per partition, completed by writing the batch again"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRetention:
+    """Which dead letters a store keeps: none received more than `max_age_s` before now, and of
+    the rest only the newest `max_count` (newest as DeadLetters orders them)."""
+
+    max_age_s: float
+    max_count: int
+
+    def __post_init__(self) -> None:
+        if not self.max_age_s > 0:
+            raise ValueError(f"max_age_s must be above 0, got {self.max_age_s}")
+        if self.max_count < 0:
+            raise ValueError(f"max_count must be at least 0, got {self.max_count}")
+
+    def cutoff_ms(self, now_ms: int) -> int:
+        """Letters received before this instant are too old."""
+        return now_ms - round(self.max_age_s * 1000)
+
+
 class Query(Generic[R]):
     """Base of every query; `R` is what `Store.query` returns for it."""
 
 
+class QueryError(ValueError):
+    """A query that cannot be asked as it stands (the API answers it with 400)."""
+
+
+FIRST_MS = -62_135_596_800_000  # 0001-01-01T00:00:00.000Z
+LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z"
+LAST_DAY = date(9999, 12, 30)  # the last day whose end, the next midnight, is representable
+
+
 def _check_limit(limit: int) -> None:
     if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
+        raise QueryError(f"limit must be at least 1, got {limit}")
+
+
+def check_instants(**instants: int) -> None:
+    """QueryError unless every instant (epoch ms, by name) lies where a UTC datetime can show
+    it, as every store and every answer must."""
+    for name, ms in instants.items():
+        if not FIRST_MS <= ms <= LAST_MS:
+            raise QueryError(f"{name} ({ms} ms since 1970) is outside the times {_RANGE}")
+
+
+def _check_days(first: date, last: date | None) -> None:
+    for day in (first, last):
+        if day is not None and day > LAST_DAY:
+            raise QueryError(
+                f"day {day.isoformat()} ends at 10000-01-01, which no time can represent: "
+                f"the last day that can be asked for is {LAST_DAY.isoformat()}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +176,9 @@ class AnomalyCount(Query[int]):
     start_ms: int
     end_ms: int
 
+    def __post_init__(self) -> None:
+        check_instants(start_ms=self.start_ms, end_ms=self.end_ms)
+
 
 @dataclass(frozen=True, slots=True)
 class StationReadings(Query[ReadingPage]):
@@ -119,6 +192,7 @@ class StationReadings(Query[ReadingPage]):
 
     def __post_init__(self) -> None:
         _check_limit(self.limit)
+        check_instants(start_ms=self.start_ms, end_ms=self.end_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +227,9 @@ class FaultLabels(Query[list[FaultLabel]]):
     end_ms: int
     station_id: str | None = None
 
+    def __post_init__(self) -> None:
+        check_instants(start_ms=self.start_ms, end_ms=self.end_ms)
+
 
 @dataclass(frozen=True, slots=True)
 class RecentReadings(Query[pd.DataFrame]):
@@ -179,6 +256,9 @@ class MinuteAggregates(Query[pd.DataFrame]):
     station_id: str | None = None
     sensor: str | None = None
 
+    def __post_init__(self) -> None:
+        check_instants(start_ms=self.start_ms, end_ms=self.end_ms)
+
 
 @dataclass(frozen=True, slots=True)
 class GlobalAnomalies(Query[list[GlobalAnomaly]]):
@@ -188,6 +268,9 @@ class GlobalAnomalies(Query[list[GlobalAnomaly]]):
     first_day: date
     last_day: date | None = None
     station_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_days(self.first_day, self.last_day)
 
     @property
     def days(self) -> tuple[date, date]:
@@ -203,6 +286,9 @@ class GlobalAnomalyRuns(Query[list[GlobalAnomalyRun]]):
 
     first_day: date
     last_day: date | None = None
+
+    def __post_init__(self) -> None:
+        _check_days(self.first_day, self.last_day)
 
     @property
     def days(self) -> tuple[date, date]:
@@ -223,17 +309,25 @@ class Checkpoints(Query[list[Checkpoint]]):
 class Store(ABC):
     """Where readings, verdicts, dead letters and fault labels live."""
 
+    atomicity: ClassVar[Atomicity]
+    """What a write that fails halfway leaves behind."""
+
     @abstractmethod
     def write(self, batch: WriteBatch) -> None:
-        """Commit the whole batch atomically; replaying a batch adds nothing.
+        """Commit the batch, as far as `atomicity` promises; replaying a batch adds nothing.
 
-        Raises StoreError, having committed nothing, when any part of the batch cannot be stored
-        (missing or malformed columns, non-finite sensor values, a fault label ending before it
-        starts, a global anomaly outside its day or with a non-finite number, a global-anomaly
-        run that is inconsistent with itself or with the batch's global anomalies, an
-        unreachable backend). Within one batch the first of several readings with the same key
-        wins, as it does across batches.
+        Raises InvalidBatch, having written nothing, when any part of the batch cannot be stored
+        (missing or malformed columns, non-finite sensor values, text a backend cannot hold, a
+        fault label ending before it starts, a global anomaly outside its day or with a
+        non-finite number, a global-anomaly run that is inconsistent with itself or with the
+        batch's global anomalies); StoreError when the backend fails. Within one batch the first
+        of several readings with the same key wins, as it does across batches.
         """
+
+    @abstractmethod
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        """Delete the dead letters `retention` does not keep at `now_ms` (epoch ms UTC); how
+        many went. Raises StoreError when the backend fails (what went, went)."""
 
     @abstractmethod
     def query(self, q: Query[R]) -> R:

@@ -82,8 +82,10 @@ from faultline.schema import (
 )
 from faultline.store.base import (
     AnomalyCount,
+    Atomicity,
     Checkpoints,
     DeadLetterCount,
+    DeadLetterRetention,
     DeadLetterRow,
     DeadLetters,
     FaultLabels,
@@ -115,17 +117,13 @@ from faultline.store.columns import (
     BatchColumns,
     GlobalAnomalyRow,
     GlobalAnomalyRunRow,
-    batch_columns,
-    check_faults,
     day_number,
-    dead_letter_fields,
     global_anomaly,
-    global_anomaly_rows,
     global_anomaly_run,
-    global_anomaly_run_row,
     recent_frame,
 )
 from faultline.store.encoded import EncodedReadings, decode_reading, encode_readings
+from faultline.store.valid import validate
 
 _ERRORS = (
     DriverException,
@@ -196,6 +194,12 @@ _CQL = {
     "letters_of_day": "SELECT id, received_at, source, reason, payload, kind "
     "FROM {ks}.dead_letters_by_day WHERE day = ? LIMIT ?",
     "count_letters": "SELECT count(*) FROM {ks}.dead_letters_by_day WHERE day = ?",
+    "letter_keys_of_day": "SELECT received_at, id, source FROM {ks}.dead_letters_by_day "
+    "WHERE day = ?",
+    "drop_letter": "DELETE FROM {ks}.dead_letters WHERE source = ?",
+    "unindex_letter": "DELETE FROM {ks}.dead_letters_by_day WHERE day = ? AND received_at = ? "
+    "AND id = ?",
+    "drop_bucket": "DELETE FROM {ks}.buckets WHERE kind = ? AND owner = ? AND bucket = ?",
     "last_id": "SELECT value FROM {ks}.sequences WHERE name = ?",
     "first_ids": "INSERT INTO {ks}.sequences (name, value) VALUES (?, ?) IF NOT EXISTS",
     "more_ids": "UPDATE {ks}.sequences SET value = ? WHERE name = ? IF value = ?",
@@ -249,6 +253,9 @@ class CassandraStore(Store):
     """A Store in one Cassandra keyspace; safe for any number of threads, and of processes
     writing the same keyspace."""
 
+    # No transaction spans partitions: see "What is not atomic" in the module docstring.
+    atomicity = Atomicity.PARTITION
+
     def __init__(self, url: str) -> None:
         self.options: CassandraOptions = parse_url(url)
         o = self.options
@@ -287,12 +294,9 @@ class CassandraStore(Store):
         }
 
     def write(self, batch: WriteBatch) -> None:
-        columns = batch_columns(batch)
+        valid = validate(batch)
+        columns, letters, anomalies, run = valid.columns, valid.letters, valid.anomalies, valid.run
         readings = encode_readings(columns)
-        letters = dead_letter_fields(batch.dead_letters)
-        check_faults(batch.faults)
-        anomalies = global_anomaly_rows(batch.global_anomalies)
-        run = global_anomaly_run_row(batch, anomalies)
         checkpoints = checkpoint_rows(batch.checkpoints)
         self._check_open()
         try:
@@ -312,6 +316,34 @@ class CassandraStore(Store):
                 self._write_checkpoints(checkpoints)
         except _ERRORS as exc:
             raise StoreError(f"write failed, part of the batch may be stored: {exc}") from exc
+
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        """Walk the letters' keys newest first, day by day, and delete those past the count or
+        the age: each letter's home row first, then its index row, so that a pass failing
+        halfway leaves the index pointing at what is left to delete, and the next pass
+        finishes it. A day left empty leaves the days list."""
+        self._check_open()
+        cutoff = retention.cutoff_ms(now_ms)
+        kept = gone = 0
+        try:
+            for day in self._days(_DEAD_LETTERS, "", newest_first=True):
+                doomed = []
+                keys = self._session.execute(self._cql["letter_keys_of_day"], (day,))
+                for received_at, letter_id, source in keys:  # paged: never all at once
+                    if received_at >= cutoff and kept < retention.max_count:
+                        kept += 1
+                    else:
+                        doomed.append((received_at, letter_id, source))
+                if not doomed:
+                    continue
+                self._run("drop_letter", [(source,) for *_, source in doomed])
+                self._run("unindex_letter", [(day, r, i) for r, i, _ in doomed])
+                if self._session.execute(self._cql["count_letters"], (day,)).one()[0] == 0:
+                    self._run("drop_bucket", [(_DEAD_LETTERS, "", day)])
+                gone += len(doomed)
+        except _ERRORS as exc:
+            raise StoreError(f"expiring dead letters failed after {gone}: {exc}") from exc
+        return gone
 
     def query(self, q: Query[R]) -> R:
         handler = self._handlers.get(type(q))

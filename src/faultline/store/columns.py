@@ -1,13 +1,13 @@
 """A WriteBatch checked and taken apart into numpy columns: the form every store writes from.
 
-Checking happens here, before any backend is touched, so every store rejects the same bad batches
-with the same messages.
+The checks here raise InvalidBatch; faultline.store.valid runs all of them, and more, before any
+backend is touched, so every store rejects the same bad batches with the same messages.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime
 
@@ -36,7 +36,7 @@ from faultline.schema import (
     mask_to_sensors,
     score_column,
 )
-from faultline.store.base import StoreError
+from faultline.store.base import InvalidBatch, StoreError
 
 DAY_MS = 86_400_000
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -105,7 +105,7 @@ class BatchColumns:
 def batch_columns(batch: WriteBatch) -> BatchColumns:
     """Check `batch.readings` and return its columns; duplicate keys keep their first row.
 
-    Raises StoreError naming the column at fault. A zero-row frame needs no columns at all, so a
+    Raises InvalidBatch naming the column at fault. A zero-row frame needs no columns at all, so a
     batch made only of dead letters or fault labels can carry an empty DataFrame.
     """
     sensors, detectors = tuple(batch.sensors), tuple(batch.detectors)
@@ -118,11 +118,11 @@ def batch_columns(batch: WriteBatch) -> BatchColumns:
     required = [*READING_COLUMNS, *sensors, IS_ANOMALY, SENSOR_MASK, MODEL_VERSION, *scores]
     missing = [name for name in required if name not in frame.columns]
     if missing:
-        raise StoreError(f"readings frame lacks columns: {', '.join(missing)}")
+        raise InvalidBatch(f"readings frame lacks columns: {', '.join(missing)}")
     columns = BatchColumns(
         sensors=sensors,
         detectors=detectors,
-        station_id=_strings(frame, STATION_ID),
+        station_id=_strings(frame, STATION_ID, keyed=True),
         ts=_integers(frame, TS),
         seq=_integers(frame, SEQ),
         ts_assigned=_flags(frame, TS_ASSIGNED),
@@ -142,7 +142,7 @@ def check_faults(faults: Sequence[FaultLabel]) -> None:
     """Refuse fault labels that end before they start (stores with constraints refuse them too)."""
     for label in faults:
         if label.end_ts < label.start_ts:
-            raise StoreError(
+            raise InvalidBatch(
                 f"fault label {label.kind} on {label.station_id}/{label.sensor} ends "
                 f"({label.end_ts}) before it starts ({label.start_ts})"
             )
@@ -156,16 +156,33 @@ def dead_letter_fields(
     for letter in letters:
         payload = letter.payload
         if not isinstance(payload, bytes | bytearray | memoryview):
-            raise StoreError(
+            raise InvalidBatch(
                 f"dead letter {letter.source!r} has a {type(payload).__name__} payload, not bytes"
             )
         texts = (letter.source, letter.reason, letter.kind)
         if not all(isinstance(text, str) for text in texts):
-            raise StoreError(f"dead letter {letter.source!r} needs str source, reason and kind")
+            raise InvalidBatch(f"dead letter {letter.source!r} needs str source, reason and kind")
         out.append(
             (int(letter.received_at), letter.source, letter.reason, bytes(payload), letter.kind)
         )
     return out
+
+
+def check_texts(what: str, texts: Iterable[str], *, keyed: bool = False) -> None:
+    """Refuse text some backend cannot hold: NUL (PostgreSQL text), lone surrogates (no UTF-8
+    encoding: SQLite, PostgreSQL and Cassandra), and, for the parts of a key, the empty string
+    (Cassandra refuses an empty partition key)."""
+    for text in texts:
+        if not isinstance(text, str):
+            raise InvalidBatch(f"{what} must be str, got {type(text).__name__}")
+        if keyed and not text:
+            raise InvalidBatch(f"{what} must not be empty")
+        if "\x00" in text:
+            raise InvalidBatch(f"{what} {text!r} holds a NUL character, which stores cannot hold")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidBatch(f"{what} {text!r} is not valid Unicode (a lone surrogate)") from None
 
 
 def day_number(day: date) -> int:
@@ -183,23 +200,23 @@ def global_anomaly_rows(anomalies: Sequence[GlobalAnomaly]) -> list[GlobalAnomal
     rows: dict[tuple[int, str, str, int], GlobalAnomalyRow] = {}
     for a in anomalies:
         if not (isinstance(a.station_id, str) and isinstance(a.sensor, str)):
-            raise StoreError(f"global anomaly {a!r} needs str station_id and sensor")
+            raise InvalidBatch(f"global anomaly {a!r} needs str station_id and sensor")
         day = day_number(a.day)
         minute = int(a.minute)
         if not day * DAY_MS <= minute < (day + 1) * DAY_MS:
-            raise StoreError(
+            raise InvalidBatch(
                 f"global anomaly of {a.station_id}/{a.sensor}: minute {minute} is not in its "
                 f"day {a.day.isoformat()}"
             )
         numbers = (float(a.value), float(a.expected), float(a.score))
         if not all(math.isfinite(x) for x in numbers):
-            raise StoreError(
+            raise InvalidBatch(
                 f"global anomaly of {a.station_id}/{a.sensor} at minute {minute}: value, "
                 f"expected and score must be finite, got {numbers}"
             )
         key = (day, a.station_id, a.sensor, minute)
         if key in rows:
-            raise StoreError(
+            raise InvalidBatch(
                 f"global anomaly of {a.station_id}/{a.sensor} at minute {minute} on "
                 f"{a.day.isoformat()} appears twice in one batch"
             )
@@ -224,14 +241,14 @@ def global_anomaly_run_row(
     if run is None:
         return None
     if not isinstance(run.day, date):
-        raise StoreError(f"global-anomaly run: day must be a date, got {run.day!r}")
+        raise InvalidBatch(f"global-anomaly run: day must be a date, got {run.day!r}")
     name = f"global-anomaly run of {run.day.isoformat()}"
     started = _utc_ms(name, "started_at", run.started_at)
     finished = _utc_ms(name, "finished_at", run.finished_at)
     if finished < started:
-        raise StoreError(f"{name}: finished_at {run.finished_at} is before started_at")
+        raise InvalidBatch(f"{name}: finished_at {run.finished_at} is before started_at")
     if run.status not in (RUN_SUCCEEDED, RUN_FAILED):
-        raise StoreError(
+        raise InvalidBatch(
             f"{name}: status must be {RUN_SUCCEEDED!r} or {RUN_FAILED!r}, got {run.status!r}"
         )
     series = _count(name, "series", run.series)
@@ -239,24 +256,24 @@ def global_anomaly_run_row(
     skipped = {}
     for reason, n in dict(run.skipped).items():
         if not (isinstance(reason, str) and reason):
-            raise StoreError(f"{name}: skip reasons must be non-empty str, got {reason!r}")
+            raise InvalidBatch(f"{name}: skip reasons must be non-empty str, got {reason!r}")
         skipped[reason] = _count(name, f"skipped[{reason!r}]", n)
     day = day_number(run.day)
     if run.status == RUN_FAILED:
         if not (isinstance(run.error, str) and run.error):
-            raise StoreError(f"{name}: a failed run must say why in error")
+            raise InvalidBatch(f"{name}: a failed run must say why in error")
         if anomalies:
-            raise StoreError(f"{name}: a failed run stores no global anomalies")
+            raise InvalidBatch(f"{name}: a failed run stores no global anomalies")
     else:
         if run.error is not None:
-            raise StoreError(f"{name}: a succeeded run has no error, got {run.error!r}")
+            raise InvalidBatch(f"{name}: a succeeded run has no error, got {run.error!r}")
         if len(anomalies) != found:
-            raise StoreError(
+            raise InvalidBatch(
                 f"{name}: the run counts {found} anomalies but the batch carries {len(anomalies)}"
             )
         other = next((row for row in anomalies if row[0] != day), None)
         if other is not None:
-            raise StoreError(
+            raise InvalidBatch(
                 f"{name}: the batch carries a global anomaly of {day_of(other[0]).isoformat()}"
             )
     return (day, started, finished, run.status, series, skipped, found, run.error)
@@ -281,13 +298,13 @@ def global_anomaly_run(row: GlobalAnomalyRunRow) -> GlobalAnomalyRun:
 
 def _utc_ms(name: str, what: str, value: object) -> int:
     if not isinstance(value, datetime) or value.utcoffset() is None:
-        raise StoreError(f"{name}: {what} must be a timezone-aware datetime, got {value!r}")
+        raise InvalidBatch(f"{name}: {what} must be a timezone-aware datetime, got {value!r}")
     return datetime_to_ms(value)
 
 
 def _count(name: str, what: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise StoreError(f"{name}: {what} must be a whole number >= 0, got {value!r}")
+        raise InvalidBatch(f"{name}: {what} must be a whole number >= 0, got {value!r}")
     return int(value)
 
 
@@ -326,32 +343,34 @@ def _empty(sensors: tuple[str, ...], detectors: tuple[str, ...]) -> BatchColumns
 
 def _check_unique(what: str, names: tuple[str, ...]) -> None:
     if len(set(names)) != len(names):
-        raise StoreError(f"batch {what} must be unique, got {list(names)}")
+        raise InvalidBatch(f"batch {what} must be unique, got {list(names)}")
 
 
-def _strings(frame: pd.DataFrame, name: str) -> np.ndarray:
+def _strings(frame: pd.DataFrame, name: str, *, keyed: bool = False) -> np.ndarray:
     column = frame[name]
     kind = pd.api.types.infer_dtype(column, skipna=False)
     if kind != "string":
-        raise StoreError(f"column {name!r} must hold strings, found {kind} values")
-    return column.to_numpy(dtype=object)
+        raise InvalidBatch(f"column {name!r} must hold strings, found {kind} values")
+    values = column.to_numpy(dtype=object)
+    check_texts(name, dict.fromkeys(values.tolist()), keyed=keyed)
+    return values
 
 
 def _integers(frame: pd.DataFrame, name: str) -> np.ndarray:
     column = frame[name]
     if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_integer_dtype(column):
-        raise StoreError(f"column {name!r} must hold integers, found dtype {column.dtype}")
+        raise InvalidBatch(f"column {name!r} must hold integers, found dtype {column.dtype}")
     if column.hasnans:
-        raise StoreError(f"column {name!r} has missing values")
+        raise InvalidBatch(f"column {name!r} has missing values")
     return column.to_numpy(dtype=np.int64)
 
 
 def _flags(frame: pd.DataFrame, name: str) -> np.ndarray:
     column = frame[name]
     if not pd.api.types.is_bool_dtype(column):
-        raise StoreError(f"column {name!r} must hold booleans, found dtype {column.dtype}")
+        raise InvalidBatch(f"column {name!r} must hold booleans, found dtype {column.dtype}")
     if column.hasnans:
-        raise StoreError(f"column {name!r} has missing values")
+        raise InvalidBatch(f"column {name!r} has missing values")
     return column.to_numpy(dtype=bool)
 
 
@@ -359,7 +378,7 @@ def _floats(frame: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
     for name in names:
         column = frame[name]
         if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
-            raise StoreError(f"column {name!r} must hold numbers, found dtype {column.dtype}")
+            raise InvalidBatch(f"column {name!r} must hold numbers, found dtype {column.dtype}")
     return (
         frame[list(names)]
         .to_numpy(dtype=np.float64, na_value=np.nan)
@@ -371,7 +390,7 @@ def _check_values(columns: BatchColumns) -> None:
     infinite = np.isinf(columns.values)
     if infinite.any():
         row, col = (int(i[0]) for i in np.nonzero(infinite))
-        raise StoreError(
+        raise InvalidBatch(
             f"sensor {columns.sensors[col]!r} of station {columns.station_id[row]!r} at "
             f"ts={columns.ts[row]} is {columns.values[row, col]}: sensor values must be finite"
         )
@@ -381,7 +400,7 @@ def _check_masks(columns: BatchColumns) -> None:
     beyond = (columns.sensor_mask < 0) | (columns.sensor_mask >> len(columns.sensors) != 0)
     if beyond.any():
         mask = int(columns.sensor_mask[np.flatnonzero(beyond)[0]])
-        raise StoreError(
+        raise InvalidBatch(
             f"{SENSOR_MASK} {mask:#b} names sensors beyond the {len(columns.sensors)} "
             f"in this batch ({', '.join(columns.sensors)})"
         )

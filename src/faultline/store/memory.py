@@ -1,7 +1,9 @@
 """An in-process store (`memory://`): the reference for the store contract and for fast tests.
 
-Everything lives in dicts and sorted key lists behind one lock. A write builds every new object
-first and only then, under the lock, mutates, so a batch that fails leaves nothing behind. The
+Everything lives in dicts and sorted key lists behind one lock. A write checks and builds every
+new object first and only then, under the lock, mutates, each mutation through a journal that
+keeps its undo: should anything fail halfway (a bug, MemoryError, an interrupt), the journal
+undoes what the write did, so a batch is committed whole or not at all (Atomicity.BATCH). The
 1-minute aggregates take in the readings found new under that lock, so a replay adds nothing.
 """
 
@@ -27,8 +29,10 @@ from faultline.schema import (
 )
 from faultline.store.base import (
     AnomalyCount,
+    Atomicity,
     Checkpoints,
     DeadLetterCount,
+    DeadLetterRetention,
     DeadLetterRow,
     DeadLetters,
     FaultLabels,
@@ -52,16 +56,12 @@ from faultline.store.columns import (
     BatchColumns,
     GlobalAnomalyRow,
     GlobalAnomalyRunRow,
-    batch_columns,
-    check_faults,
     day_number,
-    dead_letter_fields,
     global_anomaly,
-    global_anomaly_rows,
     global_anomaly_run,
-    global_anomaly_run_row,
     recent_frame,
 )
+from faultline.store.valid import validate
 
 _TimeKey = tuple[int, str, int]  # (ts, station_id, seq): the global order
 _StationKey = tuple[int, int]  # (ts, seq): the order within a station
@@ -71,8 +71,63 @@ _StationMinute = tuple[int, str]  # (minute, sensor): the order within a station
 _AnomalyKey = tuple[int, str, str, int]  # (day number, station_id, sensor, minute)
 
 
+class _Journal:
+    """The mutations of one write, each recorded with its undo."""
+
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], None]] = []
+
+    def step(self) -> None:
+        """Runs before every mutation: the one point where a write can fail halfway (tests make
+        it fail to check that the rest is rolled back)."""
+
+    def put(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
+        self.step()
+        if key in mapping:
+            old = mapping[key]
+            self._undo.append(lambda: mapping.__setitem__(key, old))
+        else:
+            self._undo.append(lambda: mapping.__delitem__(key))
+        mapping[key] = value
+
+    def insort(self, keys: list[Any], key: Any) -> None:
+        """Insert `key`, not in `keys` yet, into the sorted list `keys`."""
+        self.step()
+        insort(keys, key)
+        self._undo.append(lambda: keys.pop(bisect_left(keys, key)))
+
+    def append(self, items: list[Any], item: Any) -> None:
+        self.step()
+        items.append(item)
+        self._undo.append(items.pop)
+
+    def add(self, items: set[Any], item: Any) -> None:
+        self.step()
+        items.add(item)
+        self._undo.append(lambda: items.discard(item))
+
+    def delete(self, mapping: dict[Any, Any], keys: list[Any], start: int, end: int) -> None:
+        """Delete keys[start:end] from the sorted list `keys` and from `mapping`."""
+        self.step()
+        gone = keys[start:end]
+        values = [mapping.pop(key) for key in gone]
+        del keys[start:end]
+
+        def undo() -> None:
+            keys[start:start] = gone
+            mapping.update(zip(gone, values, strict=True))
+
+        self._undo.append(undo)
+
+    def roll_back(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+
 class MemoryStore(Store):
     """A thread-safe Store held in memory; gone when the process ends."""
+
+    atomicity = Atomicity.BATCH
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -86,6 +141,7 @@ class MemoryStore(Store):
         self._latest: dict[str, _StationKey] = {}
         self._dead_letters: list[DeadLetterRow] = []
         self._dead_letter_sources: set[str] = set()
+        self._last_letter_id = 0  # ids keep increasing when old letters expire
         self._faults: dict[_FaultKey, FaultLabel] = {}
         self._minutes: dict[_MinuteKey, Partial] = {}
         self._minute_keys: list[_MinuteKey] = []
@@ -111,46 +167,56 @@ class MemoryStore(Store):
         }
 
     def write(self, batch: WriteBatch) -> None:
-        columns = batch_columns(batch)
-        letters = dead_letter_fields(batch.dead_letters)
-        check_faults(batch.faults)
-        anomalies = global_anomaly_rows(batch.global_anomalies)
-        run = global_anomaly_run_row(batch, anomalies)
+        valid = validate(batch)
+        columns, letters, anomalies, run = valid.columns, valid.letters, valid.anomalies, valid.run
         rows = _reading_rows(columns, batch.processed_at)
         latest = [rows[i] for i in columns.latest_per_station()]
         checkpoints = checkpoint_rows(batch.checkpoints)
+        partials = None
         with self._lock:
             self._check_open()
             new = np.array([(r.ts, r.station_id, r.seq) not in self._readings for r in rows], bool)
-            for row in latest:
-                self._offer_latest(row)
-            for row in rows:
-                self._insert(row)
             if new.any():
-                self._add_minutes(columns.minute_partials(new))
-            for received_at, source, reason, payload, kind in letters:
-                if source not in self._dead_letter_sources:
-                    self._dead_letter_sources.add(source)
-                    letter_id = len(self._dead_letters) + 1
-                    self._dead_letters.append(
-                        DeadLetterRow(letter_id, received_at, source, reason, payload, kind)
-                    )
-            for label in batch.faults:
-                key = (label.station_id, label.sensor, label.kind, label.start_ts)
-                known = self._faults.get(key)
-                if known is None or label.end_ts > known.end_ts:
-                    self._faults[key] = label
-            if run is not None:
-                if run[3] == RUN_SUCCEEDED:
-                    self._clear_global_anomalies(run[0])
-                if run[0] not in self._global_anomaly_runs:
-                    insort(self._global_anomaly_run_days, run[0])
-                self._global_anomaly_runs[run[0]] = run
-            for anomaly in anomalies:
-                if anomaly[:4] not in self._global_anomalies:
-                    insort(self._global_anomaly_keys, anomaly[:4])
-                self._global_anomalies[anomaly[:4]] = anomaly
-            self._put_checkpoints(checkpoints)
+                partials = columns.minute_partials(new)
+            journal = self._journal()
+            try:
+                for row in latest:
+                    self._offer_latest(journal, row)
+                for row in rows:
+                    self._insert(journal, row)
+                if partials is not None:
+                    self._add_minutes(journal, partials)
+                self._add_dead_letters(journal, letters)
+                for label in batch.faults:
+                    key = (label.station_id, label.sensor, label.kind, label.start_ts)
+                    known = self._faults.get(key)
+                    if known is None or label.end_ts > known.end_ts:
+                        journal.put(self._faults, key, label)
+                if run is not None:
+                    if run[3] == RUN_SUCCEEDED:
+                        self._clear_global_anomalies(journal, run[0])
+                    if run[0] not in self._global_anomaly_runs:
+                        journal.insort(self._global_anomaly_run_days, run[0])
+                    journal.put(self._global_anomaly_runs, run[0], run)
+                for anomaly in anomalies:
+                    if anomaly[:4] not in self._global_anomalies:
+                        journal.insort(self._global_anomaly_keys, anomaly[:4])
+                    journal.put(self._global_anomalies, anomaly[:4], anomaly)
+                self._put_checkpoints(journal, checkpoints)
+            except BaseException:
+                journal.roll_back()
+                raise
+
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        cutoff = retention.cutoff_ms(now_ms)
+        with self._lock:
+            self._check_open()
+            newest = sorted(self._dead_letters, key=lambda d: (d.received_at, d.id), reverse=True)
+            kept = {d.id for d in newest[: retention.max_count] if d.received_at >= cutoff}
+            gone = len(self._dead_letters) - len(kept)
+            self._dead_letters = [d for d in self._dead_letters if d.id in kept]
+            self._dead_letter_sources = {d.source for d in self._dead_letters}
+            return gone
 
     def query(self, q: Query[R]) -> R:
         handler = self._handlers.get(type(q))
@@ -168,60 +234,83 @@ class MemoryStore(Store):
         if self._closed:
             raise StoreError("the store is closed")
 
-    def _offer_latest(self, row: ReadingRow) -> None:
+    def _journal(self) -> _Journal:
+        return _Journal()
+
+    def _add_dead_letters(
+        self, journal: _Journal, letters: list[tuple[int, str, str, bytes, str]]
+    ) -> None:
+        for received_at, source, reason, payload, kind in letters:
+            if source not in self._dead_letter_sources:
+                journal.add(self._dead_letter_sources, source)
+                self._last_letter_id += 1
+                journal.append(
+                    self._dead_letters,
+                    DeadLetterRow(self._last_letter_id, received_at, source, reason, payload, kind),
+                )
+
+    def _offer_latest(self, journal: _Journal, row: ReadingRow) -> None:
         key = (row.ts, row.seq)
         known = self._stations.get(row.station_id)
         if known is not None and key <= self._latest[row.station_id]:
             return
-        self._latest[row.station_id] = key
-        self._stations[row.station_id] = StationSummary(
-            station_id=row.station_id,
-            last_ts=row.ts,
-            last_received_at=row.received_at,
-            last_values=row.values,
-            last_is_anomaly=row.is_anomaly,
-            readings=known.readings if known else 0,
-            anomalies=known.anomalies if known else 0,
+        journal.put(self._latest, row.station_id, key)
+        journal.put(
+            self._stations,
+            row.station_id,
+            StationSummary(
+                station_id=row.station_id,
+                last_ts=row.ts,
+                last_received_at=row.received_at,
+                last_values=row.values,
+                last_is_anomaly=row.is_anomaly,
+                readings=known.readings if known else 0,
+                anomalies=known.anomalies if known else 0,
+            ),
         )
 
-    def _insert(self, row: ReadingRow) -> None:
+    def _insert(self, journal: _Journal, row: ReadingRow) -> None:
         key = (row.ts, row.station_id, row.seq)
         if key in self._readings:
             return
-        self._readings[key] = row
-        insort(self._timeline, key)
-        insort(self._by_station.setdefault(row.station_id, []), (row.ts, row.seq))
+        journal.put(self._readings, key, row)
+        journal.insort(self._timeline, key)
+        journal.insort(_listed(journal, self._by_station, row.station_id), (row.ts, row.seq))
         summary = self._stations[row.station_id]
-        self._stations[row.station_id] = replace(
-            summary,
-            readings=summary.readings + 1,
-            anomalies=summary.anomalies + row.is_anomaly,
+        journal.put(
+            self._stations,
+            row.station_id,
+            replace(
+                summary,
+                readings=summary.readings + 1,
+                anomalies=summary.anomalies + row.is_anomaly,
+            ),
         )
         if row.is_anomaly:
-            insort(self._anomalies, key)
-            insort(self._anomalies_by_station.setdefault(row.station_id, []), (row.ts, row.seq))
+            journal.insort(self._anomalies, key)
+            by_station = _listed(journal, self._anomalies_by_station, row.station_id)
+            journal.insort(by_station, (row.ts, row.seq))
 
-    def _add_minutes(self, partials: pd.DataFrame) -> None:
+    def _add_minutes(self, journal: _Journal, partials: pd.DataFrame) -> None:
         for station, sensor, minute, count, total, low, high in partial_rows(partials):
             key = (minute, station, sensor)
             known = self._minutes.get(key)
             if known is None:
-                insort(self._minute_keys, key)
-                insort(self._minutes_by_station.setdefault(station, []), (minute, sensor))
-            self._minutes[key] = merge_partial(known, (count, total, low, high))
+                journal.insort(self._minute_keys, key)
+                by_station = _listed(journal, self._minutes_by_station, station)
+                journal.insort(by_station, (minute, sensor))
+            journal.put(self._minutes, key, merge_partial(known, (count, total, low, high)))
 
-    def _clear_global_anomalies(self, day: int) -> None:
+    def _clear_global_anomalies(self, journal: _Journal, day: int) -> None:
         start = bisect_left(self._global_anomaly_keys, (day,))
         end = bisect_left(self._global_anomaly_keys, (day + 1,))
-        for key in self._global_anomaly_keys[start:end]:
-            del self._global_anomalies[key]
-        del self._global_anomaly_keys[start:end]
+        journal.delete(self._global_anomalies, self._global_anomaly_keys, start, end)
 
-    def _put_checkpoints(self, rows: list[CheckpointRow]) -> None:
+    def _put_checkpoints(self, journal: _Journal, rows: list[CheckpointRow]) -> None:
         for row in rows:
             known = self._checkpoints.get(row[:3])
             if known is None or row[3] >= known[3]:
-                self._checkpoints[row[:3]] = row
+                journal.put(self._checkpoints, row[:3], row)
 
     def _checkpoint_rows(self, q: Checkpoints) -> list[Checkpoint]:
         rows = [r for key, r in self._checkpoints.items() if key[:2] == (q.group, q.topic)]
@@ -308,6 +397,13 @@ class MemoryStore(Store):
         return recent_frame(
             [r.station_id for r in rows], [r.ts for r in rows], [r.values for r in rows], q.sensors
         )
+
+
+def _listed(journal: _Journal, lists: dict[str, list[Any]], owner: str) -> list[Any]:
+    """`owner`'s list in `lists`, added (empty) first when it has none."""
+    if owner not in lists:
+        journal.put(lists, owner, [])
+    return lists[owner]
 
 
 def _reading_rows(columns: BatchColumns, processed_at: int) -> list[ReadingRow]:

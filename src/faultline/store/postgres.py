@@ -53,16 +53,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from faultline.batch.aggregate import PARTIAL_COLUMNS
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
 from faultline.store.aggregate_sql import Sql, run_to_sql
-from faultline.store.base import Query, R, Store, StoreError
+from faultline.store.base import Atomicity, DeadLetterRetention, Query, R, Store, StoreError
 from faultline.store.checkpoints import PUT_CHECKPOINT, checkpoint_rows
-from faultline.store.columns import (
-    batch_columns,
-    dead_letter_fields,
-    global_anomaly_rows,
-    global_anomaly_run_row,
-)
 from faultline.store.encoded import EncodedReadings, encode_readings
 from faultline.store.read_sql import READING_COLUMNS, Dialect, answer, query_sql
+from faultline.store.valid import validate
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +245,9 @@ _PUT_GLOBAL_ANOMALY_RUN = """INSERT INTO global_anomaly_runs
     status = excluded.status, series = excluded.series, skipped = excluded.skipped,
     anomalies = excluded.anomalies, error = excluded.error"""
 _PUT_CHECKPOINT = PUT_CHECKPOINT.format(m="%s")
+_EXPIRE_OLD_LETTERS = "DELETE FROM dead_letters WHERE received_at < %s"
+_EXPIRE_EXTRA_LETTERS = """DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters
+    ORDER BY received_at DESC, id DESC OFFSET %s)"""
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
     VALUES (%s, %s, %s, %s, %s) ON CONFLICT (station_id, sensor, kind, start_ts)
     DO UPDATE SET end_ts = greatest(fault_labels.end_ts, excluded.end_ts)"""
@@ -264,6 +262,8 @@ class PostgresStore(Store):
 
     Safe for one writing thread and many reading threads; `readers` bounds the reading pool.
     """
+
+    atomicity = Atomicity.BATCH  # one transaction per write (day partitions are made before it)
 
     def __init__(self, url: str, *, readers: int = 4, connect_timeout_s: float = 10.0) -> None:
         try:
@@ -305,12 +305,15 @@ class PostgresStore(Store):
         )
 
     def write(self, batch: WriteBatch) -> None:
-        columns = batch_columns(batch)
+        valid = validate(batch)
+        columns, letters, faults, anomalies, run = (
+            valid.columns,
+            valid.letters,
+            valid.faults,
+            valid.anomalies,
+            valid.run,
+        )
         readings = encode_readings(columns)
-        letters = dead_letter_fields(batch.dead_letters)
-        faults = [(f.station_id, f.sensor, f.kind, f.start_ts, f.end_ts) for f in batch.faults]
-        anomalies = global_anomaly_rows(batch.global_anomalies)
-        run = global_anomaly_run_row(batch, anomalies)
         checkpoints = checkpoint_rows(batch.checkpoints)
         with self._write_lock:
             if self._closed:
@@ -341,6 +344,19 @@ class PostgresStore(Store):
                         cur.executemany(_PUT_CHECKPOINT, checkpoints)
             except psycopg.Error as exc:
                 raise StoreError(f"write failed, nothing was stored: {exc}") from exc
+
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("the store is closed")
+            try:
+                conn = self._live_writer()
+                with conn.transaction(), conn.cursor() as cur:
+                    old = cur.execute(_EXPIRE_OLD_LETTERS, (retention.cutoff_ms(now_ms),)).rowcount
+                    extra = cur.execute(_EXPIRE_EXTRA_LETTERS, (retention.max_count,)).rowcount
+            except psycopg.Error as exc:
+                raise StoreError(f"expiring dead letters failed: {exc}") from exc
+        return int(old + extra)
 
     def query(self, q: Query[R]) -> R:
         return answer(q, self._sql(q), self._reader, psycopg.Error)

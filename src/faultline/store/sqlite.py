@@ -49,17 +49,14 @@ import numpy as np
 from faultline.batch.aggregate import partial_rows
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
 from faultline.store.aggregate_sql import Sql, run_to_sql
-from faultline.store.base import Query, R, Store, StoreError
+from faultline.store.base import Atomicity, DeadLetterRetention, Query, R, Store, StoreError
 from faultline.store.checkpoints import PUT_CHECKPOINT, checkpoint_rows
 from faultline.store.columns import (
     BatchColumns,
-    batch_columns,
-    dead_letter_fields,
-    global_anomaly_rows,
-    global_anomaly_run_row,
 )
 from faultline.store.json_text import json_list, json_objects
 from faultline.store.read_sql import Dialect, answer, query_sql
+from faultline.store.valid import validate
 
 # The readings' partial indexes are declared WHERE is_anomaly = 1, an integer column.
 _DIALECT = Dialect(mark="?", anomalous="is_anomaly = 1", ts_bound_after_cursor=False)
@@ -198,6 +195,9 @@ _PUT_GLOBAL_ANOMALY_RUN = """INSERT OR REPLACE INTO global_anomaly_runs
 _ADD_DEAD_LETTER = """INSERT INTO dead_letters (received_at, source, reason, payload, kind)
     VALUES (?, ?, ?, ?, ?) ON CONFLICT (source) DO NOTHING"""
 _PUT_CHECKPOINT = PUT_CHECKPOINT.format(m="?")
+_EXPIRE_OLD_LETTERS = "DELETE FROM dead_letters WHERE received_at < ?"
+_EXPIRE_EXTRA_LETTERS = """DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters
+    ORDER BY received_at DESC, id DESC LIMIT -1 OFFSET ?)"""
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
     VALUES (?, ?, ?, ?, ?) ON CONFLICT (station_id, sensor, kind, start_ts)
     DO UPDATE SET end_ts = max(end_ts, excluded.end_ts)"""
@@ -205,6 +205,8 @@ _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, en
 
 class SqliteStore(Store):
     """A Store in one SQLite file; safe for one writing thread and many reading threads."""
+
+    atomicity = Atomicity.BATCH  # one transaction per write
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path)
@@ -223,12 +225,15 @@ class SqliteStore(Store):
             raise StoreError(f"cannot open {self.path} as a Faultline store: {exc}") from exc
 
     def write(self, batch: WriteBatch) -> None:
-        columns = batch_columns(batch)
+        valid = validate(batch)
+        columns, letters, faults, anomalies, run = (
+            valid.columns,
+            valid.letters,
+            valid.faults,
+            valid.anomalies,
+            valid.run,
+        )
         readings = _reading_tuples(columns, batch.processed_at)
-        letters = dead_letter_fields(batch.dead_letters)
-        faults = [(f.station_id, f.sensor, f.kind, f.start_ts, f.end_ts) for f in batch.faults]
-        anomalies = global_anomaly_rows(batch.global_anomalies)
-        run = global_anomaly_run_row(batch, anomalies)
         checkpoints = checkpoint_rows(batch.checkpoints)
         with self._write_lock:
             if self._closed:
@@ -258,6 +263,24 @@ class SqliteStore(Store):
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"write failed, nothing was stored: {exc}") from exc
                 raise
+
+    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("the store is closed")
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                old = conn.execute(_EXPIRE_OLD_LETTERS, (retention.cutoff_ms(now_ms),)).rowcount
+                extra = conn.execute(_EXPIRE_EXTRA_LETTERS, (retention.max_count,)).rowcount
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"expiring dead letters failed: {exc}") from exc
+                raise
+        return int(old + extra)
 
     def query(self, q: Query[R]) -> R:
         return answer(q, self._sql(q), self._reader, sqlite3.Error)
