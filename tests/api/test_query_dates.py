@@ -24,14 +24,14 @@ from faultline.store import (
 
 OUT_OF_RANGE = (
     ("/api/global_anomalies", {"day": "9999-12-31"}, "9999-12-30"),
-    ("/api/stations/s-01/readings", {"from": "0001-01-01T00:00:00+01:00"}, "from ("),
-    ("/api/stations/s-01/readings", {"to": "0001-01-01T00:00:00+01:00"}, "to ("),
-    ("/api/stations/s-01/readings", {"to": "9999-12-31T23:59:59-01:00"}, "to ("),
-    ("/api/stations/s-01/readings", {"from": "9999-12-31T23:59:59-01:00"}, "from ("),
+    ("/api/stations/s-01/readings", {"from": "0001-01-01T00:00:00+01:00"}, "from must lie between"),
+    ("/api/stations/s-01/readings", {"to": "0001-01-01T00:00:00+01:00"}, "to must lie between"),
+    ("/api/stations/s-01/readings", {"to": "9999-12-31T23:59:59-01:00"}, "to must lie between"),
+    ("/api/stations/s-01/readings", {"from": "9999-12-31T23:59:59-01:00"}, "from must lie between"),
     (
         "/api/stations/s-01/readings",
         {"from": "0001-01-01T00:00:00+01:00", "to": "9999-12-31T23:59:59-01:00"},
-        "to (",
+        "to must lie between",
     ),
 )
 

@@ -17,6 +17,7 @@ from faultline.config import load_settings
 from faultline.runtime import Runtime
 from faultline.schema import DEAD_LETTER_PAYLOAD_BYTES
 from faultline.store import DeadLetterCount
+from tests.tokens import admin_token, bearer
 
 POSTS = 150
 PAYLOAD_BYTES = 200_000  # 50 times the prefix a dead letter keeps
@@ -48,8 +49,12 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime,
     runtime.load_model()
     runtime.start_engine()
     runtime.start_retention()
-    app = create_app(runtime.app_context())
-    with ApiServer(app, port=0) as server, httpx.Client(base_url=server.url) as client:
+    ctx = runtime.app_context()
+    headers = bearer(admin_token(ctx.tokens))
+    with (
+        ApiServer(create_app(ctx), port=0) as server,
+        httpx.Client(base_url=server.url, headers=headers) as client,
+    ):
         yield runtime, client
     runtime.shutdown()
 
