@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
+from faultline.api import ops_routes
 from faultline.clock import ManualClock
 from tests.api.conftest import NOW
 from tests.api.helpers import FixedModels, MissingModels, Served, serve, tiny_model
@@ -50,6 +53,36 @@ def test_a_probe_that_raises_is_reported_not_fatal(tmp_path: Path) -> None:
 
     assert response.status_code == 503
     assert "RuntimeError: engine handle gone" in response.json()["components"]["engine"]["detail"]
+
+
+def test_a_probe_that_hangs_is_reported_and_health_still_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ops_routes, "HEALTH_DEADLINE_S", 0.2)
+    released = threading.Event()
+    calls = []
+
+    def stuck() -> str | None:
+        calls.append(1)
+        released.wait(30)
+        return None
+
+    with serve(
+        tmp_path, ManualClock(NOW), models=FixedModels(tiny_model()), probes={"engine": stuck}
+    ) as s:
+        first = httpx.get(f"{s.url}/api/health", timeout=10)
+        again = httpx.get(f"{s.url}/api/health", timeout=10)
+        started = len(calls)
+        released.set()
+        answered = httpx.get(f"{s.url}/api/health", timeout=10)
+
+    for hung in (first, again):
+        assert hung.status_code == 503
+        engine = hung.json()["components"]["engine"]
+        assert engine == {"status": "error", "detail": "no answer within 0.2 s"}
+        assert hung.json()["components"]["store"]["status"] == "ok"
+    assert started == 1  # the hanging run was waited for again, not started twice
+    assert answered.status_code == 200
 
 
 def test_a_missing_model_is_503_for_health_predict_and_drift(tmp_path: Path) -> None:

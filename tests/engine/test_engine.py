@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from faultline.bus import MemoryBus, Record
+from faultline.bus import BusError, Consumer, MemoryBus, Message, Record
 from faultline.clock import ManualClock
 from faultline.codec import ReadingDecoder, encode_reading
 from faultline.config import Settings, load_settings
@@ -77,6 +77,34 @@ class FlakyStore(Store):
 
     def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
         return self.inner.expire(retention, now_ms)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class FlakyConsumer(Consumer):
+    """Wraps a real consumer; `consumes` of its consumes and `acks` of its acks raise
+    BusError, taking nothing (as the SQLite bus does on a full disk)."""
+
+    def __init__(self, inner: Consumer, consumes: int = 0, acks: int = 0, after: int = 0) -> None:
+        self.inner = inner
+        self.consumes = consumes
+        self.acks = acks
+        self.after = after  # consumes that go through before the failures begin
+
+    def consume(self, max_messages: int, timeout_s: float) -> list[Message]:
+        if self.after:
+            self.after -= 1
+        elif self.consumes:
+            self.consumes -= 1
+            raise BusError("consuming: nothing taken (OperationalError: disk I/O error)")
+        return self.inner.consume(max_messages, timeout_s)
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        if self.acks:
+            self.acks -= 1
+            raise BusError("acknowledging: did not move (OperationalError: disk is full)")
+        self.inner.ack(messages)
 
     def close(self) -> None:
         self.inner.close()
@@ -228,3 +256,57 @@ def test_metrics_follow_the_batches(store: Store, settings: Settings) -> None:
     assert 'faultline_anomalies_total{sensor="temperature"} 2.0' in text
     assert "faultline_ingest_to_verdict_seconds_count 10.0" in text
     assert metrics.ingest_rate.rate() > 0
+
+
+def test_a_failing_bus_is_retried_with_backoff_and_the_engine_carries_on(
+    store: Store, settings: Settings
+) -> None:
+    bus = new_bus()
+    bus.publish(TOPIC, readings(20))
+    engine = make_engine(bus, store, settings, retry_backoff_s=0.01)
+    flaky = FlakyConsumer(bus.consumer(TOPIC, settings.engine.consumer_group), consumes=2, acks=2)
+    engine._consumer = flaky
+
+    assert engine.step() is None  # consume failed: nothing taken, backed off
+    assert engine.last_error is not None and "bus consume failed" in engine.last_error
+    assert engine.step() is None
+    result = engine.step()  # consumes, stores, and retries the ack until it goes through
+
+    assert result is not None and result.readings == 20
+    assert (flaky.consumes, flaky.acks) == (0, 0)
+    assert engine.last_error is None
+    assert stored(store) == list(range(20))
+    assert bus.lag(TOPIC, settings.engine.consumer_group) == 0
+
+
+def test_a_consume_failing_until_the_bus_is_idle_clears_from_health(
+    store: Store, settings: Settings
+) -> None:
+    bus = new_bus()
+    engine = make_engine(bus, store, settings, retry_backoff_s=0.01)
+    engine._consumer = FlakyConsumer(bus.consumer(TOPIC, settings.engine.consumer_group), 1)
+    assert engine.step() is None and engine.last_error is not None
+    assert engine.step() is None and engine.last_error is None  # answers again, nothing waits
+
+
+def test_a_consume_failing_mid_batch_stores_what_was_already_taken(
+    store: Store, settings: Settings
+) -> None:
+    bus = new_bus()
+    bus.publish(TOPIC, readings(10))
+    inner = bus.consumer(TOPIC, settings.engine.consumer_group)
+    engine = make_engine(bus, store, settings)
+    engine._consumer = FlakyConsumer(inner, consumes=1, after=1)
+    engine._consumer.consume = _one_at_a_time(engine._consumer.consume)  # type: ignore[method-assign]
+
+    result = engine.step()  # one message taken, then the bus failed: that one is kept
+
+    assert result is not None and result.messages == 1
+    assert stored(store) == [0]
+    while engine.step() is not None:
+        pass
+    assert stored(store) == list(range(10))
+
+
+def _one_at_a_time(consume: Any) -> Any:
+    return lambda max_messages, timeout_s: consume(1, timeout_s)

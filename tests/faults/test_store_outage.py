@@ -133,3 +133,25 @@ def test_a_full_disk_under_load_loses_nothing_and_recovers_without_restart(
     count = outage(app, lambda: sqlite_rows(db), fill, small_disk.free)
     assert count.acked >= 4000
     assert (count.lost, count.duplicated, count.overcounted, count.dead_lettered) == (0, 0, 0, 0)
+
+
+def test_health_answers_503_naming_the_store_while_postgres_is_down_and_200_after(
+    private_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    app = Faultline(tmp_path / "data", store_url=private_postgres.schema_url("health"),
+                    env=SMALL_MODEL)  # fmt: skip
+    app.start()
+    pid = app.pid
+    try:
+        assert until(lambda: healthy(app)), app.tail()
+        private_postgres.stop()
+        # A generous client timeout: the finding is the status, not how fast it came.
+        down = httpx.get(f"{app.url}/api/health", timeout=10)
+        assert down.status_code == 503, down.text
+        store = down.json()["components"]["store"]
+        assert store["status"] == "error" and "127.0.0.1" in store["detail"], store
+        private_postgres.start()
+        assert until(lambda: httpx.get(f"{app.url}/api/health", timeout=10).status_code == 200)
+        assert app.proc is not None and app.proc.poll() is None and app.pid == pid
+    finally:
+        app.stop()

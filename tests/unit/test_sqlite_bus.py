@@ -120,3 +120,88 @@ def test_what_a_killed_process_published_is_read_by_another(tmp_path: Path) -> N
         got += batch
     assert [m.value for m in got] == [f"{n}:{i}".encode() for n in range(50) for i in range(100)]
     reader.close()
+
+
+class _Failing:
+    """A connection whose statements starting with `prefix` raise `error`, the rest run: the
+    database errors SQLite gives on a full disk, an I/O error or a lock held too long."""
+
+    def __init__(self, db: sqlite3.Connection, prefix: str, error: sqlite3.Error) -> None:
+        self._db = db
+        self.prefix = prefix
+        self.error = error
+        self.armed = True
+
+    def _check(self, sql: str) -> None:
+        if self.armed and sql.lstrip().upper().startswith(self.prefix):
+            raise self.error
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        self._check(sql)
+        return self._db.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: object) -> sqlite3.Cursor:
+        self._check(sql)
+        return self._db.executemany(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+
+SQLITE_FAILURES = [
+    sqlite3.OperationalError("database or disk is full"),
+    sqlite3.OperationalError("disk I/O error"),
+    sqlite3.OperationalError("database is locked"),
+]
+
+
+@pytest.mark.parametrize("error", SQLITE_FAILURES, ids=str)
+@pytest.mark.parametrize("failing", ["INSERT INTO MESSAGES", "UPDATE TOPICS", "COMMIT"])
+def test_a_failing_publish_is_a_bus_error_and_publishes_nothing(
+    tmp_path: Path, failing: str, error: sqlite3.Error
+) -> None:
+    bus = SqliteBus(tmp_path / "bus.db")
+    consumer = bus.consumer("t", "g")
+    injected = _Failing(bus._db, failing, error)
+    bus._db = injected  # type: ignore[assignment]
+    with pytest.raises(BusError, match=f"none of the 3 records published.*{error}"):
+        bus.publish("t", [Record(b"a"), Record(b"b"), Record(b"c")], idempotency_key="k")
+    assert not injected.in_transaction
+    assert bus.lag("t", "g") == 0 and consumer.consume(10, timeout_s=0) == []
+
+    injected.armed = False  # the disk has room again: the same publish goes through, once
+    assert bus.publish("t", [Record(b"a"), Record(b"b"), Record(b"c")], idempotency_key="k")
+    assert [m.value for m in consumer.consume(10, timeout_s=0)] == [b"a", b"b", b"c"]
+    bus.close()
+
+
+@pytest.mark.parametrize("error", SQLITE_FAILURES, ids=str)
+def test_a_failing_consume_or_ack_is_a_bus_error_and_moves_nothing(
+    tmp_path: Path, error: sqlite3.Error
+) -> None:
+    bus = SqliteBus(tmp_path / "bus.db")
+    consumer = bus.consumer("t", "g")
+    bus.publish("t", [Record(b"a"), Record(b"b")])
+    real = consumer._db  # type: ignore[attr-defined]
+    consumer._db = _Failing(real, "SELECT", error)  # type: ignore[attr-defined]
+    with pytest.raises(BusError, match=f"nothing taken.*{error}"):
+        consumer.consume(10, timeout_s=0)
+    consumer._db = real  # type: ignore[attr-defined]
+    got = consumer.consume(10, timeout_s=0)
+    assert [m.value for m in got] == [b"a", b"b"]
+
+    consumer._db = _Failing(real, "UPDATE OFFSETS", error)  # type: ignore[attr-defined]
+    with pytest.raises(BusError, match=f"'g' did not move.*{error}"):
+        consumer.ack(got)
+    assert not real.in_transaction and bus.lag("t", "g") == 2
+    consumer._db = real  # type: ignore[attr-defined]
+    consumer.ack(got)
+    assert bus.lag("t", "g") == 0
+    bus.close()
+
+
+def test_a_corrupt_file_is_a_bus_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "bus.db"
+    path.write_bytes(b"this is not a SQLite database, " * 200)
+    with pytest.raises(BusError, match=f"cannot open {path} as a Faultline bus.*not a database"):
+        SqliteBus(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, Query, Response
@@ -15,6 +17,9 @@ from faultline.models.base import ModelInfo
 from faultline.store import DeadLetterCount, DeadLetters, Stations
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# /api/health answers within this even when a check hangs (a store's ping is bounded itself;
+# this bounds the ones that are not, and says which did not answer).
+HEALTH_DEADLINE_S = 4.0
 
 
 @runtime_checkable
@@ -34,6 +39,49 @@ def _component(check: Probe) -> dict[str, str]:
     if problem is None:
         return {"status": "ok", "detail": "ok"}
     return {"status": "error", "detail": problem}
+
+
+class _Running:
+    """One run of a check, in a daemon thread of its own so that a check that hangs holds
+    neither the request nor Faultline's exit."""
+
+    def __init__(self, check: Probe) -> None:
+        self.finished = threading.Event()
+        self.result: dict[str, str] = {}
+        threading.Thread(target=self._run, args=(check,), name="health-check", daemon=True).start()
+
+    def _run(self, check: Probe) -> None:
+        self.result = _component(check)
+        self.finished.set()
+
+
+class _BoundedChecks:
+    """Runs every check at once and waits for them up to a deadline. A check still running
+    from an earlier request is waited for again, not started twice, so a hanging one costs a
+    single thread however often /api/health is asked."""
+
+    def __init__(self, checks: dict[str, Probe], deadline_s: float) -> None:
+        self._checks = checks
+        self._deadline_s = deadline_s
+        self._lock = threading.Lock()
+        self._running: dict[str, _Running] = {}
+
+    def __call__(self) -> dict[str, dict[str, str]]:
+        with self._lock:
+            for name, check in self._checks.items():
+                earlier = self._running.get(name)
+                if earlier is None or earlier.finished.is_set():
+                    self._running[name] = _Running(check)
+            runs = dict(self._running)
+        deadline = time.monotonic() + self._deadline_s
+        components = {}
+        for name, run in runs.items():
+            if run.finished.wait(max(0.0, deadline - time.monotonic())):
+                components[name] = run.result
+            else:
+                detail = f"no answer within {self._deadline_s:g} s"
+                components[name] = {"status": "error", "detail": detail}
+        return components
 
 
 def _model_info(ctx: AppContext) -> ModelInfo | None:
@@ -78,6 +126,7 @@ def ops_router(ctx: AppContext) -> APIRouter:
         "model": model_check,
         **ctx.probes,
     }
+    run_checks = _BoundedChecks(checks, HEALTH_DEADLINE_S)
 
     @router.get(
         "/api/health",
@@ -87,7 +136,7 @@ def ops_router(ctx: AppContext) -> APIRouter:
     )
     def health() -> JSONResponse:
         """Liveness (it answers) and readiness (every component ok): 200 when ready, else 503."""
-        components = {name: _component(check) for name, check in checks.items()}
+        components = run_checks()
         ready = all(c["status"] == "ok" for c in components.values())
         body = Health.model_validate(
             {

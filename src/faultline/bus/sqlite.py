@@ -26,7 +26,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -128,8 +129,13 @@ class SqliteBus(Bus):
         self._window_ms = round(idempotency_window_s * 1000)
         self._clock = clock or SystemClock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = self.connect()
-        self._db.executescript(_SCHEMA)  # each statement is idempotent
+        with _failing(f"cannot open {self.path} as a Faultline bus"):
+            self._db = self.connect()
+            try:
+                self._db.executescript(_SCHEMA)  # each statement is idempotent
+            except BaseException:
+                self._db.close()
+                raise
         self._db_lock = threading.Lock()  # the publishing connection, shared by threads
         self._topics: dict[str, int] = {}
         # Woken by this process's publishes and acks; other processes' are found by polling.
@@ -157,11 +163,15 @@ class SqliteBus(Bus):
             check_same_thread=False,
             timeout=_BUSY_TIMEOUT_MS / 1000,
         )
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self.synchronous}")
-        db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-        # Trimming frees pages for reuse; keep the WAL itself from staying at its peak size.
-        db.execute("PRAGMA journal_size_limit=67108864")
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            # Trimming frees pages for reuse; keep the WAL itself from staying at its peak size.
+            db.execute("PRAGMA journal_size_limit=67108864")
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def topic_id(self, topic: str) -> int:
@@ -169,7 +179,7 @@ class SqliteBus(Bus):
         known = self._topics.get(topic)
         if known is not None:
             return known
-        with self._db_lock, _Transaction(self._db):
+        with _failing(f"topic {topic!r} unavailable"), self._db_lock, _Transaction(self._db):
             self._db.execute(
                 "INSERT OR IGNORE INTO topics (name, log_id, next_offset, messages, bytes)"
                 " VALUES (?, ?, 0, 0, 0)",
@@ -181,7 +191,7 @@ class SqliteBus(Bus):
 
     def log_id(self, topic: str) -> str:
         tid = self.topic_id(topic)
-        with self._db_lock:
+        with _failing(f"topic {topic!r} unavailable"), self._db_lock:
             (found,) = self._db.execute("SELECT log_id FROM topics WHERE id = ?", (tid,)).fetchone()
         return str(found)
 
@@ -201,7 +211,9 @@ class SqliteBus(Bus):
         digest = records_digest(batch) if idempotency_key is not None else b""
         deadline = time.monotonic() + timeout_s
         while True:
-            done = self._try_publish(tid, batch, size, idempotency_key, digest)
+            # Each attempt is one transaction, rolled back on any error: nothing was published.
+            with _failing(f"publishing to {topic!r}: none of the {len(batch)} records published"):
+                done = self._try_publish(tid, batch, size, idempotency_key, digest)
             if done is not None:
                 if not done.duplicate and batch:
                     with self._changed:
@@ -209,7 +221,8 @@ class SqliteBus(Bus):
                 return done
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                held, held_bytes = self._backlog(tid)
+                with _failing(f"topic {topic!r} full for {timeout_s:g} s"):
+                    held, held_bytes = self._backlog(tid)
                 raise BusError(
                     f"topic {topic!r} full ({held} unacknowledged messages, {held_bytes} bytes) "
                     f"for {timeout_s:g} s; none of the {len(batch)} records published"
@@ -274,7 +287,7 @@ class SqliteBus(Bus):
     def lag(self, topic: str, group: str) -> int:
         """Messages published to `topic` that `group` has not acknowledged."""
         tid = self.topic_id(topic)
-        with self._db_lock:
+        with _failing(f"lag of {group!r} on {topic!r} unknown"), self._db_lock:
             row = self._db.execute(
                 "SELECT t.next_offset - coalesce(o.next_offset, t.next_offset - t.messages)"
                 " FROM topics t LEFT JOIN offsets o ON o.topic = t.id AND o.grp = ?"
@@ -309,6 +322,16 @@ class SqliteBus(Bus):
             self._db.close()
 
 
+@contextmanager
+def _failing(what: str) -> Iterator[None]:
+    """SQLite's own errors (disk full, I/O error, locked past the busy timeout, a corrupt file)
+    as the BusError callers handle, saying what was not done."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise BusError(f"{what} ({type(exc).__name__}: {exc})") from exc
+
+
 class _Transaction:
     """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception: the write lock is taken up
     front, so a transaction never fails half-way on a lock another process took."""
@@ -321,7 +344,20 @@ class _Transaction:
         return self._db
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+                return
+            except BaseException:
+                self._rollback()  # a failed COMMIT (disk full) may leave the transaction open
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        # SQLite rolls some failures (a full disk, an I/O error) back by itself, and a
+        # ROLLBACK then would raise over the error that matters.
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
 
 class _SqliteConsumer(Consumer):
@@ -330,7 +366,16 @@ class _SqliteConsumer(Consumer):
         self._topic = topic
         self._tid = tid
         self._group = group
-        self._db = bus.connect()
+        with _failing(f"cannot join {group!r} on {topic!r}"):
+            self._db = bus.connect()
+            try:
+                self._join(tid, group)
+            except BaseException:
+                self._db.close()
+                raise
+        self._closed = False
+
+    def _join(self, tid: int, group: str) -> None:
         with _Transaction(self._db):
             # A new group starts at the oldest message still kept, as in MemoryBus.
             self._db.execute(
@@ -341,17 +386,17 @@ class _SqliteConsumer(Consumer):
             (self._position,) = self._db.execute(
                 "SELECT next_offset FROM offsets WHERE topic = ? AND grp = ?", (tid, group)
             ).fetchone()
-        self._closed = False
 
     def consume(self, max_messages: int, timeout_s: float) -> list[Message]:
         self._check_open()
         deadline = time.monotonic() + timeout_s
         while True:
-            rows = self._db.execute(
-                "SELECT offset, ts, key, value FROM messages"
-                " WHERE topic = ? AND offset >= ? ORDER BY offset LIMIT ?",
-                (self._tid, self._position, max_messages),
-            ).fetchall()
+            with _failing(f"consuming {self._topic!r}: nothing taken"):
+                rows = self._db.execute(
+                    "SELECT offset, ts, key, value FROM messages"
+                    " WHERE topic = ? AND offset >= ? ORDER BY offset LIMIT ?",
+                    (self._tid, self._position, max_messages),
+                ).fetchall()
             if rows:
                 self._position = rows[-1][0] + 1
                 return [
@@ -377,7 +422,8 @@ class _SqliteConsumer(Consumer):
             return
         upto = max(m.offset for m in messages) + 1
         db = self._db
-        with _Transaction(db):
+        failing = _failing(f"acknowledging on {self._topic!r}: {self._group!r} did not move")
+        with failing, _Transaction(db):
             moved = db.execute(
                 "UPDATE offsets SET next_offset = ?"
                 " WHERE topic = ? AND grp = ? AND next_offset < ?",
@@ -404,7 +450,7 @@ class _SqliteConsumer(Consumer):
 
     def _check_open(self) -> None:
         if self._closed or self._bus.closed:
-            raise BusError("consumer is closed")
+            raise BusClosed("consumer is closed")
 
     def close(self) -> None:
         if not self._closed:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from faultline.bus import Bus, Consumer, Message
+from faultline.bus import Bus, BusClosed, BusError, Consumer, Message
 from faultline.clock import Clock, SystemClock
 from faultline.codec import RawMessage, ReadingDecoder
 from faultline.config import EngineSettings
@@ -104,6 +104,7 @@ class Engine:
         self._abandoned = False  # a batch was given up on stop (see commit)
         self.last_commit_ms: int | None = None
         self.last_error: str | None = None
+        self._consume_error: str | None = None  # last_error while it is the bus's
 
     @property
     def consumer(self) -> Consumer:
@@ -134,7 +135,15 @@ class Engine:
             remaining = deadline - time.monotonic()
             if remaining <= 0 and batch:
                 break
-            got = self.consumer.consume(limit - len(batch), max(remaining, 0.0))
+            try:
+                got = self.consumer.consume(limit - len(batch), max(remaining, 0.0))
+            except BusClosed:
+                raise
+            except BusError:
+                if not batch:
+                    raise  # nothing taken: step backs off and polls again
+                # What came before is taken (the consumer moved past it): process it now.
+                break
             if not got:
                 break
             batch.extend(got)
@@ -219,12 +228,28 @@ class Engine:
                     self._abandoned = True
                     return False
         done = self.checkpointer.stored(messages, prepared.checkpointed)
-        if done:
-            self.consumer.ack(done)
+        if done and not self._ack(done, stop):
+            return False
         self.last_error = None
         self.last_commit_ms = self._clock.now_ms()
         self._observe(messages, prepared.batch)
         return True
+
+    def _ack(self, messages: list[Message], stop: threading.Event) -> bool:
+        """Acknowledge stored messages, retrying while the bus fails; False when asked to stop
+        first (they are stored, so their redelivery after a restart stores nothing twice)."""
+        while True:
+            try:
+                self.consumer.ack(messages)
+                return True
+            except BusClosed:
+                raise
+            except BusError as exc:
+                self.last_error = f"bus acknowledgement failed: {exc}"
+                log.warning("bus acknowledgement failed, retrying: %s", exc)
+                if stop.wait(self._retry_backoff_s):
+                    self._abandoned = True
+                    return False
 
     def _write_isolating(self, batch: WriteBatch, origin: Sequence[RawMessage]) -> None:
         """Write `batch`; when the store refuses its content, split the readings in halves until
@@ -262,7 +287,19 @@ class Engine:
         stop = stop or threading.Event()
         if self._abandoned:
             return None
-        messages = self.poll()
+        try:
+            messages = self.poll()
+        except BusClosed:
+            raise
+        except BusError as exc:  # a full disk, say: nothing was taken, so back off and poll again
+            self.last_error = self._consume_error = f"bus consume failed: {exc}"
+            log.warning("bus consume failed, retrying: %s", exc)
+            stop.wait(self._retry_backoff_s)
+            return None
+        if self._consume_error is not None:  # the bus answers again, batch or not
+            if self.last_error == self._consume_error:
+                self.last_error = None
+            self._consume_error = None
         if not messages:
             checkpointer = self.checkpointer
             if checkpointer.pending and checkpointer.due():  # idle: checkpoint what waits

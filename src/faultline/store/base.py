@@ -43,6 +43,9 @@ from faultline.schema import Checkpoint, FaultLabel, GlobalAnomaly, GlobalAnomal
 R = TypeVar("R")
 
 
+PING_TIMEOUT_S = 2.0  # how long a health check waits for the store's answer
+
+
 class StoreError(RuntimeError):
     """The store could not complete an operation."""
 
@@ -338,5 +341,6 @@ class Store(ABC):
         """Release connections; afterwards every call raises StoreError."""
 
     def ping(self) -> None:
-        """Raise StoreError when the store cannot answer (used by health checks)."""
+        """Raise StoreError when the store cannot answer (used by health checks): within about
+        PING_TIMEOUT_S, so that a server gone away is reported rather than waited for."""
         self.query(DeadLetterCount())

@@ -81,6 +81,7 @@ from faultline.schema import (
     WriteBatch,
 )
 from faultline.store.base import (
+    PING_TIMEOUT_S,
     AnomalyCount,
     Atomicity,
     Checkpoints,
@@ -358,7 +359,10 @@ class CassandraStore(Store):
     def ping(self) -> None:
         self._check_open()
         try:
-            self._session.execute("SELECT release_version FROM system.local")
+            # The session's default timeout is 10 s: a health check must answer sooner.
+            self._session.execute(
+                "SELECT release_version FROM system.local", timeout=PING_TIMEOUT_S
+            )
         except _ERRORS as exc:
             raise StoreError(f"{self.where} does not answer: {exc}") from exc
 

@@ -53,7 +53,15 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from faultline.batch.aggregate import PARTIAL_COLUMNS
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
 from faultline.store.aggregate_sql import Sql, run_to_sql
-from faultline.store.base import Atomicity, DeadLetterRetention, Query, R, Store, StoreError
+from faultline.store.base import (
+    PING_TIMEOUT_S,
+    Atomicity,
+    DeadLetterRetention,
+    Query,
+    R,
+    Store,
+    StoreError,
+)
 from faultline.store.checkpoints import PUT_CHECKPOINT, checkpoint_rows
 from faultline.store.encoded import EncodedReadings, encode_readings
 from faultline.store.read_sql import READING_COLUMNS, Dialect, answer, query_sql
@@ -369,6 +377,21 @@ class PostgresStore(Store):
             for setting in settings:
                 conn.execute(f"SET LOCAL {setting}")
             return [row[0] for row in conn.execute(f"EXPLAIN {statement}", params)]
+
+    def ping(self) -> None:
+        # Not through _reader: the pool waits 30 s for a connection by default, and while the
+        # server is down it has none to give, so /api/health would hang rather than answer.
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            with self._pool.connection(timeout=PING_TIMEOUT_S) as conn:
+                conn.execute("SELECT 1")
+        except psycopg_pool.PoolTimeout as exc:
+            raise StoreError(
+                f"no connection to {self.where} within {PING_TIMEOUT_S:g} s: {exc}"
+            ) from exc
+        except (psycopg.Error, psycopg_pool.PoolClosed) as exc:
+            raise StoreError(f"{self.where} does not answer: {exc}") from exc
 
     def close(self) -> None:
         with self._write_lock:
