@@ -17,6 +17,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from faultline.alarm_schema import AlarmTransition
+
 STATION_ID = "station_id"
 TS = "ts"
 SEQ = "seq"
@@ -195,6 +197,9 @@ class WriteBatch:
     With a `global_anomaly_run`, the batch's global anomalies are that run's results: a
     succeeded run replaces all of its day's anomalies with them, a failed one carries none and
     leaves the day's anomalies as they were.
+    `alarm_transitions` are alarm changes (faultline.alarm_schema): the engine's, derived from
+    the batch's verdicts or its silence watchdog, or an operator's, written alone by the API;
+    each is keyed by `AlarmTransition.key`, so a replayed one changes nothing.
     """
 
     sensors: tuple[str, ...]
@@ -206,3 +211,4 @@ class WriteBatch:
     global_anomalies: Sequence[GlobalAnomaly] = field(default_factory=tuple)
     global_anomaly_run: GlobalAnomalyRun | None = None
     checkpoints: Sequence[Checkpoint] = field(default_factory=tuple)
+    alarm_transitions: Sequence[AlarmTransition] = field(default_factory=tuple)

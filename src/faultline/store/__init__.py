@@ -11,9 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from faultline.store.base import (
+    ALARM_STATE_FILTERS,
     FIRST_MS,
     LAST_DAY,
     LAST_MS,
+    AlarmHistory,
+    AlarmPage,
+    AlarmRow,
+    Alarms,
+    AlarmStateFilter,
+    AlarmTransitions,
     AnomalyCount,
     Atomicity,
     Checkpoints,
@@ -32,11 +39,13 @@ from faultline.store.base import (
     ReadingPage,
     ReadingRow,
     RecentReadings,
+    RecordedTransition,
     StationReadings,
     Stations,
     StationSummary,
     Store,
     StoreError,
+    TransitionFeed,
     check_instants,
 )
 from faultline.store.memory import MemoryStore
@@ -104,9 +113,16 @@ def open_store(url: str) -> Store:
 
 
 __all__ = [
+    "ALARM_STATE_FILTERS",
     "FIRST_MS",
     "LAST_DAY",
     "LAST_MS",
+    "AlarmHistory",
+    "AlarmPage",
+    "AlarmRow",
+    "AlarmStateFilter",
+    "AlarmTransitions",
+    "Alarms",
     "AnomalyCount",
     "Atomicity",
     "Checkpoints",
@@ -126,12 +142,14 @@ __all__ = [
     "ReadingPage",
     "ReadingRow",
     "RecentReadings",
+    "RecordedTransition",
     "SqliteStore",
     "StationReadings",
     "StationSummary",
     "Stations",
     "Store",
     "StoreError",
+    "TransitionFeed",
     "check_instants",
     "open_store",
 ]

@@ -20,6 +20,17 @@ Dead letters are kept only as long as a DeadLetterRetention says: `expire` delet
 than its age and those beyond its count (newest kept), so a flood of bad messages cannot fill
 the store. A batch written again after its letters expired stores them again.
 
+Alarms (faultline.alarm_schema) are kept twice: every transition in a log keyed by
+`AlarmTransition.key` (a replayed one is ignored), each with the `processed_at` of the batch
+that carried it as its `recorded_at`; and one row per alarm holding its current state, whose
+two parts are updated separately so that neither overwrites the other: a condition transition
+(raise, escalate, clear) sets only the condition, and only when it is not older, in
+(ts, clear < raise < escalate) order, than the one the row holds, so a replayed older batch
+never moves it back; an ack sets the acknowledgement only for an activation not older than the
+acknowledged one; shelve/unshelve set the shelving only when not older (by ts) than the last
+shelving change; comments live in the log alone. Operator transitions race engine ones for the
+same alarm freely: both are kept.
+
 A batch carrying a succeeded global-anomaly run replaces that day's global anomalies with its
 own, so running a day again leaves exactly what the new run found. A write also folds the
 readings it inserts (and only those) into 1-minute aggregates per station and sensor, so
@@ -34,10 +45,12 @@ import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import date
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, Literal, TypeVar, get_args
 
 import pandas as pd
 
+from faultline.alarm_schema import AlarmState, AlarmTransition
+from faultline.config import SEVERITIES, Severity
 from faultline.schema import Checkpoint, FaultLabel, GlobalAnomaly, GlobalAnomalyRun, WriteBatch
 
 R = TypeVar("R")
@@ -309,6 +322,105 @@ class Checkpoints(Query[list[Checkpoint]]):
     topic: str
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedTransition:
+    """An alarm transition as the log holds it: `recorded_at` is the `processed_at` of the batch
+    that first carried it (epoch ms UTC, the writer's clock)."""
+
+    transition: AlarmTransition
+    recorded_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRow:
+    """One alarm's current state as its row holds it (`operator.comments` is always empty here:
+    comments are in its history), and the time of its latest condition or operator change."""
+
+    state: AlarmState
+    changed_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmPage:
+    rows: list[AlarmRow]
+    next_cursor: tuple[int, str] | None  # (changed_at, alarm id) to pass as `after`
+
+
+AlarmStateFilter = Literal["active", "cleared", "unacknowledged", "acknowledged", "shelved"]
+ALARM_STATE_FILTERS: tuple[AlarmStateFilter, ...] = get_args(AlarmStateFilter)
+
+
+@dataclass(frozen=True, slots=True)
+class Alarms(Query[AlarmPage]):
+    """Alarms, latest change first (ties: alarm id ascending), paginated.
+
+    `state`: "active"/"cleared" by condition; "unacknowledged"/"acknowledged" by whether the
+    latest activation is acknowledged (an alarm never active is neither); "shelved": shelved at
+    `now_ms` (required then). `min_severity`: the condition's severity is at least this.
+    `since_ms`: changed at or after. `after`: the `next_cursor` of the previous page.
+    """
+
+    state: AlarmStateFilter | None = None
+    station_id: str | None = None
+    min_severity: Severity | None = None
+    since_ms: int | None = None
+    now_ms: int | None = None
+    limit: int = 100
+    after: tuple[int, str] | None = None
+
+    def __post_init__(self) -> None:
+        _check_limit(self.limit)
+        if self.state is not None and self.state not in ALARM_STATE_FILTERS:
+            raise QueryError(
+                f"alarm state {self.state!r} is not one of {', '.join(ALARM_STATE_FILTERS)}"
+            )
+        if self.min_severity is not None and self.min_severity not in SEVERITIES:
+            raise QueryError(
+                f"severity {self.min_severity!r} is not one of {', '.join(SEVERITIES)}"
+            )
+        if self.state == "shelved" and self.now_ms is None:
+            raise QueryError("the shelved alarms are those shelved at now_ms, which is missing")
+        for name in ("since_ms", "now_ms"):
+            value = getattr(self, name)
+            if value is not None:
+                check_instants(**{name: value})
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmHistory(Query[list[RecordedTransition]]):
+    """Every transition of one alarm (`AlarmKey.id`), in (ts, clear < raise < escalate <
+    operator actions, key) order; empty for an alarm that does not exist."""
+
+    alarm_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmTransitions(Query[list[AlarmTransition]]):
+    """Transitions whose `ts` lies in [start_ms, end_ms), optionally only of `actions`, in
+    (ts, alarm, key) order: what alarm-load figures are computed from."""
+
+    start_ms: int
+    end_ms: int
+    actions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_instants(start_ms=self.start_ms, end_ms=self.end_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionFeed(Query[list[RecordedTransition]]):
+    """The log in record order, (recorded_at, key) ascending, strictly after `after` (a
+    (recorded_at, key) pair; None: from the start), at most `limit`: the notifier's outbox."""
+
+    after: tuple[int, str] | None = None
+    limit: int = 1000
+
+    def __post_init__(self) -> None:
+        _check_limit(self.limit)
+        if self.after is not None:
+            check_instants(after=self.after[0])
+
+
 class Store(ABC):
     """Where readings, verdicts, dead letters and fault labels live."""
 
@@ -321,9 +433,10 @@ class Store(ABC):
 
         Raises InvalidBatch, having written nothing, when any part of the batch cannot be stored
         (missing or malformed columns, non-finite sensor values, text a backend cannot hold, a
-        fault label ending before it starts, a global anomaly outside its day or with a
-        non-finite number, a global-anomaly run that is inconsistent with itself or with the
-        batch's global anomalies); StoreError when the backend fails. Within one batch the first
+        fault label ending before it starts, an alarm transition with a time outside the
+        representable range, a global anomaly outside its day or with a non-finite number, a
+        global-anomaly run that is inconsistent with itself or with the batch's global
+        anomalies); StoreError when the backend fails. Within one batch the first
         of several readings with the same key wins, as it does across batches.
         """
 
