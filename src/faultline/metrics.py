@@ -259,6 +259,12 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.alarm_transitions = Counter(
+            "faultline_alarm_transitions",
+            "Alarm condition changes the engine recorded (raise, escalate, clear), by kind",
+            ["kind", "action"],
+            registry=r,
+        )
         self.ingest_rate = RateMeter(clock=clock)
 
     def record_batch(self, tally: BatchTally, seconds: float) -> None:

@@ -151,6 +151,7 @@ class Runtime:
             pipeline=self.pipeline,
             settings=s.engine,
             metrics=self.metrics,
+            alarms=s.alarms,
             clock=self.clock,
         )
         self._spawn("engine", self.engine.run)

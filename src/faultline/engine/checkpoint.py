@@ -18,6 +18,10 @@ the log (`Bus.log_id`); one of another log is ignored, and its position becomes 
 `base`: a checkpoint's offset is base + the bus offset, so the new log's checkpoints are never
 lower than the old one's, which the store would keep (it never moves a checkpoint back).
 
+The alarm state (faultline.engine.alarming: the alarm tracker's per-station state and the
+silent stations) travels in the same checkpoint, so a restart neither raises an active alarm
+again nor loses one.
+
 Stations are bounded here too: a station is *held* while its state is. Readings of a new station
 beyond `max_stations` are refused (the engine dead-letters them), and stations silent for
 `evict_silent_after_s` of log time (the bus acceptance time of the newest message learned) are
@@ -36,6 +40,7 @@ from faultline.bus import Message
 from faultline.clock import Clock
 from faultline.config import EngineSettings
 from faultline.detect import DetectorPipeline
+from faultline.engine.alarming import EngineAlarms
 from faultline.metrics import Metrics
 from faultline.schema import Checkpoint
 from faultline.store import Checkpoints, Store
@@ -50,6 +55,7 @@ class _State(msgspec.Struct, frozen=True):
     base: int  # the checkpoint's offset less the bus offset (see the module docstring)
     seen: dict[str, int]  # station -> bus acceptance time (ms) of its newest message learned
     pipeline: bytes  # DetectorPipeline.dump of those stations
+    alarms: bytes = b""  # EngineAlarms.dump of those stations (none before alarms existed)
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -77,8 +83,10 @@ class Checkpointer:
         settings: EngineSettings,
         clock: Clock,
         metrics: Metrics,
+        alarms: EngineAlarms,
     ) -> None:
         self._store = store
+        self._alarms = alarms
         self._group, self._topic, self._log_id = group, topic, log_id
         self._settings = settings
         self._clock = clock
@@ -114,6 +122,11 @@ class Checkpointer:
                 part.dirty = True
         self._since += len(fresh)
         return fresh
+
+    @property
+    def last_seen(self) -> dict[str, int]:
+        """Each station held -> bus acceptance time (ms) of its newest message learned."""
+        return self._seen
 
     def is_new(self, station: str) -> bool:
         return station not in self._station_partition
@@ -162,6 +175,7 @@ class Checkpointer:
                 part.base,
                 {s: self._seen[s] for s in stations},
                 pipeline.dump(stations),
+                self._alarms.dump(stations),
             )
             offset = part.base + part.next
             out.append(Checkpoint(self._group, self._topic, p, offset, _ENCODER.encode(state), now))
@@ -223,6 +237,13 @@ class Checkpointer:
             log.warning("partition %d: detector state not restored, warming up: %s", partition, exc)
             pipeline.forget(list(state.seen))
             return part
+        if state.alarms:
+            try:
+                self._alarms.load(state.alarms)
+            except ValueError as exc:
+                # The detector state is back, so nothing re-warms; an alarm active at the
+                # checkpoint may be raised once more under a new activation.
+                log.warning("partition %d: alarm state not restored: %s", partition, exc)
         for station, at in state.seen.items():
             self._station_partition[station] = partition
             self._seen[station] = at
@@ -255,6 +276,7 @@ class Checkpointer:
     def _drop(self, stations: list[str], pipeline: DetectorPipeline) -> None:
         if stations:
             pipeline.forget(stations)
+            self._alarms.forget(stations)
             for station in stations:
                 del self._station_partition[station]
                 self._seen.pop(station, None)

@@ -26,12 +26,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from faultline.alarm_schema import AlarmTransition
 from faultline.bus import Bus, BusClosed, BusError, Consumer, Message
 from faultline.clock import Clock, SystemClock
 from faultline.codec import RawMessage, ReadingDecoder
-from faultline.config import EngineSettings
+from faultline.config import AlarmSettings, EngineSettings
 from faultline.detect import DetectorPipeline
 from faultline.detect.isolate import run_isolating
+from faultline.engine.alarming import EngineAlarms
 from faultline.engine.checkpoint import Checkpointer
 from faultline.metrics import Metrics, observe_many
 from faultline.schema import (
@@ -81,8 +83,10 @@ class Engine:
         pipeline: Callable[[], DetectorPipeline] | DetectorPipeline,
         settings: EngineSettings,
         metrics: Metrics,
+        alarms: AlarmSettings | None = None,
         clock: Clock | None = None,
         retry_backoff_s: float = 0.5,
+        watch_interval_s: float = 1.0,
     ) -> None:
         self._bus = bus
         self._topic = topic
@@ -99,6 +103,11 @@ class Engine:
         self._metrics = metrics
         self._clock = clock or SystemClock()
         self._retry_backoff_s = retry_backoff_s
+        self.alarms = EngineAlarms(
+            alarms or AlarmSettings(), decoder.sensors, max_silent=settings.max_stations
+        )
+        self._watch_interval_ms = round(watch_interval_s * 1000)
+        self._watched_ms: int | None = None  # when the silence watchdog last looked
         self._consumer: Consumer | None = None
         self._checkpointer: Checkpointer | None = None
         self._abandoned = False  # a batch was given up on stop (see commit)
@@ -123,6 +132,7 @@ class Engine:
                 settings=self._settings,
                 clock=self._clock,
                 metrics=self._metrics,
+                alarms=self.alarms,
             )
         return self._checkpointer
 
@@ -170,6 +180,10 @@ class Engine:
             [fresh[i].partition for i in rows.tolist()],
             verdicts[RECEIVED_AT].tolist(),
         )
+        transitions = self.alarms.step(verdicts)
+        # A full batch means a backlog: the newest readings of a station may still wait on the
+        # bus, so silence is judged only once the engine has caught up.
+        transitions += self._watch(caught_up=len(messages) < self._settings.batch_max_records)
         due = checkpointer.due()
         batch = WriteBatch(
             sensors=self._decoder.sensors,
@@ -178,8 +192,21 @@ class Engine:
             processed_at=self._clock.now_ms(),
             dead_letters=dead_letters,
             checkpoints=checkpointer.take(pipeline) if due else (),
+            alarm_transitions=transitions,
         )
         return Prepared(batch, [raw[i] for i in rows.tolist()], checkpointed=due)
+
+    def _watch_due(self) -> bool:
+        watched = self._watched_ms
+        return watched is None or self._clock.now_ms() - watched >= self._watch_interval_ms
+
+    def _watch(self, caught_up: bool) -> list[AlarmTransition]:
+        """The silence transitions, every `watch_interval_s` while caught up; the watchdog
+        is timer-driven: an idle engine asks it too (see `step`)."""
+        if not caught_up or not self._watch_due():
+            return []
+        now = self._watched_ms = self._clock.now_ms()
+        return self.alarms.watch(self.checkpointer.last_seen, now)
 
     def _bound_stations(
         self,
@@ -301,9 +328,12 @@ class Engine:
                 self.last_error = None
             self._consume_error = None
         if not messages:
+            # Idle: checkpoint what waits, and let the watchdog see who went silent.
             checkpointer = self.checkpointer
-            if checkpointer.pending and checkpointer.due():  # idle: checkpoint what waits
-                self.commit([], self.prepare([]), stop)
+            if self._watch_due() or (checkpointer.pending and checkpointer.due()):
+                prepared = self.prepare([])
+                if prepared.checkpointed or prepared.batch.alarm_transitions:
+                    self.commit([], prepared, stop)
             return None
         started = time.perf_counter()
         prepared = self.prepare(messages)
@@ -357,6 +387,8 @@ class Engine:
         m.ingest_rate.add(len(readings))
         for letter in batch.dead_letters:
             m.dead_letters.labels(kind=letter.kind).inc()
+        for t in batch.alarm_transitions:
+            m.alarm_transitions.labels(kind=t.alarm.kind, action=t.action).inc()
         if len(readings):
             latency = (batch.processed_at - readings[RECEIVED_AT].to_numpy()) / 1000.0
             observe_many(m.latency, np.maximum(latency, 0.0))
