@@ -10,8 +10,9 @@ yields the same keys and a store can drop what it already holds. Times are epoch
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from faultline.config import SEVERITIES, Severity
 
@@ -123,3 +124,40 @@ class AlarmState:
     def shelved(self, now_ms: int) -> bool:
         until = self.operator.shelved_until
         return until is not None and now_ms < until
+
+
+def transition_to_json(t: AlarmTransition) -> dict[str, Any]:
+    """A transition as plain JSON values (the Spark job's rows carry it so)."""
+    return {
+        "station_id": t.alarm.station_id,
+        "sensor": t.alarm.sensor,
+        "kind": t.alarm.kind,
+        "action": t.action,
+        "ts": t.ts,
+        "activation_ts": t.activation_ts,
+        "actor": t.actor,
+        "severity": t.severity,
+        "sensors": [[name, share] for name, share in t.sensors],
+        "comment": t.comment,
+        "until": t.until,
+        "detail": t.detail,
+    }
+
+
+def transition_from_json(data: Mapping[str, Any]) -> AlarmTransition:
+    """The inverse of `transition_to_json`; ValueError when `data` is not one."""
+    try:
+        return AlarmTransition(
+            AlarmKey(str(data["station_id"]), str(data["sensor"]), data["kind"]),
+            data["action"],
+            int(data["ts"]),
+            int(data["activation_ts"]),
+            actor=str(data["actor"]),
+            severity=data["severity"],
+            sensors=tuple((str(name), float(share)) for name, share in data["sensors"]),
+            comment=str(data["comment"]),
+            until=None if data["until"] is None else int(data["until"]),
+            detail=str(data["detail"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an alarm transition: {exc!r}") from exc

@@ -66,6 +66,7 @@ class BatchTally:
     dead_letters: Tally[str] = field(default_factory=Tally)  # by kind
     latency_counts: list[int] = field(default_factory=lambda: [0] * len(_LATENCY_BOUNDS))
     latency_sum: float = 0.0
+    alarm_transitions: Tally[str] = field(default_factory=Tally)  # by "kind/action"
 
     @classmethod
     def of(cls, batch: WriteBatch) -> BatchTally:
@@ -75,6 +76,7 @@ class BatchTally:
             messages=len(readings) + len(batch.dead_letters),
             readings=len(readings),
             dead_letters=Tally(letter.kind for letter in batch.dead_letters),
+            alarm_transitions=Tally(f"{t.alarm.kind}/{t.action}" for t in batch.alarm_transitions),
         )
         if len(readings):
             latency = np.maximum((batch.processed_at - readings[RECEIVED_AT].to_numpy()) / 1000, 0)
@@ -100,6 +102,7 @@ class BatchTally:
                 a + b for a, b in zip(self.latency_counts, other.latency_counts, strict=True)
             ],
             latency_sum=self.latency_sum + other.latency_sum,
+            alarm_transitions=self.alarm_transitions + other.alarm_transitions,
         )
 
     def to_json(self) -> dict[str, object]:
@@ -110,6 +113,7 @@ class BatchTally:
             "dead_letters": dict(self.dead_letters),
             "latency_counts": self.latency_counts,
             "latency_sum": self.latency_sum,
+            "alarm_transitions": dict(self.alarm_transitions),
         }
 
     @classmethod
@@ -121,6 +125,7 @@ class BatchTally:
             dead_letters=Tally(data["dead_letters"]),
             latency_counts=list(data["latency_counts"]),
             latency_sum=data["latency_sum"],
+            alarm_transitions=Tally(data["alarm_transitions"]),
         )
 
 
@@ -278,8 +283,16 @@ class Metrics:
             self.dead_letters.labels(kind=kind).inc(count)
         for sensor, count in tally.anomalies.items():
             self.anomalies.labels(sensor=sensor).inc(count)
+        self.record_alarm_transitions(tally)
         if tally.readings:
             _add_counts(self.latency, tally.latency_counts, tally.latency_sum)
+
+    def record_alarm_transitions(self, tally: BatchTally) -> None:
+        """The alarm transitions of a stored batch (alone: those of a Spark timeout, which
+        carries no message)."""
+        for kind_action, count in tally.alarm_transitions.items():
+            kind, _, action = kind_action.partition("/")
+            self.alarm_transitions.labels(kind=kind, action=action).inc(count)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from faultline.alarm_schema import AlarmTransition, transition_from_json
 from faultline.codec import ReadingDecoder
 from faultline.config import Settings
 from faultline.detect import DetectorPipeline
 from faultline.detect.factory import build_detectors
+from faultline.engine.alarming import EngineAlarms
 from faultline.runtime import ensure_model, model_registry
 from faultline.schema import IS_ANOMALY, STATION_ID, score_column
 from faultline.simulate import Simulator
@@ -23,9 +25,11 @@ from tests.spark.conftest import SettingsFactory
 pytest.importorskip("pyspark", reason="pyspark not installed: pip install -e '.[spark]'")
 
 from faultline.engine.spark.layout import (
+    ALARM,
     DEAD_LETTERS_BUCKET,
     REASON,
     decoded_schema,
+    is_alarm,
     is_dead,
 )
 from faultline.engine.spark.stages import (
@@ -38,10 +42,20 @@ T0 = 1_767_225_600_000
 
 
 class GroupState:
-    """Spark's GroupState as the stage uses it: exists, get, update (a unit-level stand-in)."""
+    """Spark's GroupState as the stage uses it: exists, get, update, its processing-time
+    timeout and clock (a unit-level stand-in)."""
 
-    def __init__(self) -> None:
+    def __init__(self, now_ms: int = T0) -> None:
         self.value: tuple[str] | None = None
+        self.now_ms = now_ms
+        self.timeout_ms: int | None = None
+        self.hasTimedOut = False
+
+    def getCurrentProcessingTimeMs(self) -> int:
+        return self.now_ms
+
+    def setTimeoutDuration(self, ms: int) -> None:
+        self.timeout_ms = ms
 
     @property
     def exists(self) -> bool:
@@ -189,3 +203,81 @@ def test_a_reading_detection_chokes_on_becomes_a_dead_letter_not_a_failed_job(
     assert b"66.6" in dead["_payload"].iloc[0]
     assert len(out[~is_dead(out)]) == len(decoded) - 1
     assert state.exists
+
+
+QUICK_ALARMS = {"warmup_readings": 10, "rule": {"on_delay_readings": 3, "off_delay_readings": 5}}
+
+
+def alarm_transitions(frames: Sequence[pd.DataFrame]) -> list[AlarmTransition]:
+    out = pd.concat(frames, ignore_index=True)
+    return [transition_from_json(json.loads(x)) for x in out.loc[is_alarm(out), ALARM]]
+
+
+def test_alarms_split_over_micro_batches_equal_the_in_process_engines(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings(bus_url="memory://", alarms=QUICK_ALARMS)
+    ensure_model(settings, model_registry(settings))
+    decoded = decode(
+        kafka_rows(settings, 120),
+        ReadingDecoder(settings.sensors, settings.ingest),
+        decoded_schema(settings.sensor_names),
+    )
+    stage = detect_stage(settings, buckets=4)
+    state = GroupState()
+    bounds = [0, 150, 333, len(decoded)]
+    got = alarm_transitions(
+        [
+            frame
+            for start, end in itertools.pairwise(bounds)
+            for frame in stage((0,), iter([decoded.iloc[start:end].sample(frac=1)]), state)
+        ]
+    )
+
+    # What the in-process engine's alarm state makes of the same verdicts in one pass.
+    in_order = decoded.sort_values(["_kafka_partition", "_kafka_offset"], ignore_index=True)
+    model = model_registry(settings).current()
+    verdicts = DetectorPipeline(build_detectors(settings, model)).run(in_order)
+    alarms = EngineAlarms(settings.alarms, settings.sensor_names)
+    expected = alarms.step(verdicts)
+    anomaly = [t for t in got if t.alarm.kind == "anomaly"]
+    assert expected and sorted(anomaly, key=lambda t: t.key) == sorted(
+        expected, key=lambda t: t.key
+    )
+    # The readings all arrived at once (kafka_rows), so no station fell silent meanwhile.
+    assert [t for t in got if t.alarm.kind == "silent"] == []
+    assert state.timeout_ms == round(settings.alarms.rule.silent_after_s * 1000)
+
+
+def test_a_bucket_that_gets_nothing_raises_silence_when_spark_times_it_out(
+    settings: Settings,
+) -> None:
+    decoded = decode(
+        kafka_rows(settings, 5),
+        ReadingDecoder(settings.sensors, settings.ingest),
+        decoded_schema(settings.sensor_names),
+    )
+    stage = detect_stage(settings, buckets=4)
+    state = GroupState()
+    list(stage((0,), iter([decoded]), state))
+    last = int(decoded["received_at"].max())
+
+    state.hasTimedOut, state.now_ms = True, last + 60_000
+    silent = alarm_transitions(list(stage((0,), iter([]), state)))
+    after_ms = round(settings.alarms.rule.silent_after_s * 1000)
+    assert sorted((t.alarm.station_id, t.action, t.activation_ts) for t in silent) == [
+        (station, "raise", last + after_ms) for station in sorted(decoded[STATION_ID].unique())
+    ]
+
+    # One station reports again: its silence clears at that reading, in the next micro-batch.
+    state.hasTimedOut = False
+    again = decode(
+        kafka_rows(settings, 1).head(1).assign(received_at=last + 61_000),
+        ReadingDecoder(settings.sensors, settings.ingest),
+        decoded_schema(settings.sensor_names),
+    )
+    cleared = alarm_transitions(list(stage((0,), iter([again]), state)))
+    station = str(again[STATION_ID].iloc[0])
+    assert [(t.alarm.station_id, t.action, t.ts) for t in cleared] == [
+        (station, "clear", last + 61_000)
+    ]

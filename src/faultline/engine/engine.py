@@ -35,7 +35,7 @@ from faultline.detect import DetectorPipeline
 from faultline.detect.isolate import run_isolating
 from faultline.engine.alarming import EngineAlarms
 from faultline.engine.checkpoint import Checkpointer
-from faultline.metrics import Metrics, observe_many
+from faultline.metrics import BatchTally, Metrics, observe_many
 from faultline.schema import (
     IS_ANOMALY,
     RECEIVED_AT,
@@ -387,8 +387,8 @@ class Engine:
         m.ingest_rate.add(len(readings))
         for letter in batch.dead_letters:
             m.dead_letters.labels(kind=letter.kind).inc()
-        for t in batch.alarm_transitions:
-            m.alarm_transitions.labels(kind=t.alarm.kind, action=t.action).inc()
+        if batch.alarm_transitions:
+            m.record_alarm_transitions(BatchTally.of(batch))
         if len(readings):
             latency = (batch.processed_at - readings[RECEIVED_AT].to_numpy()) / 1000.0
             observe_many(m.latency, np.maximum(latency, 0.0))

@@ -136,7 +136,8 @@ def start_query(
             outputStructType=verdict_schema(sensors, detectors),
             stateStructType=STATE_SCHEMA,
             outputMode="append",
-            timeoutConf=GroupStateTimeout.NoTimeout,
+            # The silence watchdog: a bucket that got nothing for a while is called anyway.
+            timeoutConf=GroupStateTimeout.ProcessingTimeTimeout,
         )
     )
     return (

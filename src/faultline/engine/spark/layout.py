@@ -1,10 +1,11 @@
 """The rows that flow between the Spark job's stages, and their schemas.
 
-One row layout carries both readings and dead letters, because a streaming query has one sink
-and dead letters must reach the store in the same micro-batch as the readings beside them. A dead
-letter has an empty station id (the decoder never accepts one) and a non-empty reason; a reading
-has an empty reason. Columns that only the job needs start with an underscore so they cannot
-collide with a configured sensor's name.
+One row layout carries readings, dead letters and alarm transitions, because a streaming query
+has one sink and they must reach the store in the same micro-batch as the readings beside them.
+A dead letter has an empty station id (the decoder never accepts one) and a non-empty reason; an
+alarm transition an empty station id, an empty reason and its JSON in ALARM; a reading has an
+empty reason and an empty ALARM. Columns that only the job needs start with an underscore so
+they cannot collide with a configured sensor's name.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ REASON = "_reason"
 SOURCE = "_source"
 KIND = "_kind"
 SIZE = "_size"  # bytes of a dead letter's original payload, of which PAYLOAD keeps a prefix
+ALARM = "_alarm"  # an alarm transition row's faultline.alarm_schema.transition_to_json
 STATE_SCHEMA = StructType([StructField("snapshot", StringType(), False)])
 
 _READING_FIELDS: tuple[tuple[str, DataType], ...] = (
@@ -90,7 +92,7 @@ def verdict_schema(sensors: Sequence[str], detectors: Sequence[str]) -> StructTy
         (SENSOR_MASK, LongType()),
         (MODEL_VERSION, StringType()),
     ]
-    return _struct(fields + list(_DEAD_LETTER_FIELDS))
+    return _struct([*fields, *_DEAD_LETTER_FIELDS, (ALARM, StringType())])
 
 
 def conform(frame: pd.DataFrame, schema: StructType) -> pd.DataFrame:
@@ -114,6 +116,10 @@ def conform(frame: pd.DataFrame, schema: StructType) -> pd.DataFrame:
 
 def is_dead(frame: pd.DataFrame) -> np.ndarray:
     return (frame[REASON].to_numpy() != "").astype(bool)
+
+
+def is_alarm(frame: pd.DataFrame) -> np.ndarray:
+    return (frame[ALARM].fillna("").to_numpy() != "").astype(bool)
 
 
 def _struct(fields: Sequence[tuple[str, DataType]]) -> StructType:

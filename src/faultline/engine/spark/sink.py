@@ -24,9 +24,19 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 
+from faultline.alarm_schema import transition_from_json
 from faultline.clock import Clock, SystemClock
 from faultline.config import Settings
-from faultline.engine.spark.layout import KIND, PAYLOAD, REASON, SIZE, SOURCE, is_dead
+from faultline.engine.spark.layout import (
+    ALARM,
+    KIND,
+    PAYLOAD,
+    REASON,
+    SIZE,
+    SOURCE,
+    is_alarm,
+    is_dead,
+)
 from faultline.engine.spark.worker_cache import worker_store
 from faultline.metrics import BatchTally, Metrics
 from faultline.schema import (
@@ -61,9 +71,9 @@ def write_batch(
     processed_at: int,
 ) -> WriteBatch:
     """The store's view of rows in the verdict layout."""
-    dead = is_dead(frame)
+    dead, alarm = is_dead(frame), is_alarm(frame)
     letters = frame.loc[dead]
-    readings = frame.loc[~dead]
+    readings = frame.loc[~dead & ~alarm]
     columns = [*READING_COLUMNS, *sensors, *(score_column(d) for d in detectors)]
     out = readings[[*columns, IS_ANOMALY, SENSOR_MASK, MODEL_VERSION]].reset_index(drop=True)
     # Arrow hands pandas its own integer and string types; the stores expect numpy's.
@@ -88,6 +98,9 @@ def write_batch(
                 letters[SIZE].tolist(),
                 strict=True,
             )
+        ],
+        alarm_transitions=[
+            transition_from_json(json.loads(text)) for text in frame.loc[alarm, ALARM].tolist()
         ],
     )
 
@@ -130,6 +143,8 @@ class BatchSink:
                 tally = BatchTally.of(batch)
         if tally.messages:
             self._metrics.record_batch(tally, time.perf_counter() - started)
+        elif tally.alarm_transitions:
+            self._metrics.record_alarm_transitions(tally)
 
 
 def partition_writer(

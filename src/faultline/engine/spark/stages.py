@@ -10,10 +10,19 @@ Within a bucket, rows are taken in bus order (partition, offset), the order the 
 consumes them in; since a station's readings share a partition, each station sees its readings
 in the same order in both engines, and the detectors' verdicts are the same. A restarted or replayed
 micro-batch starts from exactly the state the previous one committed.
+
+The alarm state travels in the same bucket state (faultline.engine.alarming, as the in-process
+engine's checkpoints carry it): the tracker turns the bucket's verdicts into the same anomaly
+transitions as the in-process engine, and the silence watchdog runs on every call of a bucket,
+including the processing-time timeout Spark calls it with when the bucket got nothing for a
+while (timer-driven: no message has to arrive). A bucket with data judges silence against the
+newest bus acceptance time it got, so a job working through a backlog raises no false silence;
+a timed-out one against processing time.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -22,10 +31,13 @@ import numpy as np
 import pandas as pd
 from pyspark.sql.types import StructType
 
+from faultline.alarm_schema import AlarmTransition, transition_to_json
 from faultline.codec import RawMessage, ReadingDecoder, encode_reading
 from faultline.config import Settings
 from faultline.detect.isolate import run_isolating
+from faultline.engine.alarming import EngineAlarms
 from faultline.engine.spark.layout import (
+    ALARM,
     DEAD_LETTERS_BUCKET,
     KIND,
     OFFSET,
@@ -117,20 +129,30 @@ def refused_letters(
     return letters
 
 
+def alarm_rows(transitions: Sequence[AlarmTransition]) -> pd.DataFrame:
+    """Alarm transitions in the stages' layout."""
+    return pd.DataFrame(
+        {ALARM: np.array([json.dumps(transition_to_json(t)) for t in transitions], dtype=object)}
+    )
+
+
 def detect_stage(settings: Settings, buckets: int) -> StateStage:
-    """For `applyInPandasWithState` grouped by bucket: the detector pipeline over the bucket's
-    rows, its stations' state restored before and saved after; dead letters pass through."""
+    """For `applyInPandasWithState` grouped by bucket: the detector pipeline and the alarm
+    tracker over the bucket's rows, its stations' state restored before and saved after, the
+    silence watchdog on every call (timeouts included); dead letters pass through."""
+    timeout_ms = max(1, round(settings.alarms.rule.silent_after_s * 1000))
 
     def run(
         key: tuple[Any, ...], frames: Iterator[pd.DataFrame], state: Any
     ) -> Iterator[pd.DataFrame]:
         pipeline = fresh_pipeline(settings)
         schema = verdict_schema(settings.sensor_names, pipeline.names)
-        frame = pd.concat(list(frames), ignore_index=True)
+        parts = list(frames)
         if key[0] == DEAD_LETTERS_BUCKET:
-            yield conform(frame, schema)
+            yield conform(pd.concat(parts, ignore_index=True), schema)
             return
-        frame = frame.sort_values([PARTITION, OFFSET], kind="stable", ignore_index=True)
+        alarms = EngineAlarms(settings.alarms, settings.sensor_names, settings.engine.max_stations)
+        seen: dict[str, int] = {}
         if state.exists:
             saved = json.loads(state.get[0])
             if saved["buckets"] != buckets:
@@ -139,15 +161,47 @@ def detect_stage(settings: Settings, buckets: int) -> StateStage:
                     f"has {buckets}: keep the count or start from a new checkpoint"
                 )
             pipeline.restore(saved["detectors"])
-        # A reading detection cannot process becomes a dead letter: on an exception the job
-        # would fail, and fail again on the same input at every restart.
-        isolated = run_isolating(pipeline, frame)
-        state.update((json.dumps({"buckets": buckets, "detectors": pipeline.snapshot()}),))
-        yield conform(isolated.verdicts, schema)
-        if isolated.refused:
-            letters = refused_letters(
-                frame, isolated.refused, settings.readings_topic, settings.sensor_names
+            if "alarms" in saved:  # absent from the state of a job older than alarms
+                alarms.load(base64.b64decode(saved["alarms"]))
+                seen = saved["seen"]
+        out: list[pd.DataFrame] = []
+        if parts:
+            frame = pd.concat(parts, ignore_index=True)
+            frame = frame.sort_values([PARTITION, OFFSET], kind="stable", ignore_index=True)
+            # A reading detection cannot process becomes a dead letter: on an exception the
+            # job would fail, and fail again on the same input at every restart.
+            isolated = run_isolating(pipeline, frame)
+            verdicts = isolated.verdicts
+            transitions = alarms.step(verdicts)
+            newest = verdicts.groupby(STATION_ID, sort=False)[RECEIVED_AT].max()
+            for station, at in newest.items():
+                seen[str(station)] = max(int(at), seen.get(str(station), int(at)))
+            now = max(seen.values(), default=0)
+            out.append(conform(verdicts, schema))
+            if isolated.refused:
+                letters = refused_letters(
+                    frame, isolated.refused, settings.readings_topic, settings.sensor_names
+                )
+                out.append(conform(dead_letter_rows(letters), schema))
+        else:
+            transitions = []
+            now = int(state.getCurrentProcessingTimeMs())
+        transitions += alarms.watch(seen, now)
+        state.update(
+            (
+                json.dumps(
+                    {
+                        "buckets": buckets,
+                        "detectors": pipeline.snapshot(),
+                        "alarms": base64.b64encode(alarms.dump(seen)).decode(),
+                        "seen": seen,
+                    }
+                ),
             )
-            yield conform(dead_letter_rows(letters), schema)
+        )
+        state.setTimeoutDuration(timeout_ms)
+        yield from out
+        if transitions:
+            yield conform(alarm_rows(transitions), schema)
 
     return run
