@@ -83,6 +83,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     ctx = runtime.app_context()
     first_admin = _first_admin_token(ctx.tokens)
     runtime.start_retention()
+    runtime.start_alarm_figures()
     server = ApiServer(create_app(ctx), settings.api.host, settings.api.port)
     server.start()
     if first_admin is not None:
@@ -101,6 +102,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import threading
+
+    from faultline.alarm_figures import AlarmFigures
     from faultline.api.app import create_app
     from faultline.api.context import AppContext
     from faultline.api.server import ApiServer
@@ -117,14 +121,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ensure_model(settings, registry)
     store = open_store(settings.store_url)
     bus = open_bus(settings.bus_url)
+    metrics, clock = Metrics(), SystemClock()
+    # The alarm gauges come from the store, where every engine's alarms meet: the API serves them.
+    figures = AlarmFigures(store, metrics, clock)
+    threading.Thread(target=figures.run, args=(stop,), name="alarm-figures", daemon=True).start()
     server = ApiServer(
         create_app(
             AppContext(
                 settings=settings,
                 store=store,
                 bus=bus,
-                metrics=Metrics(),
-                clock=SystemClock(),
+                metrics=metrics,
+                clock=clock,
                 models=registry,
                 tokens=TokenStore(settings.tokens_path),
                 probes={},

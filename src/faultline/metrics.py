@@ -270,6 +270,42 @@ class Metrics:
             ["kind", "action"],
             registry=r,
         )
+        # Alarm state and alarm load (faultline.alarm_figures refreshes them from the store).
+        self.alarms_active = Gauge(
+            "faultline_alarms_active",
+            "Alarms whose condition is active, by kind and severity",
+            ["kind", "severity"],
+            registry=r,
+        )
+        self.alarms_unacknowledged = Gauge(
+            "faultline_alarms_unacknowledged",
+            "Alarms whose latest activation nobody has acknowledged (active or cleared)",
+            registry=r,
+        )
+        self.alarms_shelved = Gauge(
+            "faultline_alarms_shelved", "Alarms an operator has shelved", registry=r
+        )
+        self.alarm_activations_10m = Gauge(
+            "faultline_alarm_activations_10m",
+            "Alarm activations in the last 10 minutes (ISA-18.2 aims at about 1 per operator)",
+            registry=r,
+        )
+        self.alarm_activations_24h = Gauge(
+            "faultline_alarm_activations_24h", "Alarm activations in the last 24 hours", registry=r
+        )
+        self.alarms_chattering = Gauge(
+            "faultline_alarms_chattering",
+            "Alarms activated 3 or more times within a minute in the last 24 hours",
+            registry=r,
+        )
+        self.alarms_standing = Gauge(
+            "faultline_alarms_standing", "Alarms active for longer than 24 hours", registry=r
+        )
+        self.alarm_figures_age = Gauge(
+            "faultline_alarm_figures_age_seconds",
+            "Seconds since the alarm gauges were last refreshed from the store",
+            registry=r,
+        )
         self.ingest_rate = RateMeter(clock=clock)
 
     def record_batch(self, tally: BatchTally, seconds: float) -> None:

@@ -206,6 +206,12 @@ class Runtime:
 
         self._spawn("retention", expire)
 
+    def start_alarm_figures(self) -> None:
+        """Keep the alarm gauges current from the store (faultline.alarm_figures)."""
+        from faultline.alarm_figures import AlarmFigures
+
+        self._spawn("alarm-figures", AlarmFigures(self.store, self.metrics, self.clock).run)
+
     def app_context(self) -> AppContext:
         """What the API of this process serves: its store, bus, metrics, model and probes."""
         from faultline.api.context import AppContext
