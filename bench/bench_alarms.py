@@ -4,7 +4,8 @@ alarm layer, against the simulator's fault labels.
 The detectors are the ones the engine runs, built by `faultline.detect.factory` from the same
 Settings and seed 000's model trained and loaded through the MLflow registry as `faultline up`
 does; readings go through them in engine-sized batches. The tracker (default `alarms` settings)
-follows each batch, and a watchdog calls `silence` once per simulated second. No waiting: time
+follows each batch and the silence watchdog looks once per simulated second, both through the
+engines' own alarm state (`EngineAlarms`). No waiting: time
 is the readings' event time.
 
 Figures, over the faults that begin after a station's alarm warm-up:
@@ -36,10 +37,11 @@ import numpy as np
 import pandas as pd
 
 from faultline.alarm_schema import STATION_WIDE, AlarmTransition
-from faultline.alarms import AlarmTracker, TrackerState, alarm_load, silence
+from faultline.alarms import alarm_load
 from faultline.config import Settings, load_settings
 from faultline.detect import DetectorPipeline
 from faultline.detect.factory import build_detectors
+from faultline.engine.alarming import EngineAlarms
 from faultline.runtime import ensure_model, model_registry
 from faultline.schema import STATION_ID, TS, FaultLabel
 from faultline.simulate import simulate_frame
@@ -81,27 +83,24 @@ def track(
     settings: Settings, frame: pd.DataFrame
 ) -> tuple[list[AlarmTransition], list[AlarmTransition], float]:
     """The anomaly transitions (and the seconds they took) and the watchdog's silent ones."""
-    tracker = AlarmTracker(settings.alarms, settings.sensor_names)
+    # The engines' own alarm state (faultline.engine.alarming), as both build it.
+    alarms = EngineAlarms(settings.alarms, settings.sensor_names, settings.engine.max_stations)
     size = settings.engine.batch_max_records
-    state = TrackerState()
     anomalies: list[AlarmTransition] = []
     started = time.perf_counter()
     for lo in range(0, len(frame), size):
-        got, state = tracker.step(frame.iloc[lo : lo + size], state)
-        anomalies.extend(got)
+        anomalies.extend(alarms.step(frame.iloc[lo : lo + size]))
     tracked_s = time.perf_counter() - started
 
     codes, names = pd.factorize(frame[STATION_ID])
     ts = frame[TS].to_numpy(np.int64)
     last = np.full(len(names), -1, np.int64)
-    silent: dict[str, int] = {}
     silences: list[AlarmTransition] = []
     ticks = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])
     for lo, hi in zip(ticks, np.r_[ticks[1:], len(ts)], strict=True):
         last[codes[lo:hi]] = ts[lo:hi]
         seen = {str(names[k]): int(v) for k, v in enumerate(last) if v >= 0}
-        got, silent = silence(seen, int(ts[lo]), silent, settings.alarms)
-        silences.extend(got)
+        silences.extend(alarms.watch(seen, int(ts[lo])))
     return anomalies, silences, tracked_s
 
 
