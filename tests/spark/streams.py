@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Producer
 
+from faultline.alarm_schema import AlarmTransition
 from faultline.bus.kafka import KafkaBus
 from faultline.clock import SystemClock
 from faultline.codec import ReadingDecoder
@@ -24,8 +25,15 @@ from faultline.engine import Engine
 from faultline.metrics import Metrics
 from faultline.runtime import model_registry
 from faultline.simulate import Simulator
-from faultline.store import DeadLetterCount, DeadLetters, StationReadings, Stations, Store
-from faultline.store.base import LAST_MS
+from faultline.store import (
+    AlarmTransitions,
+    DeadLetterCount,
+    DeadLetters,
+    StationReadings,
+    Stations,
+    Store,
+)
+from faultline.store.base import FIRST_MS, LAST_MS
 from tests.fuzz import corpus, rejected
 
 Key = tuple[str, int, int]
@@ -91,6 +99,7 @@ def run_in_process(
         pipeline=DetectorPipeline(build_detectors(settings, model)),
         settings=settings.engine,
         metrics=metrics or Metrics(),
+        alarms=settings.alarms,
     )
     taken = 0
     deadline = time.monotonic() + 120
@@ -102,6 +111,12 @@ def run_in_process(
     finally:
         engine.close()
         bus.close()
+
+
+def alarm_transitions(store: Store, kind: str) -> list[AlarmTransition]:
+    """Every stored transition of alarms of `kind`, in the log's (ts, alarm, key) order."""
+    every = store.query(AlarmTransitions(FIRST_MS, LAST_MS))
+    return [t for t in every if t.alarm.kind == kind]
 
 
 def verdicts(store: Store) -> dict[Key, tuple[Any, ...]]:

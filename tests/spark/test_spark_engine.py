@@ -1,5 +1,6 @@
 """The Spark engine end to end on a real local Spark and a real Kafka broker: simulator → Kafka →
-Spark job → SQLite, compared verdict for verdict with the in-process engine on the same messages."""
+Spark job → SQLite, compared verdict for verdict and alarm for alarm with the in-process engine
+on the same messages."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from faultline.store import open_store
 from tests.spark.conftest import SettingsFactory
 from tests.spark.streams import (
+    alarm_transitions,
     dead_letters,
     publish_bad_and_odd,
     publish_simulated,
@@ -37,10 +39,14 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def test_verdicts_and_dead_letters_equal_the_in_process_engine(
+# Alarms after a short warm-up and on-delay, so that a few minutes of readings make several.
+QUICK_ALARMS = {"warmup_readings": 30, "rule": {"on_delay_readings": 5, "off_delay_readings": 10}}
+
+
+def test_verdicts_dead_letters_and_alarms_equal_the_in_process_engine(
     spark: SparkSession, make_settings: SettingsFactory, bootstrap: str, tmp_path: Path
 ) -> None:
-    settings = make_settings()
+    settings = make_settings(alarms=QUICK_ALARMS)
     keys = publish_simulated(settings, stations=5, ticks=200, seed=11, first_tick=100)
     bad = publish_bad_and_odd(settings, bootstrap)
     keys += publish_simulated(settings, stations=5, ticks=100, seed=12)
@@ -59,11 +65,21 @@ def test_verdicts_and_dead_letters_equal_the_in_process_engine(
                 status=lambda: stored_counts(store),
             )
             assert running(), "the engine stopped by itself"
+            # Nothing more arrives: Spark times the buckets out and the watchdog finds every
+            # station silent, though no message came to say so.
+            wait_until(
+                lambda: not running() or len(alarm_transitions(store, "silent")) >= 5,
+                timeout_s=120,
+                what="a silent alarm for each of the 5 stations",
+                status=lambda: alarm_transitions(store, "silent"),
+            )
             ui = spark.sparkContext.uiWebUrl
             with urllib.request.urlopen(f"{ui}/metrics/prometheus/", timeout=10) as reply:
                 prometheus = reply.read().decode()
         spark_rows = verdicts(store)
         spark_dead = dead_letters(store)
+        spark_alarms = alarm_transitions(store, "anomaly")
+        spark_silent = alarm_transitions(store, "silent")
     finally:
         store.close()
 
@@ -72,8 +88,14 @@ def test_verdicts_and_dead_letters_equal_the_in_process_engine(
         run_in_process(settings, reference, readings + bad)
         expected_rows = verdicts(reference)
         expected_dead = dead_letters(reference)
+        expected_alarms = alarm_transitions(reference, "anomaly")
     finally:
         reference.close()
+
+    assert spark_alarms == expected_alarms
+    assert len({t.alarm for t in spark_alarms if t.action == "raise"}) >= 2, "too few alarms"
+    stations = {station for station, _, _ in keys}
+    assert {t.alarm.station_id for t in spark_silent if t.action == "raise"} >= stations
 
     assert set(spark_rows) == set(expected_rows) == {*keys, *_flat_key(spark_rows)}
     assert spark_rows == expected_rows
