@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from faultline import __version__
+from faultline.api.alarm_routes import alarm_router
 from faultline.api.context import AppContext
 from faultline.api.errors import install_error_handlers
 from faultline.api.global_anomaly_routes import global_anomaly_router
@@ -55,6 +56,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(ingest_router(ctx))
     app.include_router(ops_router(ctx))
     app.include_router(global_anomaly_router(ctx))
+    app.include_router(alarm_router(ctx))
     install_error_handlers(app)
 
     # The schema is public: it describes this open-source API and holds no data.
