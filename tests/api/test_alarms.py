@@ -436,13 +436,19 @@ def test_comments_are_kept_in_order_with_their_author(
         ("comment", {"text": "  \n"}, "a comment needs some text"),
         ("comment", {"text": "x" * 2001}, "at most 2000 characters"),
         ("comment", {"text": 7}, "valid string"),
+        ("comment", {"text": "a\x00b"}, "cannot hold a NUL character"),
+        ("comment", '{"text": "a\\ud800b"}', "unable to parse raw data as a unicode"),
+        ("comment", '{"text": "ok", "\\udfff": 1}', '"input":"\\\\udfff"'),  # shown, escaped
         ("comment", None, "Field required"),
     ],
 )
 def test_a_bad_body_is_422_and_records_nothing(
     operator: httpx.Client, action: str, body: Any, words: str
 ) -> None:
-    answer = operator.post(path(TEMP, action), json=body)
+    if isinstance(body, str):  # JSON text httpx would not write
+        answer = operator.post(path(TEMP, action), content=body)
+    else:
+        answer = operator.post(path(TEMP, action), json=body)
     assert answer.status_code == 422
     assert words in answer.text
     assert [h["action"] for h in detail(operator, TEMP)["history"]] == ["raise"]

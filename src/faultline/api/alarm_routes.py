@@ -206,9 +206,13 @@ def _until_ms(value: object) -> int:
     return value
 
 
-def _not_blank(text: str) -> str:
+def _comment_text(text: str) -> str:
+    """Some text, and only text every store can hold: no NUL (pydantic itself refuses lone
+    surrogates)."""
     if not text.strip():
         raise ValueError("a comment needs some text")
+    if "\x00" in text:
+        raise ValueError("a comment cannot hold a NUL character")
     return text
 
 
@@ -371,7 +375,7 @@ def alarm_router(ctx: AppContext) -> APIRouter:
         text: Annotated[
             StrictStr,
             Field(max_length=max_comment, description=f"At most {max_comment} characters"),
-            AfterValidator(_not_blank),
+            AfterValidator(_comment_text),
         ]
 
     def located(alarm_id: str) -> AlarmRow:

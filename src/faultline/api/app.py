@@ -29,6 +29,9 @@ Times are ISO 8601 UTC with milliseconds (`record_time`) plus epoch milliseconds
 
 Writes need a token (`Authorization: Bearer ...`, from `faultline token create`) of the role
 each endpoint names; reads need a viewer token when the API listens beyond loopback.
+
+Alarm ids are `station|sensor|kind`; in a path they go percent-encoded (`|` is `%7C`), e.g.
+`/api/alarms/s-01%7C*%7Csilent/ack` (JavaScript's encodeURIComponent does it).
 """
 
 
