@@ -20,11 +20,12 @@ import pytest
 from faultline.alarm_schema import ANOMALY, SILENT, STATION_WIDE, AlarmKey, AlarmTransition
 from faultline.clock import ManualClock, iso_ms
 from faultline.config import Severity, load_settings
-from faultline.schema import WriteBatch, empty_readings
+from faultline.schema import WriteBatch
 from faultline.store import Alarms, Atomicity, MemoryStore, SqliteStore, Store
 from faultline.store.base import DeadLetterRetention, Query, R
 from faultline.tokens import Role
-from tests.api.helpers import SENSORS, Served, serve
+from tests.api.helpers import Served, serve
+from tests.contract.batches import write_batch
 from tests.tokens import JSON, bearer, token_for
 
 NOW = 1_767_229_200_000  # 2026-01-01T01:00:00Z
@@ -57,15 +58,7 @@ def engine(
 
 
 def write(store: Store, *transitions: AlarmTransition, processed_at: int = NOW) -> None:
-    store.write(
-        WriteBatch(
-            sensors=SENSORS,
-            detectors=(),
-            readings=empty_readings(SENSORS),
-            processed_at=processed_at,
-            alarm_transitions=transitions,
-        )
-    )
+    store.write(write_batch(alarm_transitions=transitions, processed_at=processed_at))
 
 
 def known_alarms(store: Store) -> None:

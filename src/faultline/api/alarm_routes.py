@@ -14,7 +14,7 @@ allowed in a URL path, so a client sends the id percent-encoded, `s-01%7C*%7Csil
 
 # No `from __future__ import annotations` here: FastAPI must see the comment body's model, built
 # when the router is (its length limit is a setting), as a class rather than as a name.
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
@@ -352,6 +352,8 @@ def _detail(row: AlarmRow, history: list[RecordedTransition], now_ms: int) -> di
 
 # ---- routes ---------------------------------------------------------------------------------
 
+Decision = Callable[[AlarmState, str, int], tuple[AlarmState, AlarmTransition]]
+"""An operator request as faultline.alarms.state decides it: (state, actor, now) -> outcome."""
 AlarmIdPath = Annotated[str, Path(description=ID_HELP, examples=["s-01|temperature|anomaly"])]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such alarm (or not an id of the form station|sensor|kind)"}
@@ -415,13 +417,17 @@ def alarm_router(ctx: AppContext) -> APIRouter:
             )
         return _detail(located(alarm_id), history, now_ms)
 
-    def actor(token: TokenInfo | None) -> str:
+    def perform(alarm_id: str, token: TokenInfo | None, decide: Decision) -> dict[str, Any]:
+        """Let the state machine decide on the alarm as the store has it now, and record what
+        it decided (409 with its reason when it refuses)."""
         # `requires` always has a token; an operator is known by their token's name.
         assert token is not None
-        return token.name
-
-    def refused(exc: InvalidTransition) -> HTTPException:
-        return HTTPException(409, str(exc))
+        now = ctx.clock.now_ms()
+        try:
+            _, transition = decide(located(alarm_id).state, token.name, now)
+        except InvalidTransition as exc:
+            raise HTTPException(409, str(exc)) from None
+        return record(alarm_id, transition, now)
 
     @router.get(
         "",
@@ -538,12 +544,7 @@ def alarm_router(ctx: AppContext) -> APIRouter:
     @router.post("/{alarm_id}/ack", response_model=AlarmDetail, responses=_ACTION_ERRORS)
     def ack(alarm_id: AlarmIdPath, token: Annotated[TokenInfo | None, operator]) -> dict[str, Any]:
         """Acknowledge the alarm's latest activation (active or already cleared), once."""
-        now = ctx.clock.now_ms()
-        try:
-            _, transition = acknowledge(located(alarm_id).state, actor(token), now)
-        except InvalidTransition as exc:
-            raise refused(exc) from None
-        return record(alarm_id, transition, now)
+        return perform(alarm_id, token, acknowledge)
 
     @router.post("/{alarm_id}/shelve", response_model=AlarmDetail, responses=_ACTION_ERRORS)
     def shelve_alarm(
@@ -553,26 +554,16 @@ def alarm_router(ctx: AppContext) -> APIRouter:
     ) -> dict[str, Any]:
         """Shelve the alarm until a time (shelving it again moves the end), at most
         alarms.max_shelve_s ahead."""
-        now = ctx.clock.now_ms()
-        try:
-            _, transition = shelve(
-                located(alarm_id).state, actor(token), now, body.until, max_shelve_ms
-            )
-        except InvalidTransition as exc:
-            raise refused(exc) from None
-        return record(alarm_id, transition, now)
+        return perform(
+            alarm_id, token, lambda s, who, now: shelve(s, who, now, body.until, max_shelve_ms)
+        )
 
     @router.post("/{alarm_id}/unshelve", response_model=AlarmDetail, responses=_ACTION_ERRORS)
     def unshelve_alarm(
         alarm_id: AlarmIdPath, token: Annotated[TokenInfo | None, operator]
     ) -> dict[str, Any]:
         """End the shelving in effect now."""
-        now = ctx.clock.now_ms()
-        try:
-            _, transition = unshelve(located(alarm_id).state, actor(token), now)
-        except InvalidTransition as exc:
-            raise refused(exc) from None
-        return record(alarm_id, transition, now)
+        return perform(alarm_id, token, unshelve)
 
     @router.post("/{alarm_id}/comment", response_model=AlarmDetail, responses=_ACTION_ERRORS)
     def comment_alarm(
@@ -581,14 +572,9 @@ def alarm_router(ctx: AppContext) -> APIRouter:
         token: Annotated[TokenInfo | None, operator],
     ) -> dict[str, Any]:
         """Add a comment to the alarm's latest activation."""
-        now = ctx.clock.now_ms()
-        try:
-            _, transition = comment(
-                located(alarm_id).state, actor(token), now, body.text, max_comment
-            )
-        except InvalidTransition as exc:
-            raise refused(exc) from None
-        return record(alarm_id, transition, now)
+        return perform(
+            alarm_id, token, lambda s, who, now: comment(s, who, now, body.text, max_comment)
+        )
 
     return router
 
