@@ -44,6 +44,11 @@ def sign_in(page: Page, token: str) -> None:
     page.wait_for_selector("#sign-in", state="hidden", timeout=WAIT_MS)
 
 
+def wait_data(page: Page, selector: str, name: str, value: str) -> None:
+    """Wait until the element exists and its data attribute `name` (camelCase) is `value`."""
+    wait_js(page, f"document.querySelector('{selector}')?.dataset.{name} === '{value}'", WAIT_MS)
+
+
 def dataset(page: Page, selector: str) -> dict[str, str]:
     found: dict[str, str] | None = page.eval_on_selector(selector, "e => ({...e.dataset})")
     assert found is not None
@@ -132,11 +137,7 @@ def test_an_operator_acknowledges_and_shelves_alarms_with_the_buttons(
     assert tags == ["temperature 80%", "humidity 20%"]
 
     # Station tiles carry their alarm: a high anomaly alarm, and a silence.
-    wait_js(
-        page,
-        f"document.querySelector('{tile('s-02')}')?.dataset.alarmKind === 'silent'",
-        timeout=WAIT_MS,
-    )
+    wait_data(page, tile("s-02"), "alarmKind", "silent")
     assert dataset(page, tile("s-01"))["alarm"] == "high"
     assert dataset(page, tile("s-01"))["alarmUnacked"] == "true"
     assert (page.text_content(f"{tile('s-02')} .station-alarm") or "").startswith("silent since")
@@ -152,11 +153,7 @@ def test_an_operator_acknowledges_and_shelves_alarms_with_the_buttons(
 
     sign_in(page, operator)
     page.click(f"{row(TEMP)} button.ack")
-    wait_js(
-        page,
-        f"document.querySelector('{row(TEMP)}').dataset.acknowledged === 'true'",
-        timeout=WAIT_MS,
-    )
+    wait_data(page, row(TEMP), "acknowledged", "true")
     assert page.inner_text(f"{row(TEMP)} .alarm-acked").startswith("tests-operator ")
     assert page.is_hidden(f"{row(TEMP)} button.ack")
     history = served.store.query(AlarmHistory(TEMP.id))
@@ -170,29 +167,17 @@ def test_an_operator_acknowledges_and_shelves_alarms_with_the_buttons(
     page.select_option(f"{row(QUIET)} select.shelve-for", "60")
     clicked = SystemClock().now_ms()
     page.click(f"{row(QUIET)} button.shelve")
-    wait_js(
-        page,
-        f"document.querySelector('{row(QUIET)}').dataset.shelved === 'true'",
-        timeout=WAIT_MS,
-    )
+    wait_data(page, row(QUIET), "shelved", "true")
     shelving = served.store.query(AlarmHistory(QUIET.id))[-1].transition
     assert (shelving.action, shelving.actor) == ("shelve", "tests-operator")
     assert shelving.until is not None
     assert shelving.until - shelving.ts == pytest.approx(HOUR, abs=60_000)
     assert shelving.ts >= clicked - 60_000
-    wait_js(
-        page,
-        f"document.querySelector('{tile('s-02')}').dataset.alarmShelved === 'true'",
-        timeout=WAIT_MS,
-    )
+    wait_data(page, tile("s-02"), "alarmShelved", "true")
     assert page.is_visible(f"{row(QUIET)} button.unshelve")
 
     page.click(f"{row(QUIET)} button.unshelve")
-    wait_js(
-        page,
-        f"document.querySelector('{row(QUIET)}').dataset.shelved === 'false'",
-        timeout=WAIT_MS,
-    )
+    wait_data(page, row(QUIET), "shelved", "false")
     assert _actions(served, QUIET) == ["raise", "shelve", "unshelve"]
     browsing.assert_local_and_quiet()
 
