@@ -99,11 +99,12 @@ def serve(
     probes: dict[str, Callable[[], str | None]] | None = None,
     bus: MemoryBus | None = None,
     settings: Settings | None = None,
+    store: Store | None = None,
 ) -> Iterator[Served]:
-    """The app over a real SQLite store and an in-process bus, on a real port."""
+    """The app over a real store (default: SQLite) and an in-process bus, on a real port."""
     settings = settings or settings_for(tmp_path)
     tokens = TokenStore(tmp_path / "tokens.db", clock)
-    store = SqliteStore(tmp_path / "api.db")
+    store = store or SqliteStore(tmp_path / "api.db")
     bus = bus or MemoryBus()
     ctx = AppContext(
         settings=settings,

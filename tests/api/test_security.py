@@ -37,6 +37,13 @@ EXPECTED_ACCESS = {
     "GET /api/global_anomalies": "viewer (beyond loopback)",
     "POST /api/predict": "viewer",
     "POST /api/readings": "ingest",
+    "GET /api/alarms": "viewer (beyond loopback)",
+    "GET /api/alarms/load": "viewer (beyond loopback)",
+    "GET /api/alarms/{alarm_id}": "viewer (beyond loopback)",
+    "POST /api/alarms/{alarm_id}/ack": "operator",
+    "POST /api/alarms/{alarm_id}/shelve": "operator",
+    "POST /api/alarms/{alarm_id}/unshelve": "operator",
+    "POST /api/alarms/{alarm_id}/comment": "operator",
 }
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from faultline import __version__
+from faultline.api.alarm_routes import alarm_router
 from faultline.api.context import AppContext
 from faultline.api.errors import install_error_handlers
 from faultline.api.global_anomaly_routes import global_anomaly_router
@@ -28,6 +29,9 @@ Times are ISO 8601 UTC with milliseconds (`record_time`) plus epoch milliseconds
 
 Writes need a token (`Authorization: Bearer ...`, from `faultline token create`) of the role
 each endpoint names; reads need a viewer token when the API listens beyond loopback.
+
+Alarm ids are `station|sensor|kind`; in a path they go percent-encoded (`|` is `%7C`), e.g.
+`/api/alarms/s-01%7C*%7Csilent/ack` (JavaScript's encodeURIComponent does it).
 """
 
 
@@ -55,6 +59,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(ingest_router(ctx))
     app.include_router(ops_router(ctx))
     app.include_router(global_anomaly_router(ctx))
+    app.include_router(alarm_router(ctx))
     install_error_handlers(app)
 
     # The schema is public: it describes this open-source API and holds no data.

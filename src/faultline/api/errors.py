@@ -14,11 +14,14 @@ from faultline.store import QueryError, StoreError
 
 
 def _json_safe(value: Any) -> Any:
-    """NaN and ±inf as text: JSON cannot hold them, and the error must still show the input."""
+    """NaN and ±inf as text, lone surrogates escaped: JSON cannot hold them as they are, and
+    the error must still show the input."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
     return value

@@ -33,6 +33,8 @@ DATE_TIME_QUERY = {"anyOf": [{"type": "string", "format": "date-time"}, {"type":
 DATE_QUERY = {"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]}
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 _CURSOR = re.compile(r"([0-9]{1,18})\.([0-9]{1,18})")
+_KEYED_CURSOR = re.compile(r"(-?[0-9]{1,15})\.([\x21-\x7e]{1,300})")
+_EPOCH_MS = re.compile(r"-?[0-9]{1,15}")
 
 
 def bad_request(detail: str) -> HTTPException:
@@ -75,6 +77,16 @@ def instant_ms(name: str, text: str) -> int:
     return ms
 
 
+def instant_or_epoch_ms(name: str, text: str) -> int:
+    """`instant_ms`'s ISO 8601 timestamp, or a whole number of epoch milliseconds (UTC)."""
+    if _EPOCH_MS.fullmatch(text.strip()):
+        ms = int(text)
+        if not EARLIEST_MS <= ms <= LATEST_MS:
+            raise bad_request(f"{name} must lie between {_REPRESENTABLE} in UTC; got {text!r}")
+        return ms
+    return instant_ms(name, text)
+
+
 def query_day(text: str | None, default: date) -> tuple[date, int, int]:
     """A UTC day (YYYY-MM-DD, or `default`) with its [start, end) in epoch ms."""
     try:
@@ -102,6 +114,24 @@ def decode_cursor(text: str) -> tuple[int, int]:
     if match is None:
         raise bad_request("cursor is not one this API handed out: pass next_cursor unchanged")
     return int(match[1]), int(match[2])
+
+
+def encode_keyed_cursor(position: tuple[int, str]) -> str:
+    """A (time, key) page position, as the alarm store hands it out, as an opaque string."""
+    raw = f"{position[0]}.{position[1]}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_keyed_cursor(text: str) -> tuple[int, str]:
+    """The (time, key) position back; the key is printable ASCII, the time representable."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    match = _KEYED_CURSOR.fullmatch(raw)
+    if match is None or not EARLIEST_MS <= int(match[1]) <= LATEST_MS:
+        raise bad_request("cursor is not one this API handed out: pass next_cursor unchanged")
+    return int(match[1]), match[2]
 
 
 def run_id_of(model_version: str) -> str:

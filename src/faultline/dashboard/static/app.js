@@ -3,6 +3,10 @@
 
 const POLL_MS = 1500;
 const HEALTH_EVERY = 4; // polls between health checks
+const LOAD_EVERY = 20; // polls between alarm-load figures (30 s: they change slowly)
+const ALARM_ROWS = 40; // active and unacknowledged first, then the latest of the others
+const SEVERITY_RANK = { low: 0, medium: 1, high: 2, critical: 3 };
+const SHELVE_CHOICES = [["15 min", 15], ["1 h", 60], ["8 h", 480], ["24 h", 1440]]; // minutes
 const WINDOW_MS = 5 * 60 * 1000;
 const GAP_MS = 5000; // a longer silence breaks the line, so dropouts are visible
 const SERIES_COLORS = ["#38bdf8", "#a78bfa", "#34d399", "#fbbf24", "#f472b6", "#60a5fa"];
@@ -13,6 +17,7 @@ const state = {
   selected: null,
   series: { station: null, points: [], lastTs: null, loading: null },
   knownAnomalies: null,
+  stationAlarms: new Map(), // station id -> what its tile shows of its alarms
   polls: 0,
 };
 
@@ -169,6 +174,7 @@ function tileFor(id) {
         el("span", { className: "station-status" }),
         el("span", { className: "station-meta" }),
       ]),
+      el("div", { className: "station-alarm" }),
     ]);
     tile.addEventListener("click", () => select(id));
     tiles.set(id, tile);
@@ -193,6 +199,7 @@ async function loadStations() {
     tile.querySelector(".station-meta").textContent = s.anomalies ? compact(s.anomalies) : "";
     tile.title = `${s.station_id}: ${s.anomalies} anomalies in ${s.readings} readings; ` +
       `last reading ${s.last_record_time}`;
+    showStationAlarm(tile, state.stationAlarms.get(s.station_id));
     if (grid.children[i] !== tile) grid.insertBefore(tile, grid.children[i] || null);
   });
   if (picker.options.length !== ids.length) {
@@ -427,6 +434,238 @@ async function loadAnomalies() {
   state.knownAnomalies = seen;
 }
 
+// ---- alarms -------------------------------------------------------------------------------
+// The table keeps one row per alarm and updates it in place, so a click or a chosen shelving
+// duration survives the next poll.
+
+const alarmRows = new Map();
+
+function alarmUrl(id, action = "") {
+  // Ids hold "|", which a URL path may not: percent-encoded, as the API documents.
+  return `/api/alarms/${encodeURIComponent(id)}${action ? `/${action}` : ""}`;
+}
+
+function alarmOrder(a, b) {
+  return (b.active - a.active) || (a.acknowledged - b.acknowledged) ||
+    (SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity]) || (b.changed_at_ms - a.changed_at_ms);
+}
+
+function alarmMessage(text, isError = false) {
+  const note = $("alarm-message");
+  note.textContent = text;
+  note.className = `alarm-message ${isError ? "error" : "muted"}`;
+}
+
+async function act(alarm, action, body = {}) {
+  if (sessionStorage.getItem(TOKEN_KEY) === null) {
+    showSignIn("Sign in with an operator token to handle alarms.");
+    return;
+  }
+  const row = alarmRows.get(alarm.id);
+  for (const button of row.querySelectorAll("button")) button.disabled = true;
+  try {
+    const response = await api(alarmUrl(alarm.id, action), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (response.ok) {
+      const done = { ack: "acknowledged", shelve: "shelved", unshelve: "unshelved" }[action];
+      alarmMessage(`${alarm.id} ${done}.`);
+      updateAlarmRow(row, answer);
+    } else {
+      const detail = typeof answer.detail === "string" ? answer.detail : `HTTP ${response.status}`;
+      alarmMessage(`${alarm.id}: ${detail}`, true);
+    }
+  } catch (error) {
+    showError(error);
+  } finally {
+    for (const button of row.querySelectorAll("button")) button.disabled = false;
+    loadAlarms().catch(showError);
+  }
+}
+
+function alarmRowFor(alarm) {
+  let row = alarmRows.get(alarm.id);
+  if (row) return row;
+  const ack = el("button", { className: "act ack", type: "button", text: "Acknowledge" });
+  const choice = el("select", { className: "shelve-for", title: "How long to shelve it" });
+  for (const [label, minutes] of SHELVE_CHOICES) {
+    choice.append(el("option", { value: String(minutes), text: label }));
+  }
+  const shelveButton = el("button", { className: "act shelve", type: "button", text: "Shelve" });
+  const unshelveButton = el("button", { className: "act unshelve", type: "button", text: "Unshelve" });
+  row = el("tr", { className: "alarm", "data-alarm-id": alarm.id }, [
+    el("td", {}, [el("span", { className: "sev" })]),
+    el("td", { className: "mono alarm-station" }),
+    el("td", { className: "alarm-what" }),
+    el("td", { className: "alarm-state" }),
+    el("td", { className: "mono alarm-since" }),
+    el("td", { className: "alarm-sensors" }),
+    el("td", {}, [el("span", { className: "alarm-acked" }), ack]),
+    el("td", {}, [el("div", { className: "alarm-actions" },
+      [el("span", { className: "alarm-shelved" }), choice, shelveButton, unshelveButton])]),
+  ]);
+  // The row's alarm is looked up at click time: the row outlives the poll that made it.
+  const current = () => row.alarm;
+  ack.addEventListener("click", () => act(current(), "ack"));
+  shelveButton.addEventListener("click", () => {
+    const until = new Date(serverNow() + Number(choice.value) * 60000).toISOString();
+    act(current(), "shelve", { until });
+  });
+  unshelveButton.addEventListener("click", () => act(current(), "unshelve"));
+  alarmRows.set(alarm.id, row);
+  return row;
+}
+
+function updateAlarmRow(row, a) {
+  row.alarm = a;
+  row.className = ["alarm", a.active ? "active" : "cleared", a.acknowledged ? "acked" : "unacked",
+    a.shelved ? "shelved" : ""].join(" ").trim();
+  row.dataset.active = String(a.active);
+  row.dataset.acknowledged = String(a.acknowledged);
+  row.dataset.shelved = String(a.shelved);
+  row.dataset.severity = a.severity;
+  const sev = row.querySelector(".sev");
+  sev.className = `sev ${a.severity}`;
+  sev.textContent = a.severity;
+  row.querySelector(".alarm-station").textContent = a.station_id;
+  row.querySelector(".alarm-what").textContent = a.kind === "silent" ? "silent (no readings)"
+    : `${a.kind}${a.sensor === "*" ? "" : ` · ${a.sensor}`}`;
+  row.querySelector(".alarm-state").textContent = a.active ? "active"
+    : `cleared ${a.cleared_at ? a.cleared_at.slice(11, 19) : ""}`;
+  row.querySelector(".alarm-since").textContent = a.activated_at ? a.activated_at.slice(11, 19) : "–";
+  row.querySelector(".alarm-since").title = a.activated_at || "";
+  const sensors = row.querySelector(".alarm-sensors");
+  sensors.textContent = "";
+  if (a.sensors.length === 0) sensors.append(el("span", { className: "muted", text: "–" }));
+  for (const s of a.sensors) {
+    sensors.append(el("span", { className: "tag", text: `${s.sensor} ${Math.round(s.share * 100)}%` }));
+  }
+  const acked = row.querySelector(".alarm-acked");
+  acked.textContent = a.acknowledged
+    ? `${a.acknowledgement.by} ${a.acknowledgement.at.slice(11, 19)}` : "";
+  row.querySelector("button.ack").hidden = a.acknowledged;
+  row.querySelector(".alarm-shelved").textContent = a.shelved
+    ? `until ${a.shelved_until.slice(11, 16)} (${a.shelved_by})` : "";
+  row.querySelector("select.shelve-for").hidden = a.shelved;
+  row.querySelector("button.shelve").hidden = a.shelved;
+  row.querySelector("button.unshelve").hidden = !a.shelved;
+}
+
+function summariseStations(alarms) {
+  // Per station: its worst active alarm (shelved ones count only when nothing else is active)
+  // and whether any of its alarms waits for an acknowledgement.
+  const weight = (a) => (a.shelved ? 0 : 100) + 10 * SEVERITY_RANK[a.severity] +
+    (a.kind === "silent" ? 1 : 0);
+  const out = new Map();
+  for (const a of alarms) {
+    const s = out.get(a.station_id) || { worst: null, unacked: false };
+    if (!a.acknowledged) s.unacked = true;
+    if (a.active && (s.worst === null || weight(a) > weight(s.worst))) s.worst = a;
+    out.set(a.station_id, s);
+  }
+  return out;
+}
+
+function showStationAlarm(tile, summary) {
+  const badge = tile.querySelector(".station-alarm");
+  const worst = summary?.worst;
+  if (!worst) {
+    delete tile.dataset.alarm;
+    delete tile.dataset.alarmKind;
+    delete tile.dataset.alarmShelved;
+    badge.textContent = "";
+  } else {
+    tile.dataset.alarm = worst.severity;
+    tile.dataset.alarmKind = worst.kind;
+    tile.dataset.alarmShelved = String(worst.shelved);
+    const what = worst.kind === "silent" ? `silent since ${worst.activated_at.slice(11, 16)}`
+      : `${worst.severity} alarm`;
+    badge.textContent = worst.shelved ? `${what} · shelved` : what;
+  }
+  tile.dataset.alarmUnacked = String(Boolean(summary?.unacked));
+}
+
+async function loadAlarms() {
+  const body = await getJSON("/api/alarms?limit=200");
+  const alarms = body.alarms.slice().sort(alarmOrder).slice(0, ALARM_ROWS);
+  const table = $("alarms-body");
+  const ids = new Set(alarms.map((a) => a.id));
+  for (const [id, row] of alarmRows) {
+    if (!ids.has(id)) { row.remove(); alarmRows.delete(id); }
+  }
+  if (alarms.length === 0) {
+    if (!table.querySelector(".empty-row")) {
+      table.append(el("tr", { className: "empty-row" }, [el("td", { colSpan: 8, text: "No alarms." })]));
+    }
+  } else {
+    table.querySelector(".empty-row")?.remove();
+  }
+  alarms.forEach((a, i) => {
+    const row = alarmRowFor(a);
+    updateAlarmRow(row, a);
+    if (table.children[i] !== row) table.insertBefore(row, table.children[i] || null);
+  });
+  table.dataset.alarms = String(alarms.length);
+  state.stationAlarms = summariseStations(body.alarms);
+  for (const [id, tile] of tiles) showStationAlarm(tile, state.stationAlarms.get(id));
+}
+
+// ---- alarm load ---------------------------------------------------------------------------
+
+function listInto(list, items) {
+  list.textContent = "";
+  if (items.length === 0) list.append(el("li", { className: "empty", text: "none" }));
+  for (const [text, count] of items) {
+    list.append(el("li", {}, [text, el("span", { className: "count", text: count })]));
+  }
+}
+
+async function loadAlarmLoad() {
+  const load = await getJSON("/api/alarms/load");
+  $("load-period").textContent = `${load.from.slice(5, 16).replace("T", " ")} – ` +
+    `${load.to.slice(5, 16).replace("T", " ")} UTC`;
+  $("load-activations").textContent = compact(load.activations);
+  $("load-peak").textContent = String(load.peak_10_minutes);
+  $("load-chattering").textContent = String(load.chattering.length);
+  $("load-chattering").title = load.chattering.map((a) => a.id).join("\n") || "none";
+  $("load-standing").textContent = String(load.standing.length);
+  listInto($("bad-actors"), load.bad_actors.map((b) => [b.alarm.id, `×${b.activations}`]));
+  listInto($("standing"), load.standing.map((s) => [s.alarm.id, `since ${s.active_since.slice(0, 16)}`]));
+  const days = load.per_station_day.slice().sort((a, b) => b.activations - a.activations).slice(0, 5);
+  listInto($("station-days"), days.map((d) => [`${d.station_id} ${d.day}`, `×${d.activations}`]));
+  drawLoadChart($("load-chart"), load.per_10_minutes);
+  $("load-chart").dataset.windows = String(load.per_10_minutes.length);
+}
+
+function drawLoadChart(canvas, counts) {
+  const dpr = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth;
+  const height = canvas.clientHeight;
+  if (width === 0 || height === 0 || counts.length === 0) return;
+  canvas.width = Math.round(width * dpr);
+  canvas.height = Math.round(height * dpr);
+  const g = canvas.getContext("2d");
+  g.scale(dpr, dpr);
+  g.fillStyle = "#0e1726";
+  g.fillRect(0, 0, width, height);
+  const top = Math.max(2, ...counts);
+  const bar = width / counts.length;
+  // ISA-18.2's "manageable": about one alarm per 10 minutes; more is drawn in warning colours.
+  counts.forEach((n, i) => {
+    if (n === 0) return;
+    const h = (n / top) * (height - 4);
+    g.fillStyle = n > 2 ? "#f43f5e" : n > 1 ? "#f59e0b" : "#38bdf8";
+    g.fillRect(i * bar, height - h, Math.max(1, bar - 0.5), h);
+  });
+  g.strokeStyle = "#475569";
+  g.setLineDash([3, 3]);
+  const y = height - (1 / top) * (height - 4);
+  g.beginPath(); g.moveTo(0, y); g.lineTo(width, y); g.stroke();
+}
+
 // ---- polling ------------------------------------------------------------------------------
 
 function showError(error) {
@@ -443,8 +682,9 @@ function showError(error) {
 async function poll() {
   try {
     await loadStats();
-    const work = [loadStations(), loadAnomalies(), loadReadings()];
+    const work = [loadAlarms(), loadStations(), loadAnomalies(), loadReadings()];
     if (state.polls % HEALTH_EVERY === 0) work.push(loadHealth());
+    if (state.polls % LOAD_EVERY === 0) work.push(loadAlarmLoad());
     await Promise.all(work);
     $("banner").hidden = true;
     drawCharts();

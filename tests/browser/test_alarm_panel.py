@@ -1,0 +1,205 @@
+"""The dashboard's alarm panel in a real headless Chromium: an operator signs in, acknowledges an
+alarm and shelves another with the buttons, and the store records both under the token's name;
+station tiles show their alarms and the alarm-load figures are drawn."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from faultline.alarm_schema import ANOMALY, SILENT, STATION_WIDE, AlarmKey, AlarmTransition
+from faultline.clock import SystemClock
+from faultline.store import AlarmHistory, MemoryStore
+from faultline.tokens import Role
+from tests.api.helpers import FixedModels, Served, serve, tiny_model
+from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, _write, wait_js
+from tests.contract.batches import write_batch
+from tests.tokens import token_for
+
+pytestmark = pytest.mark.browser
+
+TEMP = AlarmKey("s-01", "temperature", ANOMALY)
+QUIET = AlarmKey("s-02", STATION_WIDE, SILENT)
+HOUR = 3_600_000
+
+
+def row(key: AlarmKey) -> str:
+    return f'#alarms-body tr[data-alarm-id="{key.id}"]'
+
+
+def tile(station: str) -> str:
+    return f'#stations [data-station-id="{station}"]'
+
+
+def sign_in(page: Page, token: str) -> None:
+    """With the sign-in form open: sign in and wait for the form to close."""
+    page.fill("#token-input", token)
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_selector("#sign-in", state="hidden", timeout=WAIT_MS)
+
+
+def wait_data(page: Page, selector: str, name: str, value: str) -> None:
+    """Wait until the element exists and its data attribute `name` (camelCase) is `value`."""
+    wait_js(page, f"document.querySelector('{selector}')?.dataset.{name} === '{value}'", WAIT_MS)
+
+
+def dataset(page: Page, selector: str) -> dict[str, str]:
+    found: dict[str, str] | None = page.eval_on_selector(selector, "e => ({...e.dataset})")
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    clock = SystemClock()
+    # A model, so that health is ok: a 503 would be a console error in the page.
+    with serve(tmp_path, clock, models=FixedModels(tiny_model()), store=MemoryStore()) as s:
+        now = clock.now_ms()
+        _write(s, "s-01", now - 60_000 + 1000 * np.arange(60), anomalies=[59])
+        _write(s, "s-02", now - 600_000 + 1000 * np.arange(60), anomalies=[])  # silent since
+        s.store.write(
+            write_batch(
+                processed_at=now,
+                alarm_transitions=(
+                    AlarmTransition(
+                        TEMP,
+                        "raise",
+                        now - 20_000,
+                        now - 20_000,
+                        severity="high",
+                        sensors=(("temperature", 0.8), ("humidity", 0.2)),
+                    ),
+                    AlarmTransition(QUIET, "raise", now - 500_000, now - 500_000, severity="high"),
+                ),
+            )
+        )
+        yield s
+
+
+@dataclass
+class Browsing:
+    """A page in headless Chromium, with what it requested and every error it logged."""
+
+    page: Page
+    requests: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def assert_local_and_quiet(self) -> None:
+        hosts = {urlsplit(u).hostname for u in self.requests if not u.startswith("data:")}
+        assert hosts == {"127.0.0.1"}
+        assert self.problems == []
+
+
+@pytest.fixture
+def browsing() -> Iterator[Browsing]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            b = Browsing(browser.new_page(viewport={"width": 1400, "height": 1200}))
+            b.page.on("request", lambda request: b.requests.append(request.url))
+            b.page.on("console", lambda m: b.problems.append(m.text) if m.type == "error" else None)
+            b.page.on("pageerror", lambda error: b.problems.append(str(error)))
+            yield b
+        finally:
+            browser.close()
+
+
+def test_an_operator_acknowledges_and_shelves_alarms_with_the_buttons(
+    served: Served, browsing: Browsing
+) -> None:
+    operator = token_for(served.ctx.tokens, Role.OPERATOR)
+    page = browsing.page
+    page.goto(f"{served.url}/")
+
+    # Both alarms shown, active and unacknowledged; the silent one is station-wide.
+    page.wait_for_selector(row(TEMP), timeout=WAIT_MS)
+    page.wait_for_selector(row(QUIET), timeout=WAIT_MS)
+    shown = page.eval_on_selector_all(
+        "#alarms-body tr[data-alarm-id]", "rows => rows.map(r => r.dataset.alarmId)"
+    )
+    assert shown == [TEMP.id, QUIET.id]  # both high and unacknowledged: latest first
+    temp = dataset(page, row(TEMP))
+    assert (temp["active"], temp["acknowledged"], temp["severity"]) == (
+        "true",
+        "false",
+        "high",
+    )
+    assert "unacked" in (page.get_attribute(row(TEMP), "class") or "")
+    tags = page.eval_on_selector_all(
+        f"{row(TEMP)} .alarm-sensors .tag", "tags => tags.map(t => t.textContent)"
+    )
+    assert tags == ["temperature 80%", "humidity 20%"]
+
+    # Station tiles carry their alarm: a high anomaly alarm, and a silence.
+    wait_data(page, tile("s-02"), "alarmKind", "silent")
+    assert dataset(page, tile("s-01"))["alarm"] == "high"
+    assert dataset(page, tile("s-01"))["alarmUnacked"] == "true"
+    assert (page.text_content(f"{tile('s-02')} .station-alarm") or "").startswith("silent since")
+
+    # The alarm-load figures: two activations in the last 24 hours.
+    wait_js(page, "document.querySelector('#load-activations').textContent === '2'", WAIT_MS)
+    assert page.get_attribute("#load-chart", "data-windows") == "144"
+
+    # Not signed in: the button asks for a token and records nothing.
+    page.click(f"{row(TEMP)} button.ack")
+    page.wait_for_selector("#sign-in:not([hidden])", timeout=WAIT_MS)
+    assert _actions(served, TEMP) == ["raise"]
+
+    sign_in(page, operator)
+    page.click(f"{row(TEMP)} button.ack")
+    wait_data(page, row(TEMP), "acknowledged", "true")
+    assert page.inner_text(f"{row(TEMP)} .alarm-acked").startswith("tests-operator ")
+    assert page.is_hidden(f"{row(TEMP)} button.ack")
+    history = served.store.query(AlarmHistory(TEMP.id))
+    assert [(r.transition.action, r.transition.actor) for r in history] == [
+        ("raise", "engine"),
+        ("ack", "tests-operator"),
+    ]
+    assert "acknowledged" in page.inner_text("#alarm-message")
+
+    # Shelve the silence for an hour: the panel and the store say until when.
+    page.select_option(f"{row(QUIET)} select.shelve-for", "60")
+    clicked = SystemClock().now_ms()
+    page.click(f"{row(QUIET)} button.shelve")
+    wait_data(page, row(QUIET), "shelved", "true")
+    shelving = served.store.query(AlarmHistory(QUIET.id))[-1].transition
+    assert (shelving.action, shelving.actor) == ("shelve", "tests-operator")
+    assert shelving.until is not None
+    assert shelving.until - shelving.ts == pytest.approx(HOUR, abs=60_000)
+    assert shelving.ts >= clicked - 60_000
+    wait_data(page, tile("s-02"), "alarmShelved", "true")
+    assert page.is_visible(f"{row(QUIET)} button.unshelve")
+
+    page.click(f"{row(QUIET)} button.unshelve")
+    wait_data(page, row(QUIET), "shelved", "false")
+    assert _actions(served, QUIET) == ["raise", "shelve", "unshelve"]
+    browsing.assert_local_and_quiet()
+
+
+def _actions(served: Served, key: AlarmKey) -> list[str]:
+    return [r.transition.action for r in served.store.query(AlarmHistory(key.id))]
+
+
+def test_a_viewer_is_told_that_acknowledging_needs_an_operator(
+    served: Served, browsing: Browsing
+) -> None:
+    viewer = token_for(served.ctx.tokens, Role.VIEWER)
+    page = browsing.page
+    page.goto(f"{served.url}/")
+    page.click("#sign-in-toggle")
+    sign_in(page, viewer)
+    page.click(f"{row(TEMP)} button.ack")
+    wait_js(
+        page,
+        "document.querySelector('#alarm-message').textContent.includes('operator role')",
+        timeout=WAIT_MS,
+    )
+    assert "error" in (page.get_attribute("#alarm-message", "class") or "")
+    assert dataset(page, row(TEMP))["acknowledged"] == "false"
+    assert _actions(served, TEMP) == ["raise"]
