@@ -35,7 +35,15 @@ from faultline.store import (
 )
 from faultline.store import postgres as postgres_module
 from faultline.store.postgres import DAY_MS, NATIVE, SCHEMA_VERSION, TIMESCALEDB, PostgresStore
-from tests.contract.alarms import KEY, Race, alarm_batch, alarm_snapshot, all_alarms, raised
+from tests.contract.alarms import (
+    KEY,
+    Race,
+    alarm_batch,
+    alarm_snapshot,
+    all_alarms,
+    race_two_writers,
+    raised,
+)
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
 from tests.contract.test_aggregate_contract import anomaly
 from tests.store.migrated import assert_old_anomalies_kept_and_a_rerun_replaces_them
@@ -348,15 +356,7 @@ def test_a_fourth_version_schema_keeps_its_readings_and_gains_alarms(
 
 
 def test_an_engine_and_an_api_process_writing_the_same_alarms_keep_both_parts(url: str) -> None:
-    engine, api = PostgresStore(url), PostgresStore(url)  # two writers, as two processes have
-    race = Race()
-    try:
-        race.run(engine, api)
-
-        race.check(engine)
-    finally:
-        engine.close()
-        api.close()
+    race_two_writers(PostgresStore(url), PostgresStore(url))
 
 
 def test_two_writers_storing_the_same_transitions_at_once_store_each_once(url: str) -> None:
