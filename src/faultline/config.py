@@ -328,6 +328,11 @@ class Settings(BaseSettings):
     def _derive_urls(self) -> Settings:
         if not self.sensors:
             raise ValueError("at least one sensor must be configured")
+        # An alarm's id is station|sensor|kind with "*" for the whole station, so a sensor
+        # name holding either would make two alarms one.
+        odd = sorted(name for name in self.sensors if not name or "|" in name or name == "*")
+        if odd:
+            raise ValueError(f"sensor names must be non-empty, not '*' and without '|': {odd}")
         unknown = sorted(set(self.alarms.sensors) - set(self.sensors))
         if unknown:
             raise ValueError(f"alarm overrides name unconfigured sensors {unknown}")

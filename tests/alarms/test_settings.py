@@ -54,3 +54,9 @@ def test_invalid_alarm_settings_are_refused(bad: dict[str, object]) -> None:
 def test_severity_thresholds_must_ascend() -> None:
     with pytest.raises(ValidationError, match="must ascend"):
         SeverityScale(medium=4, high=4, critical=8)
+
+
+@pytest.mark.parametrize("name", ["*", "a|b", ""])
+def test_a_sensor_name_that_would_make_alarm_ids_ambiguous_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="sensor names must be non-empty"):
+        load_settings(sensors={name: {"mean": 1, "std": 1, "min": 0, "max": 2}})

@@ -59,6 +59,8 @@ def apply(state: AlarmState, transition: AlarmTransition) -> AlarmState:
 def _apply_operator(state: AlarmState, t: AlarmTransition) -> AlarmState:
     o = state.operator
     if t.action == "ack":
+        if o.acked_activation is not None and t.activation_ts < o.acked_activation:
+            return state  # late news of an older activation: the newer acknowledgement stands
         return replace(
             state,
             operator=replace(o, acked_activation=t.activation_ts, acked_by=t.actor, acked_at=t.ts),

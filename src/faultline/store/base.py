@@ -33,10 +33,9 @@ the same alarm freely: both are kept. Only a transition new to the log touches a
 carrying other content changes nothing; within a batch the first of several with one key wins).
 A clear keeps the severity and sensors of the activation it ends, as
 faultline.alarms.state.apply does. So a row is its history folded with `apply` (comments aside)
-whenever each alarm's condition transitions arrive in order (as the engine writes them) and acks
-come for activations that do not go back; where they do not, the guards above win: a late older
-transition is in the log only, and an ack of an older activation never unacknowledges a newer
-one. Stores hold every part to these rules alike (faultline.store.alarm_rows).
+whenever each alarm's condition transitions arrive in order (as the engine writes them); where
+they do not, the guards above win and a late older transition is in the log only. An ack of an
+older activation never unacknowledges a newer one, in the row as in `apply`. Stores hold every part to these rules alike (faultline.store.alarm_rows).
 
 A batch carrying a succeeded global-anomaly run replaces that day's global anomalies with its
 own, so running a day again leaves exactly what the new run found. A write also folds the
