@@ -52,7 +52,7 @@ def test_a_new_activation_is_unacknowledged_without_touching_the_operator_part()
 def test_a_late_acknowledgement_of_an_older_activation_leaves_the_newer_one() -> None:
     first, old_ack = acknowledge(raised(), "ana", T0 + 1)
     again = apply(cleared(first, T0 + 2), AlarmTransition(KEY, "raise", T0 + 9, T0 + 9))
-    state, new_ack = acknowledge(again, "bo", T0 + 10)
+    state, _ = acknowledge(again, "bo", T0 + 10)
     # The older activation's acknowledgement arrives after the newer one's (a replay, a slow
     # writer): the newer stands, as every store keeps it.
     assert apply(state, old_ack) == state and state.operator.acked_by == "bo"

@@ -35,7 +35,8 @@ A clear keeps the severity and sensors of the activation it ends, as
 faultline.alarms.state.apply does. So a row is its history folded with `apply` (comments aside)
 whenever each alarm's condition transitions arrive in order (as the engine writes them); where
 they do not, the guards above win and a late older transition is in the log only. An ack of an
-older activation never unacknowledges a newer one, in the row as in `apply`. Stores hold every part to these rules alike (faultline.store.alarm_rows).
+older activation never unacknowledges a newer one, in the row as in `apply`. Stores hold every
+part to these rules alike (faultline.store.alarm_rows).
 
 A batch carrying a succeeded global-anomaly run replaces that day's global anomalies with its
 own, so running a day again leaves exactly what the new run found. A write also folds the
