@@ -83,6 +83,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     ctx = runtime.app_context()
     first_admin = _first_admin_token(ctx.tokens)
     runtime.start_retention()
+    runtime.start_notifier()
     server = ApiServer(create_app(ctx), settings.api.host, settings.api.port)
     server.start()
     if first_admin is not None:
