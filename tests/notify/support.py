@@ -4,6 +4,7 @@ receiver that records what it is sent, and a real local HTTP server that records
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,12 +31,20 @@ def raised(key: AlarmKey, ts: int, severity: Severity = "medium") -> AlarmTransi
     return AlarmTransition(key, "raise", ts, ts, severity=severity, sensors=SHARES)
 
 
-def cleared(key: AlarmKey, ts: int, activation: int) -> AlarmTransition:
-    return AlarmTransition(key, "clear", ts, activation, severity="medium", sensors=SHARES)
+def cleared(
+    key: AlarmKey, ts: int, activation: int, severity: Severity = "medium"
+) -> AlarmTransition:
+    return AlarmTransition(key, "clear", ts, activation, severity=severity, sensors=SHARES)
 
 
 def acked(key: AlarmKey, ts: int, activation: int) -> AlarmTransition:
     return AlarmTransition(key, "ack", ts, activation, actor="ana")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def record(store: Store, transitions: Sequence[AlarmTransition], recorded_at: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from faultline.alarm_schema import AlarmState, Condition, Operator
+from faultline.alarm_schema import AlarmState, AlarmTransition, Condition, Operator
 from faultline.clock import ManualClock
 from faultline.notify import AlertmanagerReceiver, WebhookReceiver, verify
 from faultline.store import RecordedTransition
@@ -52,41 +52,49 @@ def test_webhook_signs_each_transition_with_its_key_as_idempotency_key() -> None
     }
 
 
-def test_alertmanager_fires_at_the_severity_and_resolves_the_others() -> None:
+def test_alertmanager_raise_fires_at_the_severity() -> None:
     sent: Sent = []
     am = AlertmanagerReceiver("am", "http://am:9093/", 2.0, recording(sent))
     a = alarm()
     am.send([RecordedTransition(raised(a, T0, "high"), T0 + 1)])
     [(url, body, _, _)] = sent
     assert url == "http://am:9093/api/v2/alerts"
-    alerts = json.loads(body)
-    firing = [x for x in alerts if "endsAt" not in x]
-    assert [x["labels"] for x in firing] == [
-        {
-            "alertname": "FaultlineAlarm",
-            "alarm_id": "s-1|temperature|anomaly",
-            "station": "s-1",
-            "sensor": "temperature",
-            "kind": "anomaly",
-            "severity": "high",
-        }
-    ]
-    assert firing[0]["startsAt"] == "2026-01-01T00:00:00.000Z"
-    assert firing[0]["annotations"]["faultline_key"] == raised(a, T0, "high").key
-    assert sorted(x["labels"]["severity"] for x in alerts if "endsAt" in x) == [
-        "critical",
-        "low",
-        "medium",
-    ]
+    [alert] = json.loads(body)
+    assert alert["labels"] == {
+        "alertname": "FaultlineAlarm",
+        "alarm_id": "s-1|temperature|anomaly",
+        "station": "s-1",
+        "sensor": "temperature",
+        "kind": "anomaly",
+        "severity": "high",
+    }
+    assert alert["startsAt"] == "2026-01-01T00:00:00.000Z"
+    assert "endsAt" not in alert
+    assert alert["annotations"]["faultline_key"] == raised(a, T0, "high").key
+    assert alert["annotations"]["sensors"] == "temperature 75%, humidity 25%"
 
 
-def test_alertmanager_clear_resolves_every_severity_at_the_clear_time() -> None:
+def test_alertmanager_escalation_fires_higher_and_resolves_the_lower_severities() -> None:
+    sent: Sent = []
+    am = AlertmanagerReceiver("am", "http://am:9093/", 2.0, recording(sent))
+    up = AlarmTransition(alarm(), "escalate", T0 + 5000, T0, severity="high", detail="high")
+    am.send([RecordedTransition(up, T0 + 5001)])
+    alerts = json.loads(sent[0][1])
+    assert [(x["labels"]["severity"], x.get("endsAt")) for x in alerts] == [
+        ("low", "2026-01-01T00:00:05.000Z"),
+        ("medium", "2026-01-01T00:00:05.000Z"),
+        ("high", None),
+    ]
+    assert {x["startsAt"] for x in alerts} == {"2026-01-01T00:00:00.000Z"}
+
+
+def test_alertmanager_clear_resolves_the_alarm_at_the_clear_time() -> None:
     sent: Sent = []
     am = AlertmanagerReceiver("am", "http://am:9093", 2.0, recording(sent))
     am.send([RecordedTransition(cleared(alarm(), T0 + 60_000, T0), T0 + 60_001)])
-    alerts = json.loads(sent[0][1])
-    assert len(alerts) == 4
-    assert {x["endsAt"] for x in alerts} == {"2026-01-01T00:01:00.000Z"}
+    [alert] = json.loads(sent[0][1])
+    assert alert["labels"]["severity"] == "medium"
+    assert alert["endsAt"] == "2026-01-01T00:01:00.000Z"
 
 
 def test_alertmanager_is_not_told_operator_actions() -> None:

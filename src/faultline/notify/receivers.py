@@ -140,13 +140,15 @@ def _share_text(sensors: Sequence[tuple[str, float]]) -> str:
 class AlertmanagerReceiver(Receiver):
     """Posts alerts to `POST {url}/api/v2/alerts`.
 
-    A raise or an escalation is the alarm firing at its severity (startsAt = activation) and
-    resolved at every other severity (endsAt = the transition's time), so that an escalated
-    alarm is one firing alert, not one per severity it passed through; a clear is the alarm
-    resolved at every severity (endsAt = clear time). Resolving a label set that never fired
-    makes Alertmanager notify nobody. Operator transitions are not sent: acknowledging and
-    silencing at Alertmanager is Alertmanager's own business. The transition key travels in
-    the `faultline_key` annotation (annotations may change between messages, labels may not).
+    The severity is a label, so each severity of an alarm is an alert of its own. A raise is
+    the alarm firing at its severity (startsAt = activation); an escalation fires it at the new
+    severity and resolves it (endsAt = the escalation's time) at every lower one, one of which
+    was firing (a transition does not say which; the others appear once as resolved in the
+    escalation's notification, if Alertmanager sends resolved ones); a clear resolves it at
+    its severity, the activation's highest (endsAt = clear time). Operator transitions are not
+    sent: acknowledging and silencing at Alertmanager is Alertmanager's own business. The
+    transition key travels in the `faultline_key` annotation (annotations may change between
+    messages about one alert, labels may not).
     """
 
     batch = 50
@@ -169,18 +171,28 @@ class AlertmanagerReceiver(Receiver):
             "faultline_key": t.key,
             "action": t.action,
         }
-        firing = None if t.action == "clear" else t.severity
+        rank = SEVERITIES.index(t.severity)
+        resolved = {"raise": (), "escalate": SEVERITIES[:rank], "clear": (t.severity,)}
         out = []
-        for severity in SEVERITIES:
-            alert: dict[str, Any] = {
-                "labels": alert_labels(a.station_id, a.sensor, a.kind, severity),
-                "annotations": annotations,
-                "startsAt": iso_ms(t.activation_ts),
-            }
-            if severity != firing:
-                alert["endsAt"] = iso_ms(max(t.ts, t.activation_ts))
-            out.append(alert)
+        for severity in resolved[t.action]:
+            out.append(self._alert(t, severity, annotations, ends=max(t.ts, t.activation_ts)))
+        if t.action != "clear":
+            out.append(self._alert(t, t.severity, annotations, ends=None))
         return out
+
+    @staticmethod
+    def _alert(
+        t: AlarmTransition, severity: str, annotations: dict[str, str], ends: int | None
+    ) -> dict[str, Any]:
+        a = t.alarm
+        alert: dict[str, Any] = {
+            "labels": alert_labels(a.station_id, a.sensor, a.kind, severity),
+            "annotations": annotations,
+            "startsAt": iso_ms(t.activation_ts),
+        }
+        if ends is not None:
+            alert["endsAt"] = iso_ms(ends)
+        return alert
 
     def send(self, items: Sequence[RecordedTransition]) -> None:
         alerts = [alert for item in items for alert in self.alerts(item)]
@@ -203,8 +215,8 @@ class AlertmanagerReceiver(Receiver):
                     "startsAt": iso_ms(c.activation_ts),
                 }
             )
-        for start in range(0, len(alerts), self.batch * len(SEVERITIES)):
-            chunk = alerts[start : start + self.batch * len(SEVERITIES)]
+        for start in range(0, len(alerts), self.batch):
+            chunk = alerts[start : start + self.batch]
             self._post(self.url, json.dumps(chunk).encode(), {}, self._timeout_s)
 
 
