@@ -245,3 +245,71 @@ def test_store_outage_backs_off_without_counting_a_delivery_failure(clock: Manua
             sample(metrics, "faultline_notification_failures_total", receiver="rec", reason=reason)
             == 0
         )
+
+
+def test_a_flood_is_told_over_several_steps_that_each_end(clock: ManualClock) -> None:
+    from faultline.notify.notifier import PAGES_PER_STEP
+
+    store, rec = MemoryStore(), Recorder()
+    n = notifier(store, rec, clock)
+    n.step()
+    total = SETTINGS.page * PAGES_PER_STEP * 2 + 3
+    batch = [raised(alarm(f"s-{i:05d}"), T0 + i) for i in range(total)]
+    for i, t in enumerate(batch):
+        record(store, [t], T0 + 1 + i // 2)  # two per recorded_at, all within the margin
+    clock.advance(1)
+    delays = [n.step()]
+    while delays[-1] == 0.0 and len(delays) < 100:
+        delays.append(n.step())
+    assert len(delays) > 2  # steps that stopped short, then the one that reached the end
+    assert delays[-1] == SETTINGS.poll_s
+    assert rec.keys == [t.key for t in batch]
+
+
+class Forgetful(Recorder):
+    """A receiver that must be told the active alarms again (as Alertmanager must)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resent: list[list[str]] = []
+
+    def resend(self, alarms, now_ms):  # type: ignore[no-untyped-def]
+        self.resent.append([s.alarm.id for s in alarms])
+
+
+def test_active_unshelved_alarms_are_resent_every_resend_s(clock: ManualClock) -> None:
+    from faultline.alarm_schema import AlarmState
+    from faultline.alarms import apply, shelve
+
+    store, rec = MemoryStore(), Forgetful()
+    n = notifier(store, rec, clock)
+    a, b, c = alarm("s-1"), alarm("s-2"), alarm("s-3")
+    record(store, [raised(a, T0 - 5), raised(b, T0 - 5), raised(c, T0 - 5)], T0 - 5)
+    record(store, [cleared(c, T0 - 2, T0 - 5)], T0 - 2)
+    _, shelving = shelve(
+        apply(AlarmState(b), raised(b, T0 - 5)), "ana", T0 - 1, T0 + 120_000, max_shelve_ms=10**9
+    )
+    record(store, [shelving], T0 - 1)
+    n.step()
+    assert rec.resent == [[a.id]]
+    clock.advance(30)
+    n.step()
+    assert len(rec.resent) == 1  # not due yet
+    clock.advance(31)
+    n.step()
+    assert rec.resent == [[a.id], [a.id]]
+    clock.advance(120)  # b's shelving has ended
+    n.step()
+    assert sorted(rec.resent[-1]) == [a.id, b.id]
+
+
+def test_no_resend_while_the_log_is_not_told_to_its_end(clock: ManualClock) -> None:
+    store, rec = MemoryStore(), Forgetful()
+    n = notifier(store, rec, clock)
+    n.step()
+    rec.resent.clear()
+    record(store, [raised(alarm(), T0 + 1)], T0 + 1)
+    rec.failures = [Retryable("down", "network")]
+    clock.advance(61)
+    n.step()
+    assert rec.resent == []

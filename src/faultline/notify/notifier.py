@@ -37,6 +37,8 @@ from faultline.store.base import (
 
 log = logging.getLogger(__name__)
 
+PAGES_PER_STEP = 20  # a step ends after these, so that a flood does not keep it from stopping
+
 
 class Backoff:
     """Delays between attempts: `initial_s`, doubling up to `max_s`, each drawn uniformly from
@@ -88,6 +90,7 @@ class Notifier:
         self.position: Position | None = None
         self._retry_at: int | None = None
         self._resend_at: int | None = None
+        self._after: tuple[int, str] | None = None  # where a step that stopped short stopped
         name = receiver.name
         self._delivered = metrics.notifications_delivered.labels(receiver=name)
         self._expired = metrics.notifications_expired.labels(receiver=name)
@@ -109,7 +112,9 @@ class Notifier:
         try:
             if self.position is None:
                 self.position = self._load(now)
-            self._deliver(now)
+            if not self._deliver(now):
+                self._backlog.set(self.backlog())
+                return 0.0  # more to tell: go on at once, having looked at the stop event
             if self.receiver.resends and (self._resend_at is None or now >= self._resend_at):
                 self._resend(now)
                 self._resend_at = now + round(self._settings.resend_s * 1000)
@@ -157,13 +162,15 @@ class Notifier:
             )
         )
 
-    def _deliver(self, now: int) -> None:
-        """Tell the receiver everything from its position to the end of the log."""
+    def _deliver(self, now: int) -> bool:
+        """Tell the receiver what the log holds from its position on, up to PAGES_PER_STEP
+        pages; whether that reached the end of the log."""
         position = self.position
         assert position is not None
-        after: tuple[int, str] = position.read_from
+        # A step that stopped short goes on where it stopped, not behind the margin again.
+        after, self._after = self._after or position.read_from, None
         limit = self._settings.page
-        while True:
+        for _ in range(PAGES_PER_STEP):
             page = self._store.query(TransitionFeed(after=after, limit=limit))
             full = len(page) == limit
             todo, resume = split_page(page, full)
@@ -173,8 +180,10 @@ class Notifier:
             limit = self._settings.page
             self._tell([item for item in todo if not position.finished(item)], position, now)
             if resume is None:
-                return
+                return True
             after = resume
+        self._after = after
+        return False
 
     def _tell(self, items: list[RecordedTransition], position: Position, now: int) -> None:
         """Send `items` in order, in chunks of the receiver's batch; save the position after
