@@ -38,6 +38,7 @@ from faultline.store.base import (
 log = logging.getLogger(__name__)
 
 PAGES_PER_STEP = 20  # a step ends after these, so that a flood does not keep it from stopping
+BACKLOG_EVERY_S = 5  # the backlog gauge is counted at most this often while there is one
 
 
 class Backoff:
@@ -91,6 +92,7 @@ class Notifier:
         self._retry_at: int | None = None
         self._resend_at: int | None = None
         self._after: tuple[int, str] | None = None  # where a step that stopped short stopped
+        self._backlog_at: int | None = None  # when the backlog is next counted
         name = receiver.name
         self._delivered = metrics.notifications_delivered.labels(receiver=name)
         self._expired = metrics.notifications_expired.labels(receiver=name)
@@ -113,7 +115,7 @@ class Notifier:
             if self.position is None:
                 self.position = self._load(now)
             if not self._deliver(now):
-                self._backlog.set(self.backlog())
+                self._count_backlog(now)
                 return 0.0  # more to tell: go on at once, having looked at the stop event
             if self.receiver.resends and (self._resend_at is None or now >= self._resend_at):
                 self._resend(now)
@@ -126,7 +128,7 @@ class Notifier:
         except StoreError as exc:
             return self._fail(now, f"store: {exc}", None)
         self.backoff.reset()
-        self._retry_at = None
+        self._retry_at = self._backlog_at = None
         self._backlog.set(0)
         return self._settings.poll_s
 
@@ -135,8 +137,15 @@ class Notifier:
         self._retry_at = now + round(delay * 1000)
         log.warning("notifier %s: %s; retrying in %.1f s", self.receiver.name, problem, delay)
         with contextlib.suppress(StoreError):  # the gauge keeps its value while the store is out
-            self._backlog.set(self.backlog())
+            self._count_backlog(now)
         return delay
+
+    def _count_backlog(self, now: int) -> None:
+        """Set the backlog gauge, counting at most every BACKLOG_EVERY_S: counting reads up to
+        backlog_cap transitions."""
+        if self._backlog_at is None or now >= self._backlog_at:
+            self._backlog_at = now + BACKLOG_EVERY_S * 1000
+            self._backlog.set(self.backlog())
 
     def _load(self, now: int) -> Position:
         """The saved position; a receiver without one starts now (and saves that, so that a
