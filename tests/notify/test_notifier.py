@@ -4,6 +4,7 @@ restarts, the margin for late commits, backoff, refusals, expiry, the backlog ga
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from faultline.config import NotifySettings
 from faultline.metrics import Metrics
 from faultline.notify import Backoff, Notifier, Retryable
 from faultline.notify.outbox import GROUP
-from faultline.store import Checkpoints
+from faultline.store import Checkpoints, Store
 from faultline.store.memory import MemoryStore
 from tests.notify.support import SENSORS, T0, Recorder, acked, alarm, cleared, raised, record
 
@@ -22,7 +23,7 @@ SETTINGS = NotifySettings(
 
 
 def notifier(
-    store: MemoryStore,
+    store: Store,
     receiver: Recorder,
     clock: ManualClock,
     metrics: Metrics | None = None,
@@ -313,3 +314,26 @@ def test_no_resend_while_the_log_is_not_told_to_its_end(clock: ManualClock) -> N
     clock.advance(61)
     n.step()
     assert rec.resent == []
+
+
+def test_a_notifier_on_a_reopened_sqlite_store_resumes_from_its_checkpoint(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    from faultline.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'faultline.db'}"
+    store, first = open_store(url), Recorder()
+    n = notifier(store, first, clock)
+    n.step()
+    a, b = alarm("s-1"), alarm("s-2")
+    record(store, [raised(a, T0 + 1), raised(b, T0 + 1)], T0 + 10)
+    clock.advance(1)
+    n.step()
+    record(store, [cleared(a, T0 + 2, T0 + 1)], T0 + 20)
+    store.close()  # as a crash would leave it: the clear recorded, not delivered
+
+    reopened, again = open_store(url), Recorder()
+    notifier(reopened, again, clock).step()
+    assert first.keys == sorted([raised(a, T0 + 1).key, raised(b, T0 + 1).key])
+    assert again.keys == [cleared(a, T0 + 2, T0 + 1).key]
+    reopened.close()

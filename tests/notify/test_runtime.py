@@ -16,7 +16,6 @@ def test_the_runtime_delivers_to_each_configured_receiver(tmp_path: Path) -> Non
     with serving(Sink()) as sink:
         settings = load_settings(
             data_dir=tmp_path,
-            store_url="memory://",
             notify={
                 "receivers": [{"name": "ops", "kind": "webhook", "url": sink.url, "secret": "k"}],
                 "poll_s": 0.05,
