@@ -2,10 +2,11 @@
 
 `faultline up --no-simulator` runs with one webhook receiver, a local HTTP server of this
 script that checks each request's signature and records its Idempotency-Key; it answers
-slowly (`--receiver-ms` per request) and is down (refusing connections) now and then, so
-notifications pile up. Alarm transitions (raise, ack, clear of a new alarm in three batches)
-are written straight into the process's SQLite store (`data/faultline.db`, through
-faultline.store's SqliteStore, as the engine and the API write them), `--rate` per second.
+slowly (`--receiver-ms` per request) and is down (refusing connections) before every other
+kill, so notifications pile up. Alarm transitions (raise, ack, clear of a new alarm in three
+batches) are written straight into the process's SQLite store (`data/faultline.db`, through
+faultline.store's SqliteStore, as the engine and the API write them), `--rate` batches per
+second: the engine does not make alarms in `faultline up` yet.
 The process is killed with SIGKILL `--kills` times, each time while transitions recorded are
 not yet delivered, and started again on the same data. At the end the writing stops, the
 notifier drains, and every transition in the store's log is looked for among the keys the
@@ -180,9 +181,9 @@ def logged_keys(db: Path) -> list[tuple[str, str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=5)
-    parser.add_argument("--rate", type=float, default=40.0, help="batches written per second")
-    parser.add_argument("--receiver-ms", type=float, default=15.0, help="receiver's answer time")
+    parser.add_argument("--kills", type=int, default=6)
+    parser.add_argument("--rate", type=float, default=10.0, help="batches written per second")
+    parser.add_argument("--receiver-ms", type=float, default=5.0, help="receiver's answer time")
     parser.add_argument("--up-min-s", type=float, default=3.0, help="least time between kills")
     parser.add_argument("--up-max-s", type=float, default=8.0, help="most time between kills")
     parser.add_argument("--data-dir", type=Path, help="default: a fresh temporary directory")
@@ -218,7 +219,7 @@ def main() -> int:
     outages = 0
     for i in range(args.kills):
         time.sleep(rng.uniform(args.up_min_s, args.up_max_s))
-        if rng.random() < 0.4:  # the receiver goes down for a while before the kill
+        if i % 2 == 0:  # every other kill comes while the receiver has been down a while
             receiver.down()
             outages += 1
             time.sleep(rng.uniform(0.5, 2.0))
@@ -233,9 +234,17 @@ def main() -> int:
 
     logged = logged_keys(db)
     wanted = {key for _, key in logged}
-    deadline = time.monotonic() + 120
-    while not wanted <= set(receiver.received()) and time.monotonic() < deadline:
+    # Drain: until everything arrived, or nothing more did for 30 s (what is missing then is
+    # lost), or 10 minutes passed.
+    began = last_change = time.monotonic()
+    seen = -1
+    while not wanted <= set(receiver.received()) and time.monotonic() - began < 600:
+        if len(receiver.received()) != seen:
+            seen, last_change = len(receiver.received()), time.monotonic()
+        elif time.monotonic() - last_change > 30:
+            break
         time.sleep(0.5)
+    drained_s = time.monotonic() - began
     app.stop()
     got = receiver.received()
     receiver.down()
@@ -266,6 +275,7 @@ def main() -> int:
         "out_of_order_alarms": out_of_order,
         "bad_signatures": receiver.bad_signatures,
         "writer_retries": writer.failed,
+        "drain_s": round(drained_s, 1),
     }
     print(
         f"{figures['transitions']} transitions in the store, {figures['delivered']} delivered, "
