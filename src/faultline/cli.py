@@ -77,13 +77,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     runtime = Runtime(settings)
     runtime.load_model()
     runtime.start_engine()
+    runtime.start_notifier()
     if not args.no_simulator:
         runtime.start_simulator()
     runtime.start_global_anomalies()
     ctx = runtime.app_context()
     first_admin = _first_admin_token(ctx.tokens)
     runtime.start_retention()
-    runtime.start_notifier()
     server = ApiServer(create_app(ctx), settings.api.host, settings.api.port)
     server.start()
     if first_admin is not None:

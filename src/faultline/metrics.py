@@ -244,21 +244,6 @@ class Metrics:
             ["worker"],
             registry=r,
         )
-        self.stations_evicted = Counter(
-            "faultline_stations_evicted",
-            "Stations whose detector state was dropped after a silence longer than "
-            "engine.evict_silent_after_s",
-            registry=r,
-        )
-        # Labelled so that only an engine that measures it exports it (the in-process engine
-        # does not yet): an unlabelled gauge would read 0 everywhere else.
-        self.consumer_lag = Gauge(
-            "faultline_consumer_lag",
-            "Messages on a topic the engine has not read yet (Spark engine: when its last "
-            "micro-batch was planned)",
-            ["topic"],
-            registry=r,
-        )
         # The notifier's (faultline.notify), labelled by receiver name; each receiver's series
         # are exported at 0 when its notifier starts.
         self.notifications_delivered = Counter(
@@ -285,6 +270,21 @@ class Metrics:
             "faultline_notifications_expired",
             "Alarm transitions given up undelivered, recorded more than notify.max_age_s ago",
             ["receiver"],
+            registry=r,
+        )
+        self.stations_evicted = Counter(
+            "faultline_stations_evicted",
+            "Stations whose detector state was dropped after a silence longer than "
+            "engine.evict_silent_after_s",
+            registry=r,
+        )
+        # Labelled so that only an engine that measures it exports it (the in-process engine
+        # does not yet): an unlabelled gauge would read 0 everywhere else.
+        self.consumer_lag = Gauge(
+            "faultline_consumer_lag",
+            "Messages on a topic the engine has not read yet (Spark engine: when its last "
+            "micro-batch was planned)",
+            ["topic"],
             registry=r,
         )
         self.ingest_rate = RateMeter(clock=clock)
