@@ -33,7 +33,7 @@ run: $(VENV)/.installed
 system-deps:
 	@bash scripts/install-system-deps.sh
 
-SERVICES ?= kafka kafka-cluster cassandra postgres mosquitto mosquitto-tls
+SERVICES ?= kafka kafka-cluster cassandra postgres mosquitto mosquitto-tls alertmanager
 
 ## test: install test extras and system packages, start the real services, run the whole suite
 ##       (svc.py installs and starts the services, runs pytest against them, then stops them)

@@ -6,6 +6,8 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # Prometheus itself (tests/e2e/test_monitoring.py runs one) and promtool (config and rule checks).
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
+# Alertmanager, the notifier's receiver (scripts/services/svc.py starts it for tests/notify).
+[ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

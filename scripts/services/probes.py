@@ -11,6 +11,8 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 TIMEOUT_S = 3.0
@@ -133,6 +135,15 @@ def mqtt_connect(
         if answer[0] != 0x20 or answer[3] != 0:
             raise ProbeError(f"MQTT CONNECT refused: {answer.hex()}")
         sock.sendall(b"\xe0\x00")
+
+
+def http_ready(url: str) -> str:
+    """GET `url` (a readiness endpoint such as Alertmanager's /-/ready): its body when 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as reply:
+            return reply.read(200).decode(errors="replace").strip()
+    except urllib.error.HTTPError as exc:
+        raise ProbeError(f"{url} answered {exc.code}") from exc
 
 
 def port_open(host: str, port: int) -> bool:

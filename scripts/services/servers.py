@@ -18,6 +18,7 @@ import probes
 from installs import apt_install, java_binary, maven_classpath
 from processes import (
     DEPLOY,
+    HERE,
     HOST,
     PORT_OFFSET,
     STATE,
@@ -377,6 +378,44 @@ class MosquittoTls(Service):
             os.chown(path, owner.pw_uid, owner.pw_gid)
 
 
+class Alertmanager(Service):
+    """Prometheus Alertmanager (Debian's prometheus-alertmanager): its web API on loopback,
+    clustering off, its data in the service directory, routing every alert to nobody, so
+    tests read the alerts back through its v2 API (the notifier's receiver)."""
+
+    binary = Path("/usr/bin/prometheus-alertmanager")
+
+    def __init__(self) -> None:
+        super().__init__("alertmanager", "FAULTLINE_TEST_ALERTMANAGER", [Process("alertmanager")])
+        self.port = 19493 + PORT_OFFSET
+        self.ready_timeout_s = 30.0
+
+    def install(self) -> None:
+        if not self.binary.exists():
+            apt_install(["prometheus-alertmanager"])
+
+    def endpoint(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def probe(self) -> str:
+        probes.http_ready(f"{self.endpoint()}/-/ready")
+        return f"Alertmanager at {self.endpoint()}"
+
+    def launch(self) -> None:
+        proc = self.procs[0]
+        if proc.pid() is not None:
+            return
+        if not self.binary.exists():
+            raise ServiceError("Alertmanager is not installed: run `svc.py install alertmanager`")
+        require_free(self.port, proc.name)
+        config = proc.dir / "alertmanager.yml"
+        render(HERE / "alertmanager" / "alertmanager.yml", config)
+        proc.launch([
+            str(self.binary), f"--config.file={config}", f"--storage.path={proc.dir / 'data'}",
+            f"--web.listen-address={HOST}:{self.port}", "--cluster.listen-address=",
+        ])  # fmt: skip
+
+
 def _found(binary: str) -> bool:
     return shutil.which(binary) is not None or Path("/usr/bin", binary).exists()
 
@@ -391,6 +430,7 @@ def all_services() -> dict[str, Service]:
         Postgres(),
         Mosquitto(),
         MosquittoTls(),
+        Alertmanager(),
     ]
     return {s.name: s for s in services}
 

@@ -20,6 +20,8 @@ Services, all on 127.0.0.1 (ports shifted by $FAULTLINE_SERVICES_PORT_OFFSET):
     mosquitto-tls  MQTT over TLS with passwords, no anonymous       FAULTLINE_TEST_MQTT_TLS
                    clients, 18883 (its CA and a password in
                    $FAULTLINE_SERVICES_DIR/mosquitto-tls/secrets)
+    alertmanager   Prometheus Alertmanager, v2 API on 19493,       FAULTLINE_TEST_ALERTMANAGER
+                   routing alerts to nobody
 State (data, logs, pid files) lives in $FAULTLINE_SERVICES_DIR (default .cache/services),
 downloads in $FAULTLINE_ARTIFACTS_DIR (default .cache/artifacts) and Maven's ~/.m2.
 Uses the standard library only, so it runs before the project's virtualenv exists.

@@ -77,6 +77,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     runtime = Runtime(settings)
     runtime.load_model()
     runtime.start_engine()
+    runtime.start_notifier()
     if not args.no_simulator:
         runtime.start_simulator()
     runtime.start_global_anomalies()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -298,6 +299,81 @@ class RetentionSettings(_Frozen):
     interval_s: float = Field(default=3600.0, gt=0)
 
 
+RECEIVER_NAME = r"^[A-Za-z0-9_.\-]{1,64}$"
+
+
+class ReceiverSettings(_Frozen):
+    """One place notifications go (faultline.notify).
+
+    `kind`: `alertmanager` (Prometheus Alertmanager's v2 API at `url`, e.g.
+    http://127.0.0.1:9093) or `webhook` (a JSON POST to `url`, signed with HMAC-SHA256 under
+    `secret`). The URL carries no credentials: a secret in a URL ends up in logs and proxies, so
+    the webhook's secret is its own field (FAULTLINE_NOTIFY__RECEIVERS is a JSON list). `name`
+    labels the metrics and names the receiver's cursor in the store: renaming a receiver starts
+    it afresh.
+    """
+
+    name: str = Field(pattern=RECEIVER_NAME)
+    kind: Literal["alertmanager", "webhook"]
+    url: str
+    secret: SecretStr | None = None
+    timeout_s: float = Field(default=5.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _url_and_secret(self) -> ReceiverSettings:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"receiver {self.name}: url must be http(s)://host..., got {self.url!r}"
+            )
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(f"receiver {self.name}: the url must not carry credentials")
+        if self.kind == "webhook" and (self.secret is None or not self.secret.get_secret_value()):
+            raise ValueError(f"webhook receiver {self.name} needs a secret to sign with")
+        if self.kind == "alertmanager" and self.secret is not None:
+            raise ValueError(f"alertmanager receiver {self.name} takes no secret")
+        return self
+
+
+class NotifySettings(_Frozen):
+    """How alarm transitions reach people (faultline.notify, docs/decisions/0016).
+
+    Every receiver reads the store's transition log on its own cursor, every `poll_s`, `page`
+    transitions at a time, re-reading `margin_s` behind it for transitions whose commit landed
+    later than others recorded after them (several writers). A failing receiver is retried after
+    `backoff_initial_s`, doubling up to `backoff_max_s`, with jitter; a transition recorded more
+    than `max_age_s` ago is given up (counted). Alertmanager forgets an alert that is not sent
+    again within its resolve_timeout (5 min by default), so the active, unshelved alarms are
+    sent again every `resend_s`. The backlog gauge counts up to `backlog_cap` transitions.
+    With no receivers, alarms are in the API and the dashboard only.
+    """
+
+    receivers: tuple[ReceiverSettings, ...] = ()
+    poll_s: float = Field(default=1.0, gt=0)
+    page: int = Field(default=200, ge=1, le=10_000)
+    margin_s: float = Field(default=30.0, ge=0)
+    max_age_s: float = Field(default=86400.0, gt=0)
+    resend_s: float = Field(default=60.0, gt=0)
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    backlog_cap: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NotifySettings:
+        names = [r.name for r in self.receivers]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise ValueError(f"notify receivers named more than once: {doubled}")
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ValueError(
+                f"notify.backoff_initial_s={self.backoff_initial_s} is above "
+                f"backoff_max_s={self.backoff_max_s}"
+            )
+        if self.max_age_s <= self.margin_s:
+            raise ValueError(f"notify.max_age_s must exceed margin_s={self.margin_s}")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything Faultline can be told, validated once and then frozen."""
 
@@ -323,6 +399,7 @@ class Settings(BaseSettings):
     alarms: AlarmSettings = AlarmSettings()
     mqtt: MqttSettings = MqttSettings()
     retention: RetentionSettings = RetentionSettings()
+    notify: NotifySettings = NotifySettings()
 
     @model_validator(mode="after")
     def _derive_urls(self) -> Settings:

@@ -249,6 +249,34 @@ class Metrics:
             ["worker"],
             registry=r,
         )
+        # The notifier's (faultline.notify), labelled by receiver name; each receiver's series
+        # are exported at 0 when its notifier starts.
+        self.notifications_delivered = Counter(
+            "faultline_notifications_delivered",
+            "Alarm transitions a receiver accepted",
+            ["receiver"],
+            registry=r,
+        )
+        self.notification_failures = Counter(
+            "faultline_notification_failures",
+            "Failed deliveries: network, timeout, status (a retryable HTTP answer) are retried; "
+            "rejected (a permanent 4xx) is given up",
+            ["receiver", "reason"],
+            registry=r,
+        )
+        self.notifier_backlog = Gauge(
+            "faultline_notifier_backlog",
+            "Alarm transitions recorded but not yet delivered to a receiver (counted up to "
+            "notify.backlog_cap)",
+            ["receiver"],
+            registry=r,
+        )
+        self.notifications_expired = Counter(
+            "faultline_notifications_expired",
+            "Alarm transitions given up undelivered, recorded more than notify.max_age_s ago",
+            ["receiver"],
+            registry=r,
+        )
         self.stations_evicted = Counter(
             "faultline_stations_evicted",
             "Stations whose detector state was dropped after a silence longer than "

@@ -185,6 +185,14 @@ class Runtime:
 
         self._spawn("global-anomalies", schedule)
 
+    def start_notifier(self) -> None:
+        """Deliver alarm transitions to the receivers in `notify.receivers` (faultline.notify),
+        one supervised worker each; with none configured, alarms are in the API only."""
+        from faultline.notify import build_notifiers
+
+        for notifier in build_notifiers(self.settings, self.store, self.metrics, self.clock):
+            self._spawn(f"notify-{notifier.receiver.name}", notifier.run)
+
     def start_retention(self) -> None:
         """Expire dead letters past the retention's age or count now and every interval."""
         r = self.settings.retention
