@@ -21,7 +21,7 @@ from faultline.detect.surprise import SurpriseDetector
 from faultline.engine import Engine
 from faultline.metrics import Metrics
 from faultline.schema import WriteBatch
-from faultline.store import MemoryStore, Query, Store
+from faultline.store import MemoryStore, Query, Store, StoreError, TransitionFeed
 from faultline.store.base import DeadLetterRetention, R
 
 TOPIC = "readings"
@@ -244,3 +244,49 @@ def test_a_silence_survives_a_restart_and_the_eviction_of_its_station() -> None:
     clears = [t for t in store.transitions if t.action == "clear" and t.alarm.kind == "silent"]
     assert [t.alarm.station_id for t in clears] == ["s0"]
     assert "s0" not in second.alarms.silent
+
+
+class Failing(Recorder):
+    """Refuses its first `failures` writes as an unreachable store would (unit-level)."""
+
+    def __init__(self, inner: Store, failures: int) -> None:
+        super().__init__(inner)
+        self.failures = failures
+
+    def write(self, batch: WriteBatch) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("the store is unreachable")
+        super().write(batch)
+
+
+def test_a_batch_written_after_an_outage_is_stamped_when_it_was_stored() -> None:
+    s = settings()
+    clock = ManualClock(T0 + 100_000)
+    bus = MemoryBus(clock=ManualClock(T0 + 100_000))
+    bus.publish(TOPIC, shifted(stations=1, rounds=20, shift=(0, 0)))
+    store = Failing(MemoryStore(), failures=3)
+    engine = Engine(
+        bus=bus,
+        topic=TOPIC,
+        store=store,
+        decoder=ReadingDecoder(s.sensors, s.ingest),
+        pipeline=DetectorPipeline([SurpriseDetector(SENSORS, warmup=20)]),
+        settings=s.engine,
+        metrics=Metrics(),
+        alarms=s.alarms,
+        clock=clock,
+        retry_backoff_s=0.001,
+    )
+    clock.advance(30)  # the engine's clock runs on while it waits for the store...
+    stop = threading.Event()
+    started = clock.now_ms()
+    messages = engine.poll()
+    prepared = engine.prepare(messages)
+    clock.advance(45)  # ...through the outage
+    assert engine.commit(messages, prepared, stop)
+    # The silence alarm (the station's readings are long past) carries the time it was stored,
+    # not the time its batch was first tried: the notifier reads the log in that order.
+    (row,) = store.query(TransitionFeed())
+    assert prepared.batch.processed_at == started
+    assert row.recorded_at == clock.now_ms() == started + 45_000

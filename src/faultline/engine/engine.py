@@ -243,9 +243,10 @@ class Engine:
         until `close` the engine commits nothing more: a later checkpoint or acknowledgement
         would cover readings that were never stored.
         """
+        batch = prepared.batch
         while True:
             try:
-                self._write_isolating(prepared.batch, prepared.origin)
+                self._write_isolating(batch, prepared.origin)
                 break
             except Exception as exc:  # any store failure: keep the batch, retry, never drop it
                 self.last_error = f"store write failed: {exc}"
@@ -254,12 +255,16 @@ class Engine:
                 if stop.wait(self._retry_backoff_s):
                     self._abandoned = True
                     return False
+                # Stamped anew for the retry: processed_at is when the verdicts were stored,
+                # and the notifier reads alarm transitions in the order of that stamp, so an
+                # outage must not land them far behind what it has already sent.
+                batch = replace(batch, processed_at=self._clock.now_ms())
         done = self.checkpointer.stored(messages, prepared.checkpointed)
         if done and not self._ack(done, stop):
             return False
         self.last_error = None
         self.last_commit_ms = self._clock.now_ms()
-        self._observe(messages, prepared.batch)
+        self._observe(messages, batch)
         return True
 
     def _ack(self, messages: list[Message], stop: threading.Event) -> bool:
