@@ -242,6 +242,33 @@ def cmd_process(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notify(args: argparse.Namespace) -> int:
+    """The notifier alone (scale-out: beside the engines and the API), over the store."""
+    settings = _settings(args)
+    if not settings.notify.receivers:
+        print(
+            "faultline notify has no receiver to deliver to: configure notify.receivers (see "
+            "docs/decisions/0016-notifier-outbox.md); alarms are in the API without one",
+            file=sys.stderr,
+        )
+        return 2
+    from prometheus_client import start_http_server
+
+    from faultline.metrics import Metrics
+    from faultline.runtime import Runtime
+
+    stop = _stop_on_signals()
+    metrics = Metrics()
+    start_http_server(args.metrics_port, args.metrics_host, registry=metrics.registry)
+    runtime = Runtime(settings, metrics=metrics, stop=stop)  # workers stop on the signal
+    runtime.start_notifier()
+    names = ", ".join(r.name for r in settings.notify.receivers)
+    print(f"notifying {names} of alarm transitions in {settings.store_url}", flush=True)
+    stop.wait()
+    runtime.shutdown()
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from faultline.runtime import Runtime
 
@@ -386,6 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument(
         "--max-offsets-per-trigger", type=int, help="spark: cap on readings per micro-batch"
     )
+
+    notify = add("notify", cmd_notify, "Deliver alarm transitions to the configured receivers.")
+    notify.add_argument("--metrics-host", default="127.0.0.1", help="metrics address")
+    notify.add_argument("--metrics-port", type=int, default=9109, help="metrics port (9109)")
 
     simulate = add("simulate", cmd_simulate, "Publish simulated station readings to the bus.")
     _simulation_flags(simulate)
