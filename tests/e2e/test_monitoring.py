@@ -18,12 +18,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
+from tests.notify.support import Sink, serving
 from tests.services.endpoints import REPO
 from tests.services.prometheus import Prometheus, free_port, running_prometheus
 from tests.tokens import bearer, ingest_token_in
@@ -95,12 +97,20 @@ def post_readings(url: str, token: str) -> int:
 def test_prometheus_answers_every_rule_and_panel_query_over_a_running_faultline(
     tmp_path: Path,
 ) -> None:
+    with ExitStack() as stack:
+        run_and_check(tmp_path, stack)
+
+
+def run_and_check(tmp_path: Path, stack: ExitStack) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    hook = stack.enter_context(serving(Sink()))  # a webhook receiver: the notifier's metrics
+    receivers = [{"name": "ops", "kind": "webhook", "url": hook.url, "secret": "s3cret"}]
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("FAULTLINE_")},
         "FAULTLINE_MODEL__N_ESTIMATORS": "50",
         "FAULTLINE_MODEL__TRAIN_SAMPLES": "2000",
+        "FAULTLINE_NOTIFY__RECEIVERS": json.dumps(receivers),
     }
     token = ingest_token_in(tmp_path / "data")
     log = (tmp_path / "faultline.log").open("w")
