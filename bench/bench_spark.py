@@ -41,18 +41,18 @@ from faultline.engine.spark import spark_session, start_query, stop_between_batc
 from faultline.runtime import ensure_model, model_registry
 from faultline.schema import TS, WriteBatch
 from faultline.simulate import Simulator, run_simulator
-from faultline.store import DeadLetterRetention, Query, Store, open_store
-from faultline.store.base import R
+from faultline.store import Store, open_store
+from faultline.store.forwarding import ForwardingStore
 
 REPO = Path(__file__).resolve().parents[1]
 STATIONS = 90  # seed 003: 90 sensors streaming 27,000 events/s together
 
 
-class CommitProbe(Store):
+class CommitProbe(ForwardingStore):
     """The real store, noting when each batch's commit returned and the event times it held."""
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.clock = SystemClock()
         self._lock = threading.Lock()
         self._ts: list[np.ndarray] = []
@@ -67,15 +67,6 @@ class CommitProbe(Store):
             self._ts.append(batch.readings[TS].to_numpy())
             self._committed.append(now)
             self._total += len(batch.readings)
-
-    def query(self, q: Query[R]) -> R:
-        return self.inner.query(q)
-
-    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
-        return self.inner.expire(retention, now_ms)
-
-    def close(self) -> None:
-        self.inner.close()
 
     def stored(self) -> int:
         """Readings stored since the start."""

@@ -12,6 +12,7 @@ from faultline.metrics import Metrics
 from faultline.schema import WriteBatch, empty_readings
 from faultline.store import MemoryStore, Query, Store, StoreError
 from faultline.store.base import DeadLetterRetention, R
+from faultline.store.forwarding import ForwardingStore
 
 T0 = 1_767_225_600_000
 HOUR = 3_600_000
@@ -73,11 +74,11 @@ def test_the_gauges_count_what_the_store_holds() -> None:
     assert value(metrics, "faultline_alarm_figures_age_seconds") == 7
 
 
-class Switch(Store):
+class Switch(ForwardingStore):
     """A real store that stops answering when told to (a unit-level fault injector)."""
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.down = False
 
     def _check(self) -> None:
@@ -95,9 +96,6 @@ class Switch(Store):
     def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
         self._check()
         return self.inner.expire(retention, now_ms)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_a_failing_store_leaves_the_gauges_and_their_age_grows() -> None:

@@ -20,9 +20,9 @@ import pytest
 from faultline.alarm_schema import ANOMALY, SILENT, STATION_WIDE, AlarmKey, AlarmTransition
 from faultline.clock import ManualClock, iso_ms
 from faultline.config import Severity, load_settings
-from faultline.schema import WriteBatch
 from faultline.store import Alarms, Atomicity, MemoryStore, SqliteStore, Store
-from faultline.store.base import DeadLetterRetention, Query, R
+from faultline.store.base import Query, R
+from faultline.store.forwarding import ForwardingStore
 from faultline.tokens import Role
 from tests.api.helpers import Served, serve
 from tests.contract.batches import write_batch
@@ -495,14 +495,14 @@ def test_beyond_loopback_reading_alarms_needs_a_viewer_token(
 # ---- racing ---------------------------------------------------------------------------------
 
 
-class ReadsMeetFirst(Store):
+class ReadsMeetFirst(ForwardingStore):
     """A real store whose next two alarm-list reads wait for each other once `arm`ed: two
     requests racing for one alarm then both see it as it was before either wrote."""
 
     atomicity: ClassVar[Atomicity] = Atomicity.BATCH
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.meeting = threading.Barrier(2, timeout=10)
         self.waiting = 0
         self.lock = threading.Lock()
@@ -519,15 +519,6 @@ class ReadsMeetFirst(Store):
         if meet:
             self.meeting.wait()
         return result
-
-    def write(self, batch: WriteBatch) -> None:
-        self.inner.write(batch)
-
-    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
-        return self.inner.expire(retention, now_ms)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_of_two_racing_acknowledgements_exactly_one_wins(

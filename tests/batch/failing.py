@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from faultline.schema import WriteBatch
-from faultline.store import DeadLetterRetention, Query, Store, StoreError
+from faultline.store import Query, Store, StoreError
 from faultline.store.base import R
+from faultline.store.forwarding import ForwardingStore
 
 
-class FailingStore(Store):
+class FailingStore(ForwardingStore):
     """Passes everything to `inner`, except that the first `queries` queries of type `what`
     and the first `writes` writes raise StoreError (as a timed-out backend would)."""
 
@@ -21,7 +22,7 @@ class FailingStore(Store):
         queries: int = 0,
         writes: int = 0,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.what = what
         self.queries = queries
         self.writes = writes
@@ -37,9 +38,3 @@ class FailingStore(Store):
             self.queries -= 1
             raise StoreError(f"{type(q).__name__} failed: timed out")
         return self.inner.query(q)
-
-    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
-        return self.inner.expire(retention, now_ms)
-
-    def close(self) -> None:
-        self.inner.close()

@@ -25,12 +25,12 @@ from faultline.schema import WriteBatch
 from faultline.store import (
     Checkpoints,
     DeadLetters,
-    Query,
     StationReadings,
     Store,
     open_store,
 )
-from faultline.store.base import LAST_MS, DeadLetterRetention, R
+from faultline.store.base import LAST_MS
+from faultline.store.forwarding import ForwardingStore
 
 TOPIC = "readings"
 T0 = 1_767_225_600_000
@@ -77,12 +77,12 @@ class Crash(BaseException):
     """The process dies: not an error the engine could retry."""
 
 
-class CrashingStore(Store):
+class CrashingStore(ForwardingStore):
     """A real store whose process dies right after its `after`-th write committed, before the
     engine could acknowledge anything of it (a unit-level fault injector)."""
 
     def __init__(self, inner: Store, after: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.after = after
         self.writes = 0
 
@@ -91,15 +91,6 @@ class CrashingStore(Store):
         self.writes += 1
         if self.writes == self.after:
             raise Crash
-
-    def query(self, q: Query[R]) -> R:
-        return self.inner.query(q)
-
-    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
-        return self.inner.expire(retention, now_ms)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -296,11 +287,11 @@ def test_new_stations_beyond_the_cap_are_dead_letters_until_silent_ones_are_evic
     assert [seq for st, seq, *_ in verdicts(store, ["s3"])] == [2]
 
 
-class Outage(Store):
+class Outage(ForwardingStore):
     """A real store that becomes unreachable after `ok` writes (a unit-level fault injector)."""
 
     def __init__(self, inner: Store, ok: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.ok = ok
 
     def write(self, batch: WriteBatch) -> None:
@@ -308,15 +299,6 @@ class Outage(Store):
             raise OSError("store unreachable")
         self.ok -= 1
         self.inner.write(batch)
-
-    def query(self, q: Query[R]) -> R:
-        return self.inner.query(q)
-
-    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
-        return self.inner.expire(retention, now_ms)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_a_batch_given_up_on_stop_is_never_covered_by_a_later_checkpoint(store: Store) -> None:

@@ -22,14 +22,13 @@ from faultline.schema import WriteBatch
 from faultline.store import (
     AnomalyCount,
     DeadLetterCount,
-    DeadLetterRetention,
     LatestAnomalies,
-    Query,
     StationReadings,
     Store,
     open_store,
 )
-from faultline.store.base import LAST_MS, R
+from faultline.store.base import LAST_MS
+from faultline.store.forwarding import ForwardingStore
 
 TOPIC = "readings"
 T0 = 1_767_225_600_000
@@ -58,11 +57,11 @@ class Threshold(Detector):
         pass
 
 
-class FlakyStore(Store):
+class FlakyStore(ForwardingStore):
     """Wraps a real store and fails the first `failures` writes (a unit-level fault injector)."""
 
     def __init__(self, inner: Store, failures: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.failures = failures
         self.attempts = 0
 
@@ -71,15 +70,6 @@ class FlakyStore(Store):
         if self.attempts <= self.failures:
             raise OSError("disk unavailable")
         self.inner.write(batch)
-
-    def query(self, q: Query[R]) -> R:
-        return self.inner.query(q)
-
-    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
-        return self.inner.expire(retention, now_ms)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class FlakyConsumer(Consumer):

@@ -21,8 +21,8 @@ from faultline.detect.surprise import SurpriseDetector
 from faultline.engine import Engine
 from faultline.metrics import Metrics
 from faultline.schema import WriteBatch
-from faultline.store import MemoryStore, Query, Store, StoreError, TransitionFeed
-from faultline.store.base import DeadLetterRetention, R
+from faultline.store import MemoryStore, Store, StoreError, TransitionFeed
+from faultline.store.forwarding import ForwardingStore
 
 TOPIC = "readings"
 T0 = 1_767_225_600_000
@@ -38,12 +38,12 @@ class Crash(BaseException):
     """The process dies: not an error the engine could retry."""
 
 
-class Recorder(Store):
+class Recorder(ForwardingStore):
     """A real store that remembers the alarm transitions of every committed write, and may die
     right after its `crash_after`-th write committed (a unit-level fault injector)."""
 
     def __init__(self, inner: Store, crash_after: int | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.crash_after = crash_after
         self.writes = 0
         self.transitions: list[AlarmTransition] = []
@@ -54,15 +54,6 @@ class Recorder(Store):
         self.writes += 1
         if self.writes == self.crash_after:
             raise Crash
-
-    def query(self, q: Query[R]) -> R:
-        return self.inner.query(q)
-
-    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
-        return self.inner.expire(retention, now_ms)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def settings(**engine: Any) -> Settings:

@@ -18,15 +18,14 @@ from faultline.engine import Engine
 from faultline.metrics import Metrics
 from faultline.schema import WriteBatch
 from faultline.store import (
-    DeadLetterRetention,
     DeadLetters,
     InvalidBatch,
-    Query,
     StationReadings,
     Store,
     open_store,
 )
-from faultline.store.base import LAST_MS, R
+from faultline.store.base import LAST_MS
+from faultline.store.forwarding import ForwardingStore
 
 from .test_engine import T0, TOPIC, new_bus
 
@@ -64,25 +63,16 @@ class Choking(Detector):
         pass
 
 
-class Refusing(Store):
+class Refusing(ForwardingStore):
     """A real store that refuses, as invalid, any batch holding a reading of station "bad"."""
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
+        super().__init__(inner)
 
     def write(self, batch: WriteBatch) -> None:
         if (batch.readings["station_id"] == "bad").any():
             raise InvalidBatch("station 'bad' cannot be stored")
         self.inner.write(batch)
-
-    def query(self, q: Query[R]) -> R:
-        return self.inner.query(q)
-
-    def expire(self, retention: DeadLetterRetention, now_ms: int) -> int:
-        return self.inner.expire(retention, now_ms)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @pytest.fixture
