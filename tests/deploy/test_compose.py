@@ -158,7 +158,7 @@ def dockerfile_stages() -> set[str]:
 def test_the_deployment_has_every_part() -> None:
     wanted = {
         *KAFKA_NODES, "engine", "cassandra", "postgres", "prometheus", "grafana", "api",
-        "simulator", "mosquitto", "mqtt-bridge",
+        "simulator", "mosquitto", "mqtt-bridge", "notifier", "alertmanager",
     }  # fmt: skip
     assert wanted <= set(SERVICES)
     assert SERVICES["simulator"]["deploy"]["replicas"] == 25
@@ -367,6 +367,16 @@ def test_prometheus_scrapes_what_the_services_serve(monkeypatch: pytest.MonkeyPa
     assert jobs["faultline-mqtt-bridge"] == [
         ("mqtt-bridge", int(option(bridge, "--metrics-port")), "/metrics")
     ]
+    notifier = faultline_argv(SERVICES["notifier"])
+    assert option(notifier, "--metrics-host") == "0.0.0.0"
+    assert jobs["faultline-notifier"] == [
+        ("notifier", int(option(notifier, "--metrics-port")), "/metrics")
+    ]
+    # The notifier delivers to the Alertmanager that Prometheus sends its alerts to.
+    (receiver,) = settings_of(SERVICES["notifier"], monkeypatch).notify.receivers
+    assert (receiver.kind, receiver.url) == ("alertmanager", "http://alertmanager:9093")
+    alerting = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["alerting"]
+    assert alerting["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
     kafka_port = agent_port(environment(SERVICES["kafka-1"])["KAFKA_JMX_AGENT"])
     assert jobs["kafka"] == [(node, kafka_port, "/metrics") for node in KAFKA_NODES]
     cassandra_port = agent_port(environment(SERVICES["cassandra"])["JVM_EXTRA_OPTS"])
@@ -447,6 +457,28 @@ def test_the_dashboard_plots_metrics_that_exist() -> None:
     )["providers"][0]
     mounted = dict((t, s) for s, t in mounts(SERVICES["grafana"]))
     assert DEPLOY / mounted[provider["options"]["path"]] == DEPLOY / "./grafana/dashboards"
+
+
+def test_amtool_accepts_the_alertmanager_config_and_routes_critical_alarms_to_on_call() -> None:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        missing("amtool not installed (Debian package prometheus-alertmanager)")
+    config = DEPLOY / "alertmanager" / "alertmanager.yml"
+    checked = subprocess.run([amtool, "check-config", str(config)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # A critical alarm goes to on-call, the rest to plant management.
+    routes = {
+        labels: subprocess.run(
+            [amtool, "config", "routes", "test", f"--config.file={config}", *labels.split()],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        for labels in (
+            "alertname=FaultlineAlarm severity=critical",
+            "alertname=FaultlineAlarm severity=low",
+        )
+    }
+    assert list(routes.values()) == ["on-call", "plant-management"]
 
 
 def test_promtool_accepts_the_config_and_every_dashboard_query(tmp_path: Path) -> None:
