@@ -40,11 +40,12 @@ SERVICES ?= kafka kafka-cluster cassandra postgres mosquitto mosquitto-tls alert
 test: $(VENV)/.installed-test system-deps
 	python3 scripts/services/svc.py run $(SERVICES) -- $(BIN)/pytest $(ARGS)
 
-## lint: ruff and mypy
+## lint: ruff, mypy and the layers of docs/ARCHITECTURE.md ([tool.importlinter] in pyproject.toml)
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
+	PYTHONPATH=src $(BIN)/lint-imports --no-cache --no-logo
 
 ## bench: throughput, latency and memory figures, as ratios against in-process baselines
 bench: $(VENV)/.installed-test

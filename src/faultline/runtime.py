@@ -20,76 +20,16 @@ from faultline.detect import DetectorPipeline
 from faultline.detect.factory import build_detectors
 from faultline.engine import Engine
 from faultline.metrics import Metrics
-from faultline.models.base import ModelInfo
+from faultline.models.champion import ensure_model, model_registry
 from faultline.models.registry import MlflowModelRegistry
 from faultline.schema import FaultLabel, WriteBatch, empty_readings
 from faultline.store import DeadLetterRetention, Store, StoreError, open_store
 from faultline.supervisor import Supervisor
 
 if TYPE_CHECKING:
-    import pandas as pd
-    from sklearn.pipeline import Pipeline
-
     from faultline.api.context import AppContext
 
 log = logging.getLogger(__name__)
-
-
-def model_registry(settings: Settings) -> MlflowModelRegistry:
-    return MlflowModelRegistry(
-        tracking_uri=settings.mlflow_uri,
-        artifact_root=settings.data_dir / "mlartifacts",
-        name=settings.model.name,
-        alias=settings.model.alias,
-    )
-
-
-def _training_params(settings: Settings) -> dict[str, str]:
-    m = settings.model
-    return {
-        "n_estimators": str(m.n_estimators),
-        "contamination": str(m.contamination),
-        "train_samples": str(m.train_samples),
-        "seed": str(m.seed),
-        "training_data": "simulated, fault-free",
-    }
-
-
-def _train(settings: Settings) -> tuple[Pipeline, pd.DataFrame]:
-    """Seed 000's model fitted on fault-free simulated data, with its drift reference sample."""
-    from faultline.models.isolation_forest import train_isolation_forest
-    from faultline.simulate import normal_frame
-
-    m = settings.model
-    frame = normal_frame(settings.sensors, m.train_samples, seed=m.seed)
-    pipeline = train_isolation_forest(
-        frame,
-        settings.sensor_names,
-        n_estimators=m.n_estimators,
-        contamination=m.contamination,
-        seed=m.seed,
-    )
-    # The reference sample is the drift baseline; a few thousand rows pin the distribution
-    # down as well as all of them and keep the registered artifact small.
-    return pipeline, frame.sample(n=min(len(frame), 5000), random_state=m.seed)
-
-
-def train_model(settings: Settings, registry: MlflowModelRegistry) -> ModelInfo:
-    """Train a new model version and promote it to the alias."""
-    pipeline, reference = _train(settings)
-    return registry.register(pipeline, settings.sensor_names, reference, _training_params(settings))
-
-
-def ensure_model(settings: Settings, registry: MlflowModelRegistry) -> ModelInfo:
-    """The registered champion, training one first when the registry has none.
-
-    The registry's lock makes an engine and an API starting together train only once.
-    """
-    if not registry.has_champion():
-        log.info("no %s model registered yet: training one", settings.model.name)
-    return registry.ensure_champion(
-        lambda: _train(settings), settings.sensor_names, _training_params(settings)
-    )
 
 
 def fault_sink(store: Store, sensors: Sequence[str]) -> Callable[[list[FaultLabel]], None]:

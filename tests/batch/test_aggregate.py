@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from faultline.batch.aggregate import (
+from faultline.schema import STATION_ID, TS
+from faultline.store.aggregate import (
     MINUTE_MS,
     PARTIAL_COLUMNS,
     aggregate_frame,
@@ -18,7 +19,6 @@ from faultline.batch.aggregate import (
     minute_start,
     partial_rows,
 )
-from faultline.schema import STATION_ID, TS
 
 SENSORS = ("temperature", "humidity", "noise_level")  # not in sorted order on purpose
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from cassandra import OperationTimedOut
 
-from faultline.batch.aggregate import minute_partials
 from faultline.store import MinuteAggregates, StoreError
+from faultline.store.aggregate import minute_partials
 from faultline.store.base import LAST_MS
 from faultline.store.cassandra import CassandraStore
 from tests.contract.batches import SENSORS, T0, reading_frame, write_batch

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from faultline.batch.aggregate import AGGREGATE_COLUMNS, MINUTE_MS, minute_partials
 from faultline.schema import FaultLabel, GlobalAnomaly
 from faultline.store import (
     GlobalAnomalies,
@@ -20,6 +19,7 @@ from faultline.store import (
     Store,
     StoreError,
 )
+from faultline.store.aggregate import AGGREGATE_COLUMNS, MINUTE_MS, minute_partials
 from tests.contract.batches import SENSORS, T0, reading_frame, write_batch
 from tests.contract.test_store_contract import EVERYTHING, snapshot
 

@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from faultline.batch.aggregate import MINUTE_MS
 from faultline.schema import RUN_FAILED, RUN_SUCCEEDED, FaultLabel, GlobalAnomaly, GlobalAnomalyRun
 from faultline.store import GlobalAnomalies, GlobalAnomalyRuns, Stations, Store, StoreError
+from faultline.store.aggregate import MINUTE_MS
 from tests.contract.batches import T0, reading_frame, write_batch
 from tests.contract.test_aggregate_contract import DAY0, DAY_MS, anomaly
 

@@ -1,6 +1,6 @@
 """The daily job: Seasonal Hybrid ESD over each station's and sensor's 1-minute means of a day.
 
-For every station, the job reads the day's 1-minute aggregates (faultline.batch.aggregate, kept
+For every station, the job reads the day's 1-minute aggregates (faultline.store.aggregate, kept
 by the store as readings arrive), and for each sensor tests the means from the first to the last
 minute with readings, short gaps filled by linear interpolation. A series too short for two
 seasonal periods, or with readings in too few of its minutes for the filled gaps to be
@@ -23,7 +23,6 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
-from faultline.batch.aggregate import MEAN, MINUTE, MINUTE_MS, SENSOR
 from faultline.batch.days import DAY_MS, day_window
 from faultline.batch.shesd import ShesdParams, seasonal_hybrid_esd
 from faultline.clock import Clock, SystemClock, datetime_to_ms, iso_ms, ms_to_datetime
@@ -38,6 +37,7 @@ from faultline.schema import (
     empty_readings,
 )
 from faultline.store import MinuteAggregates, Stations, Store
+from faultline.store.aggregate import MEAN, MINUTE, MINUTE_MS, SENSOR
 
 log = logging.getLogger(__name__)
 

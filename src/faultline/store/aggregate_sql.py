@@ -13,7 +13,7 @@ Sql = tuple[str, tuple[Any, ...]]
 
 
 def minute_aggregates_sql(q: MinuteAggregates, mark: str) -> Sql:
-    """Rows in faultline.batch.aggregate.PARTIAL_COLUMNS order, unsorted."""
+    """Rows in faultline.store.aggregate.PARTIAL_COLUMNS order, unsorted."""
     where = [f"minute >= {mark}", f"minute < {mark}"]
     params: list[Any] = [q.start_ms, q.end_ms]
     for column, value in (("station_id", q.station_id), ("sensor", q.sensor)):

@@ -271,7 +271,7 @@ class RecentReadings(Query[pd.DataFrame]):
 class MinuteAggregates(Query[pd.DataFrame]):
     """1-minute aggregates of the minutes starting in [start_ms, end_ms), optionally of one
     station and one sensor, as a frame sorted by (station_id, sensor, minute) with the columns of
-    faultline.batch.aggregate.AGGREGATE_COLUMNS: station_id, sensor, minute (epoch ms of the
+    faultline.store.aggregate.AGGREGATE_COLUMNS: station_id, sensor, minute (epoch ms of the
     minute's start), count, sum, min, max and mean, over the sensor's stored readings."""
 
     start_ms: int

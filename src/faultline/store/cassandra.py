@@ -65,13 +65,6 @@ from cassandra.concurrent import execute_concurrent
 from cassandra.connection import ConnectionException
 from cassandra.query import BatchStatement, BatchType
 
-from faultline.batch.aggregate import (
-    MINUTE_MS,
-    Partial,
-    aggregate_frame,
-    merge_partial,
-    partial_rows,
-)
 from faultline.schema import (
     RUN_SUCCEEDED,
     Checkpoint,
@@ -79,6 +72,13 @@ from faultline.schema import (
     GlobalAnomaly,
     GlobalAnomalyRun,
     WriteBatch,
+)
+from faultline.store.aggregate import (
+    MINUTE_MS,
+    Partial,
+    aggregate_frame,
+    merge_partial,
+    partial_rows,
 )
 from faultline.store.base import (
     PING_TIMEOUT_S,

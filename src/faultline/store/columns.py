@@ -14,7 +14,6 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
-from faultline.batch.aggregate import minute_partials
 from faultline.clock import datetime_to_ms, ms_to_datetime
 from faultline.schema import (
     IS_ANOMALY,
@@ -36,6 +35,7 @@ from faultline.schema import (
     mask_to_sensors,
     score_column,
 )
+from faultline.store.aggregate import minute_partials
 from faultline.store.base import InvalidBatch, StoreError
 
 DAY_MS = 86_400_000
@@ -89,7 +89,7 @@ class BatchColumns:
         return dict(zip(per_station.index.tolist(), pairs, strict=True))
 
     def minute_partials(self, rows: np.ndarray) -> pd.DataFrame:
-        """faultline.batch.aggregate.minute_partials of the rows the boolean mask `rows` picks."""
+        """faultline.store.aggregate.minute_partials of the rows the boolean mask `rows` picks."""
         frame = pd.DataFrame(self.values[rows], columns=list(self.sensors))
         frame.insert(0, TS, self.ts[rows])
         frame.insert(0, STATION_ID, self.station_id[rows])

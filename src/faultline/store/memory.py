@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from faultline.alarm_schema import AlarmTransition
-from faultline.batch.aggregate import Partial, aggregate_frame, merge_partial, partial_rows
 from faultline.schema import (
     RUN_SUCCEEDED,
     Checkpoint,
@@ -31,6 +30,7 @@ from faultline.schema import (
     GlobalAnomalyRun,
     WriteBatch,
 )
+from faultline.store.aggregate import Partial, aggregate_frame, merge_partial, partial_rows
 from faultline.store.alarm_rows import HistoryOrder, StoredAlarm, history_order, matches, take
 from faultline.store.base import (
     AlarmHistory,

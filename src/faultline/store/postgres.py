@@ -52,8 +52,8 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from faultline.batch.aggregate import PARTIAL_COLUMNS
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
+from faultline.store.aggregate import PARTIAL_COLUMNS
 from faultline.store.aggregate_sql import Sql, run_to_sql
 from faultline.store.alarm_sql import AlarmWrites, alarm_tables
 from faultline.store.base import (

@@ -17,8 +17,8 @@ from typing import Any, Protocol, cast
 
 import pandas as pd
 
-from faultline.batch.aggregate import aggregate_frame
 from faultline.schema import FaultLabel
+from faultline.store.aggregate import aggregate_frame
 from faultline.store.aggregate_sql import (
     Sql,
     global_anomalies_sql,

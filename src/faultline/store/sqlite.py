@@ -48,8 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from faultline.batch.aggregate import partial_rows
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
+from faultline.store.aggregate import partial_rows
 from faultline.store.aggregate_sql import Sql, run_to_sql
 from faultline.store.alarm_sql import AlarmWrites, alarm_tables
 from faultline.store.base import Atomicity, DeadLetterRetention, Query, R, Store, StoreError

@@ -52,7 +52,7 @@ from faultline.engine.spark.stages import (
 )
 from faultline.engine.spark.worker_cache import fresh_pipeline
 from faultline.metrics import Metrics
-from faultline.runtime import ensure_model, model_registry
+from faultline.models.champion import ensure_model, model_registry
 from faultline.schema import RECEIVED_AT, STATION_ID
 from faultline.store import Store, open_store
 

@@ -12,6 +12,7 @@ from faultline.config import Settings
 from faultline.detect import DetectorPipeline
 from faultline.detect.factory import build_detectors
 from faultline.models.base import LoadedModel
+from faultline.models.champion import model_registry
 from faultline.store import Store, open_store
 
 # What decides the model; other settings (store, topic) share it.
@@ -24,8 +25,6 @@ _lock = threading.Lock()
 def worker_model(settings: Settings) -> LoadedModel:
     """The model the configured alias points to, loaded on first use and then kept, as the
     in-process engine keeps it."""
-    from faultline.runtime import model_registry
-
     key = settings.model_dump_json(include=_MODEL_SETTINGS)
     with _lock:
         model = _models.get(key)
