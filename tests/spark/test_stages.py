@@ -263,7 +263,8 @@ def test_a_bucket_that_gets_nothing_raises_silence_when_spark_times_it_out(
     last = int(decoded["received_at"].max())
 
     state.hasTimedOut, state.now_ms = True, last + 60_000
-    silent = alarm_transitions(list(stage((0,), iter([]), state)))
+    # Spark may call a timed-out group with one empty frame rather than none.
+    silent = alarm_transitions(list(stage((0,), iter([decoded.iloc[:0]]), state)))
     after_ms = round(settings.alarms.rule.silent_after_s * 1000)
     assert sorted((t.alarm.station_id, t.action, t.activation_ts) for t in silent) == [
         (station, "raise", last + after_ms) for station in sorted(decoded[STATION_ID].unique())

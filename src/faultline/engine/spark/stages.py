@@ -147,9 +147,11 @@ def detect_stage(settings: Settings, buckets: int) -> StateStage:
     ) -> Iterator[pd.DataFrame]:
         pipeline = fresh_pipeline(settings)
         schema = verdict_schema(settings.sensor_names, pipeline.names)
-        parts = list(frames)
+        # A timed-out call may come with an empty frame rather than none: only rows count.
+        parts = [f for f in frames if len(f)]
         if key[0] == DEAD_LETTERS_BUCKET:
-            yield conform(pd.concat(parts, ignore_index=True), schema)
+            if parts:
+                yield conform(pd.concat(parts, ignore_index=True), schema)
             return
         alarms = EngineAlarms(settings.alarms, settings.sensor_names, settings.engine.max_stations)
         seen: dict[str, int] = {}
