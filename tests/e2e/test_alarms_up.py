@@ -236,8 +236,12 @@ def test_alarms_are_raised_handled_by_operators_and_survive_kill_9(faultline: Fa
     assert checkpoint.offset == 2 * CALM + TICK < plant.posted
 
     fl.start()
-    plant.post(QUIET, 10)  # the bus is one ordered log: stored once the replay is done
-    plant.wait_stored(QUIET)
+    beyond = plant.posted - checkpoint.offset
+    readings = ("faultline_readings_total", frozenset())
+    poll(
+        f"the {beyond} readings beyond the checkpoint replayed",
+        lambda: plant.metrics().get(readings, 0) >= beyond or None,
+    )
     after = plant.alarm(ANOMALY_ID)
     assert (
         after is not None and after == before
@@ -247,6 +251,7 @@ def test_alarms_are_raised_handled_by_operators_and_survive_kill_9(faultline: Fa
     assert plant.alarm(PRESS_SILENT_ID) == press_silent_before
 
     # The quiet station's return after the restart clears the silence that began before it.
+    plant.post(QUIET, 10)
     assert quiet_before is not None
     latest = quiet_before["activated_at_ms"]
     quiet = plant.wait_alarm(
