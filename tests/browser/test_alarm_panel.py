@@ -49,6 +49,13 @@ def wait_data(page: Page, selector: str, name: str, value: str) -> None:
     wait_js(page, f"document.querySelector('{selector}')?.dataset.{name} === '{value}'", WAIT_MS)
 
 
+def wait_text(page: Page, selector: str, fragment: str) -> None:
+    """Wait until the element exists and its text holds `fragment`."""
+    wait_js(
+        page, f"document.querySelector('{selector}')?.textContent.includes('{fragment}')", WAIT_MS
+    )
+
+
 def dataset(page: Page, selector: str) -> dict[str, str]:
     found: dict[str, str] | None = page.eval_on_selector(selector, "e => ({...e.dataset})")
     assert found is not None
@@ -110,12 +117,17 @@ def browsing() -> Iterator[Browsing]:
             browser.close()
 
 
+def open_page(served: Served, browsing: Browsing, role: Role) -> tuple[Page, str]:
+    """The dashboard open in the browser, and a fresh token of `role` to sign in with."""
+    token = token_for(served.ctx.tokens, role)
+    browsing.page.goto(f"{served.url}/")
+    return browsing.page, token
+
+
 def test_an_operator_acknowledges_and_shelves_alarms_with_the_buttons(
     served: Served, browsing: Browsing
 ) -> None:
-    operator = token_for(served.ctx.tokens, Role.OPERATOR)
-    page = browsing.page
-    page.goto(f"{served.url}/")
+    page, operator = open_page(served, browsing, Role.OPERATOR)
 
     # Both alarms shown, active and unacknowledged; the silent one is station-wide.
     page.wait_for_selector(row(TEMP), timeout=WAIT_MS)
@@ -189,17 +201,11 @@ def _actions(served: Served, key: AlarmKey) -> list[str]:
 def test_a_viewer_is_told_that_acknowledging_needs_an_operator(
     served: Served, browsing: Browsing
 ) -> None:
-    viewer = token_for(served.ctx.tokens, Role.VIEWER)
-    page = browsing.page
-    page.goto(f"{served.url}/")
+    page, viewer = open_page(served, browsing, Role.VIEWER)
     page.click("#sign-in-toggle")
     sign_in(page, viewer)
     page.click(f"{row(TEMP)} button.ack")
-    wait_js(
-        page,
-        "document.querySelector('#alarm-message').textContent.includes('operator role')",
-        timeout=WAIT_MS,
-    )
+    wait_text(page, "#alarm-message", "operator role")
     assert "error" in (page.get_attribute("#alarm-message", "class") or "")
     assert dataset(page, row(TEMP))["acknowledged"] == "false"
     assert _actions(served, TEMP) == ["raise"]
@@ -209,12 +215,16 @@ def detail(key: AlarmKey) -> str:
     return f'#alarms-body tr[data-detail-for="{key.id}"]'
 
 
+def send_comment(page: Page, key: AlarmKey, text: str) -> None:
+    """With the alarm's details open: type a comment and send it."""
+    page.fill(f"{detail(key)} input.comment-text", text)
+    page.click(f"{detail(key)} button.comment")
+
+
 def test_an_operator_opens_an_alarms_history_and_comments_on_it(
     served: Served, browsing: Browsing
 ) -> None:
-    operator = token_for(served.ctx.tokens, Role.OPERATOR)
-    page = browsing.page
-    page.goto(f"{served.url}/")
+    page, operator = open_page(served, browsing, Role.OPERATOR)
     page.wait_for_selector(row(TEMP), timeout=WAIT_MS)
 
     # Opening the alarm shows its history beneath its row: the engine's raise, as stored.
@@ -233,8 +243,7 @@ def test_an_operator_opens_an_alarms_history_and_comments_on_it(
 
     page.click("#sign-in-toggle")
     sign_in(page, operator)
-    page.fill(f"{detail(TEMP)} input.comment-text", "valve 3 opened by hand <b>not html</b>")
-    page.click(f"{detail(TEMP)} button.comment")
+    send_comment(page, TEMP, "valve 3 opened by hand <b>not html</b>")
     wait_data(page, detail(TEMP), "entries", "2")
     comment = f"{detail(TEMP)} .alarm-history li[data-action=comment]"
     assert page.inner_text(f"{comment} .history-by") == "tests-operator"
@@ -258,21 +267,14 @@ def test_an_operator_opens_an_alarms_history_and_comments_on_it(
 def test_a_comment_the_api_refuses_shows_its_reason_and_records_nothing(
     served: Served, browsing: Browsing
 ) -> None:
-    viewer = token_for(served.ctx.tokens, Role.VIEWER)
-    page = browsing.page
-    page.goto(f"{served.url}/")
+    page, viewer = open_page(served, browsing, Role.VIEWER)
     page.click("#sign-in-toggle")
     sign_in(page, viewer)
     page.click(f"{row(QUIET)} button.details")
     wait_data(page, detail(QUIET), "entries", "1")
-    page.fill(f"{detail(QUIET)} input.comment-text", "looking into it")
-    page.click(f"{detail(QUIET)} button.comment")
+    send_comment(page, QUIET, "looking into it")
     note = f"{detail(QUIET)} .comment-message"
-    wait_js(
-        page,
-        f"document.querySelector('{note}').textContent.includes('operator role')",
-        timeout=WAIT_MS,
-    )
+    wait_text(page, note, "operator role")
     assert "error" in (page.get_attribute(note, "class") or "")
     assert page.input_value(f"{detail(QUIET)} input.comment-text") == "looking into it"  # kept
     assert _actions(served, QUIET) == ["raise"]
@@ -283,11 +285,6 @@ def test_a_comment_the_api_refuses_shows_its_reason_and_records_nothing(
     page.click("#sign-in-toggle")
     sign_in(page, token_for(served.ctx.tokens, Role.OPERATOR))
     limit = served.ctx.settings.alarms.max_comment_chars
-    page.fill(f"{detail(QUIET)} input.comment-text", "x" * (limit + 1))
-    page.click(f"{detail(QUIET)} button.comment")
-    wait_js(
-        page,
-        f"document.querySelector('{note}').textContent.includes('at most {limit} characters')",
-        timeout=WAIT_MS,
-    )
+    send_comment(page, QUIET, "x" * (limit + 1))
+    wait_text(page, note, f"at most {limit} characters")
     assert _actions(served, QUIET) == ["raise"]
