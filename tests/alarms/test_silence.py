@@ -36,3 +36,21 @@ def test_a_station_override_sets_its_own_silence() -> None:
 
 def test_stations_not_reported_keep_their_state() -> None:
     assert silence({}, T0, {"gone": T0 - 5}, SETTINGS) == ([], {"gone": T0 - 5})
+
+
+def test_a_return_and_a_new_silence_between_two_looks_are_both_seen() -> None:
+    # Silent since T0 + 10 s (the state a checkpoint kept); it reported at T0 + 25 s and fell
+    # silent again, and nobody looked in between: a restart replaying from that checkpoint.
+    _, silent = silence({"s1": T0}, T0 + 20_000, {}, SETTINGS)
+    got, after = silence({"s1": T0 + 25_000}, T0 + 60_000, silent, SETTINGS)
+    assert [(t.action, t.ts, t.activation_ts) for t in got] == [
+        ("clear", T0 + 25_000, T0 + 10_000),
+        ("raise", T0 + 35_000, T0 + 35_000),
+    ]
+    assert after == {"s1": T0 + 35_000}
+    # The same keys as a watchdog that looked in between, so a store that has them keeps its own.
+    cleared, between = silence({"s1": T0 + 25_000}, T0 + 25_500, silent, SETTINGS)
+    raised, _ = silence({"s1": T0 + 25_000}, T0 + 60_000, between, SETTINGS)
+    assert [t.key for t in got] == [t.key for t in cleared + raised]
+    # And once its new silence is known, nothing more until it reports again.
+    assert silence({"s1": T0 + 25_000}, T0 + 90_000, after, SETTINGS) == ([], after)

@@ -49,6 +49,13 @@ def wait_data(page: Page, selector: str, name: str, value: str) -> None:
     wait_js(page, f"document.querySelector('{selector}')?.dataset.{name} === '{value}'", WAIT_MS)
 
 
+def wait_text(page: Page, selector: str, fragment: str) -> None:
+    """Wait until the element exists and its text holds `fragment`."""
+    wait_js(
+        page, f"document.querySelector('{selector}')?.textContent.includes('{fragment}')", WAIT_MS
+    )
+
+
 def dataset(page: Page, selector: str) -> dict[str, str]:
     found: dict[str, str] | None = page.eval_on_selector(selector, "e => ({...e.dataset})")
     assert found is not None
@@ -110,12 +117,17 @@ def browsing() -> Iterator[Browsing]:
             browser.close()
 
 
+def open_page(served: Served, browsing: Browsing, role: Role) -> tuple[Page, str]:
+    """The dashboard open in the browser, and a fresh token of `role` to sign in with."""
+    token = token_for(served.ctx.tokens, role)
+    browsing.page.goto(f"{served.url}/")
+    return browsing.page, token
+
+
 def test_an_operator_acknowledges_and_shelves_alarms_with_the_buttons(
     served: Served, browsing: Browsing
 ) -> None:
-    operator = token_for(served.ctx.tokens, Role.OPERATOR)
-    page = browsing.page
-    page.goto(f"{served.url}/")
+    page, operator = open_page(served, browsing, Role.OPERATOR)
 
     # Both alarms shown, active and unacknowledged; the silent one is station-wide.
     page.wait_for_selector(row(TEMP), timeout=WAIT_MS)
@@ -189,17 +201,90 @@ def _actions(served: Served, key: AlarmKey) -> list[str]:
 def test_a_viewer_is_told_that_acknowledging_needs_an_operator(
     served: Served, browsing: Browsing
 ) -> None:
-    viewer = token_for(served.ctx.tokens, Role.VIEWER)
-    page = browsing.page
-    page.goto(f"{served.url}/")
+    page, viewer = open_page(served, browsing, Role.VIEWER)
     page.click("#sign-in-toggle")
     sign_in(page, viewer)
     page.click(f"{row(TEMP)} button.ack")
-    wait_js(
-        page,
-        "document.querySelector('#alarm-message').textContent.includes('operator role')",
-        timeout=WAIT_MS,
-    )
+    wait_text(page, "#alarm-message", "operator role")
     assert "error" in (page.get_attribute("#alarm-message", "class") or "")
     assert dataset(page, row(TEMP))["acknowledged"] == "false"
     assert _actions(served, TEMP) == ["raise"]
+
+
+def detail(key: AlarmKey) -> str:
+    return f'#alarms-body tr[data-detail-for="{key.id}"]'
+
+
+def send_comment(page: Page, key: AlarmKey, text: str) -> None:
+    """With the alarm's details open: type a comment and send it."""
+    page.fill(f"{detail(key)} input.comment-text", text)
+    page.click(f"{detail(key)} button.comment")
+
+
+def test_an_operator_opens_an_alarms_history_and_comments_on_it(
+    served: Served, browsing: Browsing
+) -> None:
+    page, operator = open_page(served, browsing, Role.OPERATOR)
+    page.wait_for_selector(row(TEMP), timeout=WAIT_MS)
+
+    # Opening the alarm shows its history beneath its row: the engine's raise, as stored.
+    page.click(f"{row(TEMP)} button.details")
+    wait_data(page, detail(TEMP), "entries", "1")
+    assert page.get_attribute(f"{row(TEMP)} button.details", "aria-expanded") == "true"
+    (raised,) = page.eval_on_selector_all(
+        f"{detail(TEMP)} .alarm-history li",
+        "items => items.map(i => [i.dataset.action, i.querySelector('.history-by').textContent,"
+        " i.querySelector('.history-what').textContent])",
+    )
+    assert raised == ["raise", "engine", "high · temperature 80%, humidity 20%"]
+    # The details row follows its alarm's row through the polls that reorder the table.
+    order = "rows => rows.map(r => r.dataset.alarmId || `detail ${r.dataset.detailFor}`)"
+    assert page.eval_on_selector_all("#alarms-body tr", order)[:2] == [TEMP.id, f"detail {TEMP.id}"]
+
+    page.click("#sign-in-toggle")
+    sign_in(page, operator)
+    send_comment(page, TEMP, "valve 3 opened by hand <b>not html</b>")
+    wait_data(page, detail(TEMP), "entries", "2")
+    comment = f"{detail(TEMP)} .alarm-history li[data-action=comment]"
+    assert page.inner_text(f"{comment} .history-by") == "tests-operator"
+    assert page.inner_text(f"{comment} .history-what") == "valve 3 opened by hand <b>not html</b>"
+    assert page.input_value(f"{detail(TEMP)} input.comment-text") == ""  # sent: the box empties
+    assert "commented" in page.inner_text(f"{detail(TEMP)} .comment-message")
+    recorded = served.store.query(AlarmHistory(TEMP.id))[-1].transition
+    assert (recorded.action, recorded.actor, recorded.comment) == (
+        "comment",
+        "tests-operator",
+        "valve 3 opened by hand <b>not html</b>",
+    )
+
+    # Closing it removes the details; the alarm's own row stays.
+    page.click(f"{row(TEMP)} button.details")
+    page.wait_for_selector(detail(TEMP), state="detached", timeout=WAIT_MS)
+    assert page.is_visible(row(TEMP))
+    browsing.assert_local_and_quiet()
+
+
+def test_a_comment_the_api_refuses_shows_its_reason_and_records_nothing(
+    served: Served, browsing: Browsing
+) -> None:
+    page, viewer = open_page(served, browsing, Role.VIEWER)
+    page.click("#sign-in-toggle")
+    sign_in(page, viewer)
+    page.click(f"{row(QUIET)} button.details")
+    wait_data(page, detail(QUIET), "entries", "1")
+    send_comment(page, QUIET, "looking into it")
+    note = f"{detail(QUIET)} .comment-message"
+    wait_text(page, note, "operator role")
+    assert "error" in (page.get_attribute(note, "class") or "")
+    assert page.input_value(f"{detail(QUIET)} input.comment-text") == "looking into it"  # kept
+    assert _actions(served, QUIET) == ["raise"]
+    assert dataset(page, detail(QUIET))["entries"] == "1"
+
+    # An operator's comment over the length limit: the validation error's words.
+    page.click("#sign-out")
+    page.click("#sign-in-toggle")
+    sign_in(page, token_for(served.ctx.tokens, Role.OPERATOR))
+    limit = served.ctx.settings.alarms.max_comment_chars
+    send_comment(page, QUIET, "x" * (limit + 1))
+    wait_text(page, note, f"at most {limit} characters")
+    assert _actions(served, QUIET) == ["raise"]

@@ -32,7 +32,8 @@ def silence(
     """Raise `silent` for stations quiet longer than their rule allows; clear those heard again.
 
     `silent` maps each silent station to its activation time; stations missing from `last_seen`
-    keep whatever state they have.
+    keep whatever state they have. A silent station heard from after its silence began but
+    quiet again now gets both: the clear of the old silence and the raise of the new one.
     """
     out: list[AlarmTransition] = []
     now_silent = dict(silent)
@@ -41,6 +42,13 @@ def silence(
         key = AlarmKey(station_id, STATION_WIDE, SILENT)
         activation = now_silent.get(station_id)
         quiet = now_ms - last > after_ms
+        if quiet and activation is not None and last >= activation:
+            # Heard from after the silence began, and quiet again with no look in between (a
+            # restart replaying from a checkpoint taken while silent, or a backlog): that
+            # silence ended and a new one began. The keys are those a look in between made, so
+            # a store that has them already keeps its own.
+            out.append(_transition(key, "clear", last, activation, settings))
+            activation = None
         if quiet and activation is None:
             began = last + after_ms
             out.append(_transition(key, "raise", began, began, settings))

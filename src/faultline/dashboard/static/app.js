@@ -456,13 +456,24 @@ function alarmMessage(text, isError = false) {
   note.className = `alarm-message ${isError ? "error" : "muted"}`;
 }
 
+function refusal(answer, status) {
+  // The API's reason: a sentence (401, 403, 404, 409), or a validation error's list (422).
+  if (typeof answer.detail === "string") return answer.detail;
+  if (Array.isArray(answer.detail)) return answer.detail.map((d) => d.msg).join("; ");
+  return `HTTP ${status}`;
+}
+
+// One operator action on an alarm; what came of it ({ ok, message }), or null when the
+// operator was asked to sign in first.
 async function act(alarm, action, body = {}) {
   if (sessionStorage.getItem(TOKEN_KEY) === null) {
     showSignIn("Sign in with an operator token to handle alarms.");
-    return;
+    return null;
   }
   const row = alarmRows.get(alarm.id);
-  for (const button of row.querySelectorAll("button")) button.disabled = true;
+  const detail = alarmDetails.get(alarm.id);
+  const buttons = [...row.querySelectorAll("button"), ...(detail?.querySelectorAll("button") ?? [])];
+  for (const button of buttons) button.disabled = true;
   try {
     const response = await api(alarmUrl(alarm.id, action), {
       method: "POST",
@@ -471,17 +482,24 @@ async function act(alarm, action, body = {}) {
     });
     const answer = await response.json().catch(() => ({}));
     if (response.ok) {
-      const done = { ack: "acknowledged", shelve: "shelved", unshelve: "unshelved" }[action];
-      alarmMessage(`${alarm.id} ${done}.`);
+      const done = {
+        ack: "acknowledged", shelve: "shelved", unshelve: "unshelved", comment: "commented",
+      }[action];
+      const message = `${alarm.id} ${done}.`;
+      alarmMessage(message);
       updateAlarmRow(row, answer);
-    } else {
-      const detail = typeof answer.detail === "string" ? answer.detail : `HTTP ${response.status}`;
-      alarmMessage(`${alarm.id}: ${detail}`, true);
+      const open = alarmDetails.get(alarm.id);
+      if (open) showHistory(open, answer); // every action answers with the alarm's history
+      return { ok: true, message };
     }
+    const message = `${alarm.id}: ${refusal(answer, response.status)}`;
+    alarmMessage(message, true);
+    return { ok: false, message };
   } catch (error) {
     showError(error);
+    return { ok: false, message: error.message };
   } finally {
-    for (const button of row.querySelectorAll("button")) button.disabled = false;
+    for (const button of buttons) button.disabled = false;
     loadAlarms().catch(showError);
   }
 }
@@ -499,7 +517,12 @@ function alarmRowFor(alarm) {
   row = el("tr", { className: "alarm", "data-alarm-id": alarm.id }, [
     el("td", {}, [el("span", { className: "sev" })]),
     el("td", { className: "mono alarm-station" }),
-    el("td", { className: "alarm-what" }),
+    el("td", {}, [
+      el("span", { className: "alarm-what" }),
+      el("button", {
+        className: "link details", type: "button", text: "history", title: "History and comments",
+      }),
+    ]),
     el("td", { className: "alarm-state" }),
     el("td", { className: "mono alarm-since" }),
     el("td", { className: "alarm-sensors" }),
@@ -515,6 +538,8 @@ function alarmRowFor(alarm) {
     act(current(), "shelve", { until });
   });
   unshelveButton.addEventListener("click", () => act(current(), "unshelve"));
+  row.querySelector("button.details").addEventListener("click", () => toggleDetail(row));
+  row.querySelector("button.details").setAttribute("aria-expanded", "false");
   alarmRows.set(alarm.id, row);
   return row;
 }
@@ -552,6 +577,103 @@ function updateAlarmRow(row, a) {
   row.querySelector("select.shelve-for").hidden = a.shelved;
   row.querySelector("button.shelve").hidden = a.shelved;
   row.querySelector("button.unshelve").hidden = !a.shelved;
+}
+
+// ---- one alarm's history and comments -----------------------------------------------------
+// Opened from its row: a second row beneath it with every transition (GET /api/alarms/{id})
+// and a box for a comment. Drawn when opened, from the answer to each action, and again when a
+// poll shows the alarm changed.
+
+const alarmDetails = new Map(); // alarm id -> its open details row
+
+function shares(sensors) {
+  return sensors.map((s) => `${s.sensor} ${Math.round(s.share * 100)}%`).join(", ");
+}
+
+function historyWhat(h) {
+  if (h.action === "raise" || h.action === "escalate") {
+    return h.sensors.length ? `${h.severity} · ${shares(h.sensors)}` : h.severity;
+  }
+  if (h.action === "shelve") return `until ${h.until.slice(0, 16).replace("T", " ")}`;
+  return h.comment;
+}
+
+function showHistory(detail, alarm) {
+  const list = detail.querySelector(".alarm-history");
+  list.textContent = "";
+  for (const h of alarm.history) {
+    list.append(el("li", { "data-action": h.action, "data-key": h.key }, [
+      el("span", { className: "mono history-at", text: h.at.slice(0, 19).replace("T", " ") }),
+      el("span", { className: `history-action ${h.action}`, text: h.action }),
+      el("span", { className: "history-by", text: h.by }),
+      el("span", { className: "history-what", text: historyWhat(h) }),
+    ]));
+  }
+  if (alarm.history.length === 0) list.append(el("li", { className: "empty", text: "no history" }));
+  detail.dataset.entries = String(alarm.history.length);
+  detail.dataset.changedAtMs = String(alarm.changed_at_ms);
+}
+
+async function loadDetail(id) {
+  const detail = alarmDetails.get(id);
+  if (!detail) return;
+  const response = await api(alarmUrl(id));
+  if (alarmDetails.get(id) !== detail) return; // closed meanwhile
+  if (response.status === 404) {
+    closeDetail(id); // gone from the store: nothing left to show
+    return;
+  }
+  if (!response.ok) throw new Error(`${alarmUrl(id)}: HTTP ${response.status}`);
+  showHistory(detail, await response.json());
+}
+
+function closeDetail(id) {
+  const detail = alarmDetails.get(id);
+  if (!detail) return;
+  detail.remove();
+  alarmDetails.delete(id);
+  const button = alarmRows.get(id)?.querySelector("button.details");
+  if (button) {
+    button.setAttribute("aria-expanded", "false");
+    button.textContent = "history";
+  }
+}
+
+function toggleDetail(row) {
+  const id = row.alarm.id;
+  if (alarmDetails.has(id)) {
+    closeDetail(id);
+    return;
+  }
+  const text = el("input", {
+    className: "comment-text", type: "text", autocomplete: "off", placeholder: "Add a comment…",
+  });
+  const note = el("span", { className: "comment-message muted" });
+  const form = el("form", { className: "comment-form" }, [
+    text, el("button", { className: "act comment", type: "submit", text: "Comment" }), note,
+  ]);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const value = text.value.trim();
+    if (!value) return;
+    const outcome = await act(row.alarm, "comment", { text: value });
+    if (outcome === null) return;
+    note.textContent = outcome.message;
+    note.className = `comment-message ${outcome.ok ? "muted" : "error"}`;
+    if (outcome.ok) text.value = "";
+  });
+  const detail = el("tr", { className: "alarm-detail", "data-detail-for": id }, [
+    el("td", { colSpan: 8 }, [
+      el("ol", { className: "alarm-history" }, [el("li", { className: "empty", text: "loading…" })]),
+      form,
+    ]),
+  ]);
+  alarmDetails.set(id, detail);
+  row.after(detail);
+  const button = row.querySelector("button.details");
+  button.setAttribute("aria-expanded", "true");
+  button.textContent = "hide history";
+  loadDetail(id).catch(showError);
 }
 
 function summariseStations(alarms) {
@@ -594,7 +716,7 @@ async function loadAlarms() {
   const table = $("alarms-body");
   const ids = new Set(alarms.map((a) => a.id));
   for (const [id, row] of alarmRows) {
-    if (!ids.has(id)) { row.remove(); alarmRows.delete(id); }
+    if (!ids.has(id)) { row.remove(); alarmRows.delete(id); closeDetail(id); }
   }
   if (alarms.length === 0) {
     if (!table.querySelector(".empty-row")) {
@@ -603,11 +725,22 @@ async function loadAlarms() {
   } else {
     table.querySelector(".empty-row")?.remove();
   }
-  alarms.forEach((a, i) => {
+  let position = 0;
+  const place = (node) => {
+    if (table.children[position] !== node) table.insertBefore(node, table.children[position] || null);
+    position += 1;
+  };
+  for (const a of alarms) {
     const row = alarmRowFor(a);
     updateAlarmRow(row, a);
-    if (table.children[i] !== row) table.insertBefore(row, table.children[i] || null);
-  });
+    place(row);
+    const detail = alarmDetails.get(a.id);
+    if (detail) {
+      place(detail);
+      // Changed since its history was drawn (another operator, or the engine): draw it anew.
+      if (detail.dataset.changedAtMs !== String(a.changed_at_ms)) loadDetail(a.id).catch(showError);
+    }
+  }
   table.dataset.alarms = String(alarms.length);
   state.stationAlarms = summariseStations(body.alarms);
   for (const [id, tile] of tiles) showStationAlarm(tile, state.stationAlarms.get(id));
