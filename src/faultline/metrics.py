@@ -7,11 +7,12 @@ from collections import Counter as Tally
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from faultline.alarm_schema import AlarmKind, EngineAction
 from faultline.clock import Clock, SystemClock
 from faultline.schema import (
     DEAD_LETTER_KINDS,
@@ -298,6 +299,9 @@ class Metrics:
             ["kind", "action"],
             registry=r,
         )
+        for kind in get_args(AlarmKind):
+            for action in get_args(EngineAction):
+                self.alarm_transitions.labels(kind=kind, action=action)
         # Alarm state and alarm load (faultline.alarm_figures refreshes them from the store).
         self.alarms_active = Gauge(
             "faultline_alarms_active",
