@@ -14,7 +14,8 @@ Figures, over the faults that begin after a station's alarm warm-up:
   * time to alarm: readings from a fault's first reading to its first such alarm (median, p95);
   * false alarms per station-day: alarms whose span [raise, clear] overlaps no fault (+ grace)
     of their station; `false_warmup`: those raised in the first 30 minutes of the stream;
-  * duplicates: alarms raised within a fault's [start, end + grace] beyond its first;
+  * duplicates: alarms raised within a fault's [start, end + grace] beyond its first, less
+    those another fault of the station explains (raised within it, blaming its sensor);
     `overlapping_beyond_first` also counts alarms raised before the fault and still active;
   * throughput: readings/s of the tracker and of the detector step, and their ratio;
   * alarm load: peak per 10 minutes, chattering and bad actors.
@@ -121,6 +122,22 @@ def spans(transitions: Sequence[AlarmTransition], end_ms: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["station", "kind", "raised", "cleared", "sensors"])
 
 
+def explained_by_other(
+    fault: FaultLabel, alarms: pd.DataFrame, station_faults: Sequence[FaultLabel]
+) -> pd.Series:
+    """Which of a station's alarms another fault of the station began within (raised in its
+    [start, end + grace], blaming its sensor, or any for a station-wide fault)."""
+    out = pd.Series(False, index=alarms.index)
+    for other in station_faults:
+        if other == fault or other.start_ts <= fault.start_ts:
+            continue
+        within = (alarms.raised >= other.start_ts) & (alarms.raised <= other.end_ts + GRACE_MS)
+        if other.sensor != STATION_WIDE:
+            within &= alarms.sensors.map(lambda s, sensor=other.sensor: sensor in s)
+        out |= within
+    return out
+
+
 def evaluate(
     settings: Settings, scored: Scored, transitions: Sequence[AlarmTransition]
 ) -> dict[str, object]:
@@ -137,6 +154,9 @@ def evaluate(
     missed: Counter[str] = Counter()
     duplicates = overlaps = 0
     true_alarm = np.zeros(len(alarms), bool)
+    faults_of: dict[str, list[FaultLabel]] = {}
+    for f in scored.labels:
+        faults_of.setdefault(f.station_id, []).append(f)
     for f in scored.labels:
         mine = by_station.get(f.station_id, empty)
         overlapping = (mine.raised <= f.end_ts + GRACE_MS) & (mine.cleared >= f.start_ts)
@@ -145,7 +165,10 @@ def evaluate(
             continue
         overlaps += max(0, int(overlapping.sum()) - 1)
         finds = (mine.raised >= f.start_ts) & (mine.raised <= f.end_ts + GRACE_MS)
-        duplicates += max(0, int(finds.sum()) - 1)
+        # An alarm that another fault of the station explains (raised within it, blaming its
+        # sensor) is that fault's, not a second one of this.
+        others = explained_by_other(f, mine, faults_of.get(f.station_id, []))
+        duplicates += max(0, int((finds & ~others).sum()) - 1)
         if f.sensor != STATION_WIDE:
             finds &= mine.sensors.map(lambda s, sensor=f.sensor: sensor in s)
         if finds.any():

@@ -117,6 +117,26 @@ def test_the_deadband_is_per_alarm_a_condition_of_another_sensor_is_not_held_bac
     ]
 
 
+def test_the_deadband_holds_for_every_sensor_the_cleared_alarm_blamed() -> None:
+    settings = rule(on_delay_readings=1, off_delay_readings=1, deadband_s=60.0)
+    # A temperature alarm whose readings also blamed humidity (a drift judged on both), then a
+    # humidity condition within the deadband: the same condition ending, not a new alarm.
+    both = frame([1, 1, 0], mask=TEMP | HUM, scores=[0, 0, 0])
+    temperature_first = frame([1], mask=TEMP, start=T0 - 1000)
+    humidity = frame([1, 0], mask=HUM, start=T0 + 3000)
+    later = frame([0] * 66 + [1, 0], mask=HUM, start=T0 + 5000)  # no gap: readings go on
+    batch = pd.concat([temperature_first, both, humidity, later], ignore_index=True)
+    got = run(settings, batch)
+    assert [(t.action, t.alarm.sensor, (t.ts - T0) // 1000) for t in got] == [
+        ("raise", "temperature", -1),
+        ("clear", "temperature", 2),
+        ("raise", "humidity", 71),  # outside the deadband: a new condition
+        ("clear", "humidity", 72),
+    ]
+    assert dict(got[0].sensors) == {"temperature": 1.0}
+    assert set(dict(got[1].sensors)) == {"temperature", "humidity"}
+
+
 def test_no_alarm_from_a_stations_warm_up() -> None:
     settings = AlarmSettings(rule=AlarmRule(on_delay_readings=1), warmup_readings=4)
     got = run(settings, frame([1, 1, 1, 1, 0, 1]))

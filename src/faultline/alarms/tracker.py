@@ -323,7 +323,11 @@ class AlarmTracker:
         rule = self.rule(station_id, st.sensor)
         if st.absent >= rule.off_delay_readings and t - st.absent_ts >= rule.off_delay_s * 1000:
             out.append(self._transition(station_id, st, "clear", t))
-            st.cleared[st.sensor] = [t, st.seen]
+            # The deadband holds for every sensor the alarm blamed, not only its own: a fault
+            # whose end (a drift snapping back) is judged on another sensor than its start
+            # would otherwise be a second alarm for one condition.
+            for name in st.weights:
+                st.cleared[name] = [t, st.seen]
             st.phase, st.weights, st.run, st.severity = _IDLE, {}, 0, 0
 
     def _top(self, weights: Mapping[str, float]) -> str:
