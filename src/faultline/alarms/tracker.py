@@ -33,6 +33,7 @@ from faultline.schema import IS_ANOMALY, SENSOR_MASK, STATION_ID, TS, score_colu
 _IDLE, _PENDING, _ACTIVE = 0, 1, 2
 _SNAPSHOT_VERSION = 1
 _SHARE_DECIMALS = 3
+_DEADBAND_SHARE = 0.25  # of a cleared alarm's score: its sensors the deadband holds for
 _ACTION_ORDER = {"clear": 0, "raise": 1, "escalate": 2}  # within one timestamp
 
 
@@ -323,11 +324,14 @@ class AlarmTracker:
         rule = self.rule(station_id, st.sensor)
         if st.absent >= rule.off_delay_readings and t - st.absent_ts >= rule.off_delay_s * 1000:
             out.append(self._transition(station_id, st, "clear", t))
-            # The deadband holds for every sensor the alarm blamed, not only its own: a fault
-            # whose end (a drift snapping back) is judged on another sensor than its start
-            # would otherwise be a second alarm for one condition.
-            for name in st.weights:
-                st.cleared[name] = [t, st.seen]
+            # The deadband holds for every sensor that carried a good part of the alarm, not
+            # only its own: a fault whose end (a drift snapping back) is judged on another
+            # sensor than its start would otherwise be a second alarm for one condition. A
+            # sensor blamed only in passing keeps its own alarms.
+            total = sum(st.weights.values())
+            for name, weight in st.weights.items():
+                if name == st.sensor or weight >= _DEADBAND_SHARE * total:
+                    st.cleared[name] = [t, st.seen]
             st.phase, st.weights, st.run, st.severity = _IDLE, {}, 0, 0
 
     def _top(self, weights: Mapping[str, float]) -> str:
