@@ -53,6 +53,7 @@ import itertools
 import json
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -63,8 +64,17 @@ from cassandra import DriverException, RequestExecutionException, RequestValidat
 from cassandra.cluster import NoHostAvailable, ResultSet
 from cassandra.concurrent import execute_concurrent
 from cassandra.connection import ConnectionException
-from cassandra.query import BatchStatement, BatchType
+from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
 
+from faultline.alarm_schema import (
+    AlarmKey,
+    AlarmState,
+    AlarmTransition,
+    Condition,
+    Operator,
+    SensorShare,
+    severity_rank,
+)
 from faultline.batch.aggregate import (
     MINUTE_MS,
     Partial,
@@ -82,6 +92,11 @@ from faultline.schema import (
 )
 from faultline.store.base import (
     PING_TIMEOUT_S,
+    AlarmHistory,
+    AlarmPage,
+    AlarmRow,
+    Alarms,
+    AlarmTransitions,
     AnomalyCount,
     Atomicity,
     Checkpoints,
@@ -99,13 +114,16 @@ from faultline.store.base import (
     ReadingPage,
     ReadingRow,
     RecentReadings,
+    RecordedTransition,
     StationReadings,
     Stations,
     StationSummary,
     Store,
     StoreError,
+    TransitionFeed,
 )
 from faultline.store.cassandra_schema import (
+    ALARM_SHARDS,
     DAY_MS,
     LONG_FAULTS,
     CassandraOptions,
@@ -145,13 +163,30 @@ _STATION_ANOMALIES = "station_anomalies"
 _DEAD_LETTERS = "dead_letters"
 _FAULTS = "faults"
 _GLOBAL_ANOMALIES = "global_anomalies"
+_ALARM_DAYS = "alarm_days"
+_ALARM_FEED = "alarm_feed"
 _LETTER_IDS = "dead_letter_id"
+
+# The order of the actions within one ts: the history's `rank` column, and the sub-millisecond
+# part of a condition update's write timestamp (see "Alarms" in the module docstring).
+_RANKS = {"clear": 0, "raise": 1, "escalate": 2}
+_OPERATOR_RANK = 3
 
 _COLS = (
     "station_id, ts, seq, ts_assigned, received_at, processed_at, sensor_values, is_anomaly, "
     "scores, sensors, model_version"
 )  # a reading in decode_reading's order
 _TWELVE = ", ".join("?" * 12)
+_TRANSITION = (
+    "station_id, sensor, kind, ts, action, activation_ts, actor, severity, shares, comment, "
+    "until, detail"
+)  # an alarm transition in _transition's order
+_LOGGED = f"{_TRANSITION}, recorded_at"
+_ALARM = "shard = ? AND station_id = ? AND sensor = ? AND kind = ?"  # one alarm's row
+_ALARM_ROW = (
+    "station_id, sensor, kind, active, activation_ts, cleared_ts, severity, shares, "
+    "condition_ts, ack, shelving"
+)  # in _alarm_row's order
 _CQL = {
     "add_station": "INSERT INTO {ks}.stations (part, station_id) VALUES (0, ?)",
     "station_ids": "SELECT station_id FROM {ks}.stations WHERE part = 0",
@@ -233,6 +268,31 @@ _CQL = {
     "global_anomaly_run_of_day": "SELECT day, run_started, run_finished, run_status, "
     "run_series, run_skipped, run_anomalies, run_error FROM {ks}.global_anomalies "
     "WHERE day = ? LIMIT 1",
+    "alarm_logged": f"SELECT {_LOGGED} FROM {{ks}}.alarm_history WHERE alarm_id = ? AND ts = ? "
+    "AND rank = ? AND key = ?",
+    "log_alarm": f"INSERT INTO {{ks}}.alarm_history (alarm_id, rank, key, {_LOGGED}) "
+    f"VALUES ({', '.join('?' * 16)}) USING TIMESTAMP ?",
+    "alarm_history": f"SELECT {_LOGGED} FROM {{ks}}.alarm_history WHERE alarm_id = ?",
+    "add_alarm_day": f"INSERT INTO {{ks}}.alarm_days (day, key, {_TRANSITION}) "
+    f"VALUES ({', '.join('?' * 14)}) USING TIMESTAMP ?",
+    "alarm_days_in_range": f"SELECT {_TRANSITION} FROM {{ks}}.alarm_days WHERE day = ? "
+    "AND ts >= ? AND ts < ?",
+    "add_alarm_feed": "INSERT INTO {ks}.alarm_feed (bucket, recorded_at, key, alarm_id, ts, "
+    "rank) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+    "alarm_feed": "SELECT recorded_at, key, alarm_id, ts, rank FROM {ks}.alarm_feed "
+    "WHERE bucket = ?",
+    "alarm_feed_after": "SELECT recorded_at, key, alarm_id, ts, rank FROM {ks}.alarm_feed "
+    "WHERE bucket = ? AND (recorded_at, key) > (?, ?)",
+    "set_condition": "UPDATE {ks}.alarms USING TIMESTAMP ? SET active = true, "
+    "activation_ts = ?, cleared_ts = null, severity = ?, shares = ?, condition_ts = ? "
+    f"WHERE {_ALARM}",
+    "clear_condition": "UPDATE {ks}.alarms USING TIMESTAMP ? SET active = false, "
+    f"activation_ts = ?, cleared_ts = ?, condition_ts = ? WHERE {_ALARM}",
+    "set_ack": f"UPDATE {{ks}}.alarms USING TIMESTAMP ? SET ack = ? WHERE {_ALARM}",
+    "set_shelving": f"UPDATE {{ks}}.alarms USING TIMESTAMP ? SET shelving = ? WHERE {_ALARM}",
+    "alarms_of_shard": f"SELECT {_ALARM_ROW} FROM {{ks}}.alarms WHERE shard = ?",
+    "alarms_of_station": f"SELECT {_ALARM_ROW} FROM {{ks}}.alarms WHERE shard = ? "
+    "AND station_id = ?",
 }
 
 _Key = tuple[str, int]  # a readings partition: (station_id, day)
@@ -292,6 +352,10 @@ class CassandraStore(Store):
             GlobalAnomalies: self._global_anomalies,
             GlobalAnomalyRuns: self._global_anomaly_runs,
             Checkpoints: self._checkpoints,
+            Alarms: self._alarms,
+            AlarmHistory: self._alarm_history,
+            AlarmTransitions: self._alarm_transitions,
+            TransitionFeed: self._transition_feed,
         }
 
     def write(self, batch: WriteBatch) -> None:
@@ -312,6 +376,8 @@ class CassandraStore(Store):
             elif anomalies:
                 self._run("add_bucket", {(_GLOBAL_ANOMALIES, "", row[0]) for row in anomalies})
                 self._run("add_global_anomaly", anomalies)
+            if batch.alarm_transitions:
+                self._write_alarm_transitions(batch.alarm_transitions, int(batch.processed_at))
             # Last, once everything they cover is stored: see _write_checkpoints.
             if checkpoints:
                 self._write_checkpoints(checkpoints)
@@ -598,6 +664,62 @@ class CassandraStore(Store):
             else:
                 raise StoreError(f"write failed: checkpoint not stored after {_RETRIES} tries")
 
+    def _write_alarm_transitions(
+        self, transitions: Sequence[AlarmTransition], processed_at: int
+    ) -> None:
+        """Log the transitions and fold them into their alarms' rows (see "Alarms" in the
+        module docstring): each copy of the log by its key, the history first, with the
+        `recorded_at` already stored for a key the log holds, else `processed_at`."""
+        first: dict[str, AlarmTransition] = {}
+        for t in transitions:
+            first.setdefault(t.key, t)  # within a batch, too, the first of a key wins
+        batch = list(first.values())
+        logged = self._run("alarm_logged", [_locate(t) for t in batch])
+        recorded = []
+        for t, result in zip(batch, logged, strict=True):
+            row = result.one()
+            recorded.append(RecordedTransition(t, processed_at) if row is None else _recorded(row))
+        stamp = _log_stamp()
+        buckets, history, days, feed = set(), [], [], []
+        for r in recorded:
+            t, at, fields = r.transition, r.recorded_at, _fields(r.transition)
+            buckets |= {(_ALARM_DAYS, "", t.ts // DAY_MS), (_ALARM_FEED, "", at // DAY_MS)}
+            history.append((t.alarm.id, _rank(t), t.key, *fields, at, stamp))
+            days.append((t.ts // DAY_MS, t.key, *fields, stamp))
+            feed.append((at // DAY_MS, at, t.key, t.alarm.id, t.ts, _rank(t), stamp))
+        self._run("add_bucket", buckets)
+        # The history first: a replay of a write failing after it finds the recorded_at to
+        # give the other copies.
+        self._run("log_alarm", history)
+        self._run("add_alarm_day", days)
+        self._run("add_alarm_feed", feed)
+        self._execute_all([update for r in recorded for update in self._fold(r.transition)])
+
+    def _fold(self, t: AlarmTransition) -> list[tuple[Any, Any]]:
+        """The update of `t`'s alarm row that folds `t` in, at the write timestamp of `t`'s
+        place in its part's order (none for a comment, which lives in the log alone)."""
+        a = t.alarm
+        row = (_shard(a.station_id), a.station_id, a.sensor, a.kind)
+        if t.action in ("raise", "escalate"):
+            shares = _shares_text(t.sensors)
+            stamp = t.ts * 1000 + _RANKS[t.action]
+            return [
+                (
+                    self._cql["set_condition"],
+                    (stamp, t.activation_ts, t.severity, shares, t.ts, *row),
+                )
+            ]
+        if t.action == "clear":
+            stamp = t.ts * 1000 + _RANKS[t.action]
+            return [(self._cql["clear_condition"], (stamp, t.activation_ts, t.ts, t.ts, *row))]
+        if t.action == "ack":
+            ack = (t.activation_ts, t.actor, t.ts)
+            return [(self._cql["set_ack"], (t.activation_ts * 1000, ack, *row))]
+        if t.action in ("shelve", "unshelve"):
+            shelving = (t.until, t.actor, t.ts) if t.action == "shelve" else (None, "", t.ts)
+            return [(self._cql["set_shelving"], (t.ts * 1000, shelving, *row))]
+        return []
+
     def _write_global_anomaly_run(
         self, run: GlobalAnomalyRunRow, anomalies: list[GlobalAnomalyRow]
     ) -> None:
@@ -820,6 +942,60 @@ class CassandraStore(Store):
                 )
         return runs
 
+    def _alarms(self, q: Alarms) -> AlarmPage:
+        """Every row of the shards asked about (all ALARM_SHARDS, or the station's one),
+        filtered and sorted here: see "Alarms" in the module docstring for the bound."""
+        if q.station_id is None:
+            results = self._run("alarms_of_shard", [(shard,) for shard in range(ALARM_SHARDS)])
+        else:
+            results = self._run("alarms_of_station", [(_shard(q.station_id), q.station_id)])
+        rows = [_alarm_row(row) for result in results for row in result]
+        return alarm_page(rows, q)
+
+    def _alarm_history(self, q: AlarmHistory) -> list[RecordedTransition]:
+        return [_recorded(row) for row in self._run("alarm_history", [(q.alarm_id,)])[0]]
+
+    def _alarm_transitions(self, q: AlarmTransitions) -> list[AlarmTransition]:
+        if q.end_ms <= q.start_ms:
+            return []
+        first, last = q.start_ms // DAY_MS, (q.end_ms - 1) // DAY_MS
+        days = self._days(_ALARM_DAYS, "", first, last, newest_first=False)
+        results = self._run("alarm_days_in_range", [(day, q.start_ms, q.end_ms) for day in days])
+        found = (_transition(row) for result in results for row in result)
+        return [t for t in found if not q.actions or t.action in q.actions]
+
+    def _transition_feed(self, q: TransitionFeed) -> list[RecordedTransition]:
+        """The feed's entries after `q.after`, each kept only when the history records its
+        transition at the entry's `recorded_at` (else a racing writer left it: see "Alarms"
+        in the module docstring), until `q.limit` are kept."""
+        entries = self._feed_entries(q.after, min(q.limit, 1000))
+        found: list[RecordedTransition] = []
+        while len(found) < q.limit:
+            chunk = list(itertools.islice(entries, q.limit - len(found)))
+            if not chunk:
+                break
+            logged = self._run("alarm_logged", [entry[2:] for entry in chunk])
+            for (recorded_at, *_), result in zip(chunk, logged, strict=True):
+                row = result.one()
+                if row is not None and row[-1] == recorded_at:
+                    found.append(_recorded(row))
+        return found
+
+    def _feed_entries(
+        self, after: tuple[int, str] | None, fetch: int
+    ) -> Iterator[tuple[int, str, str, int, int, str]]:
+        """(recorded_at, key, then the history's key: alarm id, ts, rank, key) of the feed's
+        entries after `after`, in (recorded_at, key) order, read a page at a time."""
+        first = _MIN if after is None else after[0] // DAY_MS
+        for bucket in self._days(_ALARM_FEED, "", first, newest_first=False):
+            if after is not None and bucket == first:
+                statement = self._cql["alarm_feed_after"].bind((bucket, *after))
+            else:
+                statement = self._cql["alarm_feed"].bind((bucket,))
+            statement.fetch_size = fetch
+            for recorded_at, key, alarm_id, ts, rank in self._session.execute(statement):
+                yield recorded_at, key, alarm_id, ts, rank, key
+
     # Running statements
 
     def _run(
@@ -908,3 +1084,128 @@ def _row(readings: EncodedReadings, days: list[int], i: int, processed_at: int) 
 def _applied(result: ResultSet) -> bool:
     """Whether a lightweight transaction applied: the first column of its first row."""
     return bool(result.one()[0])
+
+
+def _log_stamp() -> int:
+    """The write timestamp of a write's copies of the log: the wall clock in microseconds,
+    negated, so that of two writes of one key the earlier keeps its cells (Cassandra keeps the
+    highest timestamp)."""
+    return -(time.time_ns() // 1000)
+
+
+def _shard(station_id: str) -> int:
+    """The `alarms` partition of a station's alarms (stable across processes, unlike hash())."""
+    return zlib.crc32(station_id.encode("utf-8", "surrogatepass")) % ALARM_SHARDS
+
+
+def _rank(t: AlarmTransition) -> int:
+    return _RANKS.get(t.action, _OPERATOR_RANK)
+
+
+def _locate(t: AlarmTransition) -> tuple[str, int, int, str]:
+    """`t`'s primary key in alarm_history: alarm id, ts, rank, key."""
+    return t.alarm.id, t.ts, _rank(t), t.key
+
+
+def _shares_text(shares: Sequence[SensorShare]) -> str:
+    return json.dumps([[sensor, share] for sensor, share in shares])
+
+
+def _shares(text: str | None) -> tuple[SensorShare, ...]:
+    return tuple((str(sensor), float(share)) for sensor, share in json.loads(text or "[]"))
+
+
+def _fields(t: AlarmTransition) -> tuple[Any, ...]:
+    """`t` as the columns _TRANSITION names; a missing `until` is left unset, not written as
+    a null (which Cassandra would store as a tombstone)."""
+    a = t.alarm
+    until = UNSET_VALUE if t.until is None else t.until
+    return (
+        a.station_id,
+        a.sensor,
+        a.kind,
+        t.ts,
+        t.action,
+        t.activation_ts,
+        t.actor,
+        t.severity,
+        _shares_text(t.sensors),
+        t.comment,
+        until,
+        t.detail,
+    )
+
+
+def _transition(row: Sequence[Any]) -> AlarmTransition:
+    """An alarm transition from its _TRANSITION columns (more may follow)."""
+    station, sensor, kind, ts, action, activation, actor, severity, shares, text, until, detail = (
+        row[:12]
+    )
+    return AlarmTransition(
+        AlarmKey(station, sensor, kind),
+        action,
+        ts,
+        activation,
+        actor=actor,
+        severity=severity,
+        sensors=_shares(shares),
+        comment=text,
+        until=until,
+        detail=detail,
+    )
+
+
+def _recorded(row: Sequence[Any]) -> RecordedTransition:
+    """A logged transition from its _LOGGED columns."""
+    return RecordedTransition(_transition(row), row[12])
+
+
+def _alarm_row(row: Sequence[Any]) -> AlarmRow:
+    """An alarm from its _ALARM_ROW columns; changed_at is the latest time any part holds."""
+    station, sensor, kind, active, activation, cleared, severity, shares, at, ack, shelving = row
+    condition = (
+        Condition()
+        if at is None
+        else Condition(bool(active), activation, cleared, severity or "low", _shares(shares))
+    )
+    acked, acked_by, acked_at = ack or (None, "", None)
+    until, shelved_by, shelved_at = shelving or (None, "", None)
+    operator = Operator(acked, acked_by, acked_at, until, shelved_by)
+    changed = [ms for ms in (at, acked_at, shelved_at) if ms is not None]
+    state = AlarmState(AlarmKey(station, sensor, kind), condition, operator)
+    return AlarmRow(state, max(changed))
+
+
+def alarm_page(rows: Iterable[AlarmRow], q: Alarms) -> AlarmPage:
+    """The page of `rows` that `q` asks for."""
+    kept = sorted(
+        (row for row in rows if _wanted(row, q)),
+        key=lambda row: (-row.changed_at, row.state.alarm.id),
+    )
+    if q.after is not None:
+        changed_at, alarm_id = q.after
+        kept = [r for r in kept if (-r.changed_at, r.state.alarm.id) > (-changed_at, alarm_id)]
+    page = kept[: q.limit]
+    more = len(kept) > q.limit
+    return AlarmPage(page, (page[-1].changed_at, page[-1].state.alarm.id) if more else None)
+
+
+def _wanted(row: AlarmRow, q: Alarms) -> bool:
+    state, condition = row.state, row.state.condition
+    if q.since_ms is not None and row.changed_at < q.since_ms:
+        return False
+    if q.min_severity is not None and severity_rank(condition.severity) < severity_rank(
+        q.min_severity
+    ):
+        return False
+    if q.state == "active":
+        return condition.active
+    if q.state == "cleared":
+        return condition.activation_ts is not None and not condition.active
+    if q.state == "acknowledged":
+        return state.acknowledged
+    if q.state == "unacknowledged":
+        return condition.activation_ts is not None and not state.acknowledged
+    if q.state == "shelved":
+        return q.now_ms is not None and state.shelved(q.now_ms)
+    return True

@@ -38,6 +38,12 @@ LONG_FAULTS = -(2**63)
 _KEYSPACE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")  # Cassandra's rule for unquoted names
 _READING = """ts_assigned boolean, received_at bigint, processed_at bigint, sensor_values text,
     is_anomaly boolean, scores text, sensors text, model_version text"""
+# An alarm transition's fields beside its alarm, ts and key; shares: its sensors as JSON.
+_TRANSITION = """action text, activation_ts bigint, actor text, severity text, shares text,
+    comment text, until bigint, detail text"""
+# The alarm rows' partitions: a station's alarms are in shard crc32(station_id) % ALARM_SHARDS.
+# Never change it: rows already stored would no longer be found.
+ALARM_SHARDS = 8
 
 # Migration N (1-based) brings a keyspace from version N-1 to N. Append, never edit. Tables are
 # named with their keyspace ({ks}), as in every statement: a session never USEs a keyspace, so
@@ -109,6 +115,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             written_at bigint,
             PRIMARY KEY ((consumer_group, topic), log_partition))""",
     ),
+    (
+        # The alarm log, one copy per query (see "Alarms" in faultline.store.cassandra). By
+        # alarm: the copy a write looks transitions up in, written first; rank orders the
+        # actions of one ts (clear < raise < escalate < operator actions).
+        f"""CREATE TABLE IF NOT EXISTS {{ks}}.alarm_history (
+            alarm_id text, ts bigint, rank int, key text, station_id text, sensor text,
+            kind text, {_TRANSITION}, recorded_at bigint,
+            PRIMARY KEY ((alarm_id), ts, rank, key))""",
+        # By UTC day of ts; buckets ("alarm_days", "") lists the days that have any.
+        f"""CREATE TABLE IF NOT EXISTS {{ks}}.alarm_days (
+            day bigint, ts bigint, station_id text, sensor text, kind text, key text,
+            {_TRANSITION},
+            PRIMARY KEY ((day), ts, station_id, sensor, kind, key))""",
+        # By UTC day of recorded_at, pointing into alarm_history; buckets ("alarm_feed", "").
+        """CREATE TABLE IF NOT EXISTS {ks}.alarm_feed (
+            bucket bigint, recorded_at bigint, key text, alarm_id text, ts bigint, rank int,
+            PRIMARY KEY ((bucket), recorded_at, key))""",
+        # One row per alarm, in ALARM_SHARDS partitions by station: the condition's columns,
+        # the acknowledgement (activation, by, at) and the shelving (until, by, at).
+        """CREATE TABLE IF NOT EXISTS {ks}.alarms (
+            shard int, station_id text, sensor text, kind text, active boolean,
+            activation_ts bigint, cleared_ts bigint, severity text, shares text,
+            condition_ts bigint, ack frozen<tuple<bigint, text, bigint>>,
+            shelving frozen<tuple<bigint, text, bigint>>,
+            PRIMARY KEY ((shard), station_id, sensor, kind))""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -125,6 +157,10 @@ TABLES = (
     "fault_labels",
     "global_anomalies",
     "checkpoints",
+    "alarm_history",
+    "alarm_days",
+    "alarm_feed",
+    "alarms",
 )
 
 
