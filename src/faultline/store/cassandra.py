@@ -44,6 +44,43 @@ see part of the new results beside the old record, and a write that fails betwee
 leaves part of them (the job then records the run as failed). Either way the next run of the
 day deletes everything older than its own T, so running a day again is idempotent and always
 ends with exactly its results. A failed run sets only the record.
+
+Alarms. The transition log is kept three times, each copy keyed by the transition's key
+within partitions its query names: `alarm_history` by alarm (AlarmHistory), `alarm_days` by the
+UTC day of `ts` (AlarmTransitions reads the days of its range that `buckets` lists) and
+`alarm_feed` by the UTC day of `recorded_at` (TransitionFeed reads those days in order, each
+by (recorded_at, key); an entry points into the history). An INSERT is an upsert, so writing a
+transition again rewrites the same rows, except that `recorded_at` must stay the first write's
+and the feed has it in its key. So a write first reads the history at the keys it carries and
+gives every copy the stored transition and `recorded_at` of a key found there (`processed_at`
+for one that is not), then writes the history before the other copies, so that the replay of a
+write failing halfway finds it and completes the rest. No lightweight transaction: what the
+read cannot see is another writer of the same key racing this one. For that, every copy is
+written at minus the wall clock in microseconds as its write timestamp: Cassandra keeps the
+cell with the highest, so of two writes of one key the earlier keeps every cell of the history
+and of the days, in whatever order they land (writers' clocks decide what "earlier" is). The
+loser's feed entry is another row (its recorded_at differs), so the feed serves an entry only
+when the history records its transition at the entry's recorded_at. The price: a point read
+per transition written and per feed entry served.
+
+Each alarm has one row in `alarms`, whose parts are set by separate UPDATEs, each at the write
+timestamp of its transition's place in that part's order, so that Cassandra's last write wins
+is the guarded update of faultline.store.base, replays and out-of-order batches included: the
+condition at ts * 1000 + rank (clear < raise < escalate within a millisecond), the
+acknowledgement at activation_ts * 1000, the shelving at ts * 1000. A raise or escalate sets the
+whole condition (no clear time); a clear sets the activation, inactive and its time, and leaves
+the severity and sensors the raise or escalation before it set, as faultline.alarms.state does.
+The acknowledgement (activation, by, at) and the shelving (until, by, at) are one cell each, so
+two writers tying on a timestamp never mix their fields: Cassandra then keeps the greater
+value, so two shelving changes of one alarm in the same millisecond end in either, not in the
+one written last. A row's `changed_at` is the latest time its parts hold, taken when read.
+
+Alarm rows are few (stations x sensors x kinds) and the listing is sorted by `changed_at`,
+which a row rewritten by timestamps cannot keep an index of without reading first. So they
+live in ALARM_SHARDS partitions by station, and Alarms reads all of them (one, when it names a
+station) and filters, sorts and pages here: every page reads every alarm row, about 200 bytes
+each, e.g. 2 MB for 1000 stations x 4 sensors x 2 kinds. An alarm's history partition grows
+with its transitions, without bound until alarms have a retention.
 """
 
 from __future__ import annotations
@@ -323,6 +360,8 @@ class CassandraStore(Store):
         self.where = f"cassandra://{','.join(o.hosts)}:{o.port}/{o.keyspace}"
         self._lock = threading.Lock()
         self._closed = False
+        # The wall clock in microseconds, for the alarm log's write timestamps (tests set it).
+        self.clock_us: Callable[[], int] = lambda: time.time_ns() // 1000
         try:
             self._cluster = cluster(o)  # refuses host names that do not resolve
         except _ERRORS as exc:
@@ -679,7 +718,8 @@ class CassandraStore(Store):
         for t, result in zip(batch, logged, strict=True):
             row = result.one()
             recorded.append(RecordedTransition(t, processed_at) if row is None else _recorded(row))
-        stamp = _log_stamp()
+        # Negated: of two writes of a key the earlier wins ("Alarms" in the module docstring).
+        stamp = -self.clock_us()
         buckets, history, days, feed = set(), [], [], []
         for r in recorded:
             t, at, fields = r.transition, r.recorded_at, _fields(r.transition)
@@ -1084,13 +1124,6 @@ def _row(readings: EncodedReadings, days: list[int], i: int, processed_at: int) 
 def _applied(result: ResultSet) -> bool:
     """Whether a lightweight transaction applied: the first column of its first row."""
     return bool(result.one()[0])
-
-
-def _log_stamp() -> int:
-    """The write timestamp of a write's copies of the log: the wall clock in microseconds,
-    negated, so that of two writes of one key the earlier keeps its cells (Cassandra keeps the
-    highest timestamp)."""
-    return -(time.time_ns() // 1000)
 
 
 def _shard(station_id: str) -> int:
