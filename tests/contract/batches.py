@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from faultline.alarm_schema import AlarmTransition
 from faultline.schema import (
     IS_ANOMALY,
     MODEL_VERSION,
@@ -93,6 +94,7 @@ def write_batch(
     faults: Sequence[FaultLabel] = (),
     global_anomalies: Sequence[GlobalAnomaly] = (),
     global_anomaly_run: GlobalAnomalyRun | None = None,
+    alarm_transitions: Sequence[AlarmTransition] = (),
     processed_at: int = T0 + 3_600_000,
     sensors: Sequence[str] = SENSORS,
     detectors: Sequence[str] = DETECTORS,
@@ -108,6 +110,7 @@ def write_batch(
         faults=tuple(faults),
         global_anomalies=tuple(global_anomalies),
         global_anomaly_run=global_anomaly_run,
+        alarm_transitions=tuple(alarm_transitions),
     )
 
 

@@ -5,6 +5,9 @@ new object first and only then, under the lock, mutates, each mutation through a
 keeps its undo: should anything fail halfway (a bug, MemoryError, an interrupt), the journal
 undoes what the write did, so a batch is committed whole or not at all (Atomicity.BATCH). The
 1-minute aggregates take in the readings found new under that lock, so a replay adds nothing.
+Alarm transitions new to the log are offered to their alarm's row (faultline.store.alarm_rows)
+in history order; the rows are also kept sorted by (-changed_at, id), overall and per station,
+which is the order Alarms pages through.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from faultline.alarm_schema import AlarmTransition
 from faultline.batch.aggregate import Partial, aggregate_frame, merge_partial, partial_rows
 from faultline.schema import (
     RUN_SUCCEEDED,
@@ -27,7 +31,13 @@ from faultline.schema import (
     GlobalAnomalyRun,
     WriteBatch,
 )
+from faultline.store.alarm_rows import HistoryOrder, StoredAlarm, history_order, matches, take
 from faultline.store.base import (
+    AlarmHistory,
+    AlarmPage,
+    AlarmRow,
+    Alarms,
+    AlarmTransitions,
     AnomalyCount,
     Atomicity,
     Checkpoints,
@@ -45,11 +55,13 @@ from faultline.store.base import (
     ReadingPage,
     ReadingRow,
     RecentReadings,
+    RecordedTransition,
     StationReadings,
     Stations,
     StationSummary,
     Store,
     StoreError,
+    TransitionFeed,
 )
 from faultline.store.checkpoints import CheckpointRow, checkpoint, checkpoint_rows
 from faultline.store.columns import (
@@ -69,6 +81,9 @@ _FaultKey = tuple[str, str, str, int]
 _MinuteKey = tuple[int, str, str]  # (minute, station_id, sensor): the global order
 _StationMinute = tuple[int, str]  # (minute, sensor): the order within a station
 _AnomalyKey = tuple[int, str, str, int]  # (day number, station_id, sensor, minute)
+_TransitionTime = tuple[int, str, str, str, str]  # (ts, station_id, sensor, kind, key)
+_Recorded = tuple[int, str]  # (recorded_at, key): the feed's order
+_Changed = tuple[int, str]  # (-changed_at, alarm id): the order of Alarms
 
 
 class _Journal:
@@ -95,6 +110,12 @@ class _Journal:
         self.step()
         insort(keys, key)
         self._undo.append(lambda: keys.pop(bisect_left(keys, key)))
+
+    def remove(self, keys: list[Any], key: Any) -> None:
+        """Remove `key`, which is in the sorted list `keys`."""
+        self.step()
+        keys.pop(bisect_left(keys, key))
+        self._undo.append(lambda: insort(keys, key))
 
     def append(self, items: list[Any], item: Any) -> None:
         self.step()
@@ -151,6 +172,13 @@ class MemoryStore(Store):
         self._global_anomaly_runs: dict[int, GlobalAnomalyRunRow] = {}  # by day number
         self._global_anomaly_run_days: list[int] = []
         self._checkpoints: dict[tuple[str, str, int], CheckpointRow] = {}
+        self._transitions: dict[str, RecordedTransition] = {}  # the log, by key
+        self._histories: dict[str, list[HistoryOrder]] = {}  # by alarm id
+        self._transition_times: list[_TransitionTime] = []
+        self._recorded: list[_Recorded] = []
+        self._alarms: dict[str, StoredAlarm] = {}  # the rows, by alarm id
+        self._changed: list[_Changed] = []
+        self._changed_by_station: dict[str, list[_Changed]] = {}
         self._handlers: dict[type[Any], Callable[[Any], Any]] = {
             LatestAnomalies: self._latest_anomalies,
             AnomalyCount: self._anomaly_count,
@@ -164,6 +192,10 @@ class MemoryStore(Store):
             GlobalAnomalies: self._global_anomaly_rows,
             GlobalAnomalyRuns: self._global_anomaly_run_rows,
             Checkpoints: self._checkpoint_rows,
+            Alarms: self._alarm_page,
+            AlarmHistory: self._alarm_history,
+            AlarmTransitions: self._alarm_transitions,
+            TransitionFeed: self._transition_feed,
         }
 
     def write(self, batch: WriteBatch) -> None:
@@ -203,6 +235,7 @@ class MemoryStore(Store):
                         journal.insort(self._global_anomaly_keys, anomaly[:4])
                     journal.put(self._global_anomalies, anomaly[:4], anomaly)
                 self._put_checkpoints(journal, checkpoints)
+                self._add_transitions(journal, valid.transitions, batch.processed_at)
             except BaseException:
                 journal.roll_back()
                 raise
@@ -311,6 +344,67 @@ class MemoryStore(Store):
             known = self._checkpoints.get(row[:3])
             if known is None or row[3] >= known[3]:
                 journal.put(self._checkpoints, row[:3], row)
+
+    def _add_transitions(
+        self, journal: _Journal, transitions: list[AlarmTransition], recorded_at: int
+    ) -> None:
+        for t in sorted(transitions, key=lambda t: (t.alarm.id, history_order(t))):
+            if t.key in self._transitions:
+                continue
+            alarm = t.alarm
+            journal.put(self._transitions, t.key, RecordedTransition(t, recorded_at))
+            journal.insort(_listed(journal, self._histories, alarm.id), history_order(t))
+            journal.insort(
+                self._transition_times, (t.ts, alarm.station_id, alarm.sensor, alarm.kind, t.key)
+            )
+            journal.insort(self._recorded, (recorded_at, t.key))
+            known = self._alarms.get(alarm.id)
+            row = take(known, t)
+            if row is None:
+                continue
+            by_station = _listed(journal, self._changed_by_station, alarm.station_id)
+            if known is not None:
+                journal.remove(self._changed, (-known.changed_at, alarm.id))
+                journal.remove(by_station, (-known.changed_at, alarm.id))
+            journal.put(self._alarms, alarm.id, row)
+            journal.insort(self._changed, (-row.changed_at, alarm.id))
+            journal.insort(by_station, (-row.changed_at, alarm.id))
+
+    def _alarm_page(self, q: Alarms) -> AlarmPage:
+        order = (
+            self._changed
+            if q.station_id is None
+            else self._changed_by_station.get(q.station_id, [])
+        )
+        first = 0 if q.after is None else bisect_right(order, (-q.after[0], q.after[1]))
+        rows: list[AlarmRow] = []
+        for negated, alarm_id in order[first:]:
+            if q.since_ms is not None and -negated < q.since_ms:
+                break  # the rest changed earlier still
+            row = self._alarms[alarm_id].row()
+            if matches(q, row):
+                rows.append(row)
+                if len(rows) > q.limit:
+                    break
+        page = rows[: q.limit]
+        more = len(rows) > q.limit
+        last = page[-1] if page else None
+        return AlarmPage(
+            page, (last.changed_at, last.state.alarm.id) if more and last is not None else None
+        )
+
+    def _alarm_history(self, q: AlarmHistory) -> list[RecordedTransition]:
+        return [self._transitions[key] for *_, key in self._histories.get(q.alarm_id, [])]
+
+    def _alarm_transitions(self, q: AlarmTransitions) -> list[AlarmTransition]:
+        first = bisect_left(self._transition_times, (q.start_ms,))
+        end = bisect_left(self._transition_times, (q.end_ms,))
+        found = (self._transitions[key].transition for *_, key in self._transition_times[first:end])
+        return [t for t in found if not q.actions or t.action in q.actions]
+
+    def _transition_feed(self, q: TransitionFeed) -> list[RecordedTransition]:
+        first = 0 if q.after is None else bisect_right(self._recorded, q.after)
+        return [self._transitions[key] for _, key in self._recorded[first : first + q.limit]]
 
     def _checkpoint_rows(self, q: Checkpoints) -> list[Checkpoint]:
         rows = [r for key, r in self._checkpoints.items() if key[:2] == (q.group, q.topic)]
