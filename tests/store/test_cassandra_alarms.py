@@ -1,6 +1,6 @@
 """Cassandra's alarms: rows kept by write timestamps whatever order transitions arrive in,
-the earlier of two racing writes of a transition keeping its recorded_at, and the migration
-that gives an older keyspace the alarm tables.
+the first of two racing writes of a key deciding what every copy of the log holds, and the
+migration that gives an older keyspace the alarm tables.
 
 Runs against the node in FAULTLINE_TEST_CASSANDRA, like tests/store/test_cassandra.py.
 """
@@ -8,7 +8,7 @@ Runs against the node in FAULTLINE_TEST_CASSANDRA, like tests/store/test_cassand
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -17,10 +17,17 @@ import pytest
 from faultline.alarm_schema import AlarmKey, AlarmState, AlarmTransition
 from faultline.alarms.state import apply
 from faultline.schema import WriteBatch
-from faultline.store import AlarmHistory, Alarms, AlarmTransitions, TransitionFeed
+from faultline.store import (
+    AlarmHistory,
+    Alarms,
+    AlarmTransitions,
+    RecordedTransition,
+    TransitionFeed,
+)
 from faultline.store.cassandra import CassandraStore
 from faultline.store.cassandra_schema import SCHEMA_VERSION, migrate, parse_url
-from tests.contract.batches import T0, write_batch
+from tests.contract.alarms import PROCESSED, alarm_batch
+from tests.contract.batches import T0
 from tests.store.servers import (
     cassandra_keyspace,
     cassandra_session,
@@ -38,10 +45,6 @@ def store(request: pytest.FixtureRequest) -> Iterator[CassandraStore]:
     opened = cassandra_store(request)
     yield opened
     opened.close()
-
-
-def carrying(*transitions: AlarmTransition, processed_at: int = T0 + 3_600_000) -> WriteBatch:
-    return replace(write_batch(processed_at=processed_at), alarm_transitions=transitions)
 
 
 def lifecycle(station_id: str) -> list[AlarmTransition]:
@@ -92,7 +95,7 @@ def test_an_alarm_row_is_the_same_whatever_order_its_transitions_arrive_in(
         changed_at = max(t.ts for t in transitions if t.action != "comment")
         expected[state.alarm.id] = (state, changed_at)
         order = rng.sample(transitions, len(transitions))
-        batches += [carrying(t, processed_at=T0 + 3_600_000 + n) for t in order * 2]
+        batches += [alarm_batch(t, processed_at=PROCESSED + n) for t in order * 2]
     rng.shuffle(batches)
     for batch in batches:
         store.write(batch)
@@ -103,49 +106,49 @@ def test_an_alarm_row_is_the_same_whatever_order_its_transitions_arrive_in(
 
 
 class _Interleaved:
-    """Runs `then` once, right before the first time `name` runs, as a writer racing the
-    store's would: it sees nothing the store's write has not written yet."""
+    """Runs `then` once, right before the store first runs statement `name`."""
 
-    def __init__(self, store: CassandraStore, name: str, then: Any) -> None:
+    def __init__(self, store: CassandraStore, name: str, then: Callable[[], None]) -> None:
         self.run, self.name, self.then = store._run, name, then
+        self.ran = False
 
     def __call__(self, name: str, rows: Any, **options: Any) -> Any:
-        if name == self.name and self.then is not None:
-            self.then, then = None, self.then
-            then()
+        if name == self.name and not self.ran:
+            self.ran = True
+            self.then()
         return self.run(name, rows, **options)
 
 
-@pytest.mark.parametrize("later_processed_at", [T0 + 20, T0 + 5], ids=["later", "earlier"])
-def test_of_two_writers_racing_with_a_transition_the_earlier_keeps_its_recorded_at(
-    store: CassandraStore,
-    cassandra_keyspace: str,
-    monkeypatch: pytest.MonkeyPatch,
-    later_processed_at: int,
+def test_of_two_writers_racing_with_one_key_the_first_to_store_it_wins_everywhere(
+    store: CassandraStore, cassandra_keyspace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The later writer has looked the key up and found nothing when the earlier one writes it
-    all; the later one's write then lands last. The earlier write wins by its write timestamp,
-    whatever the batches' processed_at, and the feed serves the transition once."""
-    raised = lifecycle("s-1")[0]
-    earlier = CassandraStore(cassandra_url(cassandra_keyspace))
+    """Bob's write has looked the key up and found nothing when Ana's (the same key: one ack
+    per activation) stores everything; Bob's then finds the key taken when it comes to store
+    it, and writes Ana's transition and time wherever it writes."""
+    raised, *_ = lifecycle("s-1")
+    store.write(alarm_batch(raised))
+    ana = AlarmTransition(raised.alarm, "ack", T0 + 20, T0, actor="ana")
+    bob = replace(ana, ts=T0 + 30, actor="bob")
+    other = CassandraStore(cassandra_url(cassandra_keyspace))
     try:
-        earlier.clock_us = lambda: 1_000_000
-        store.clock_us = lambda: 2_000_000
         race = _Interleaved(
-            store, "log_alarm", lambda: earlier.write(carrying(raised, processed_at=T0 + 10))
+            store,
+            "first_alarm_log",
+            lambda: other.write(alarm_batch(ana, processed_at=PROCESSED + 1)),
         )
         monkeypatch.setattr(store, "_run", race)
-        store.write(carrying(raised, processed_at=later_processed_at))
+        store.write(alarm_batch(bob, processed_at=PROCESSED + 2))
     finally:
-        earlier.close()
+        other.close()
 
-    recorded = store.query(AlarmHistory(raised.alarm.id))
-    assert [(r.transition, r.recorded_at) for r in recorded] == [(raised, T0 + 10)]
-    assert store.query(TransitionFeed()) == recorded
-    assert store.query(AlarmTransitions(T0, T0 + MINUTE)) == [raised]
-    with cassandra_session() as session:
-        entries = session.execute(f"SELECT recorded_at FROM {cassandra_keyspace}.alarm_feed")
-        assert sorted(at for (at,) in entries) == sorted([T0 + 10, later_processed_at])
+    assert race.ran
+    history = store.query(AlarmHistory(raised.alarm.id))
+    first = RecordedTransition(ana, PROCESSED + 1)
+    assert history == [RecordedTransition(raised, PROCESSED), first]
+    assert store.query(TransitionFeed()) == history
+    assert store.query(AlarmTransitions(T0, T0 + MINUTE)) == [raised, ana]
+    (row,) = store.query(Alarms()).rows
+    assert (row.state.operator.acked_by, row.state.operator.acked_at) == ("ana", T0 + 20)
 
 
 def test_a_fourth_version_keyspace_gains_the_alarm_tables(cassandra_keyspace: str) -> None:
@@ -161,7 +164,7 @@ def test_a_fourth_version_keyspace_gains_the_alarm_tables(cassandra_keyspace: st
         store = CassandraStore(cassandra_url(keyspace))
         try:
             raised = lifecycle("s-1")[0]
-            store.write(carrying(raised))
+            store.write(alarm_batch(raised))
             assert [r.transition for r in store.query(AlarmHistory(raised.alarm.id))] == [raised]
             assert [row.state.condition.active for row in store.query(Alarms()).rows] == [True]
         finally:

@@ -45,42 +45,44 @@ leaves part of them (the job then records the run as failed). Either way the nex
 day deletes everything older than its own T, so running a day again is idempotent and always
 ends with exactly its results. A failed run sets only the record.
 
-Alarms. The transition log is kept three times, each copy keyed by the transition's key
-within partitions its query names: `alarm_history` by alarm (AlarmHistory), `alarm_days` by the
-UTC day of `ts` (AlarmTransitions reads the days of its range that `buckets` lists) and
-`alarm_feed` by the UTC day of `recorded_at` (TransitionFeed reads those days in order, each
-by (recorded_at, key); an entry points into the history). An INSERT is an upsert, so writing a
-transition again rewrites the same rows, except that `recorded_at` must stay the first write's
-and the feed has it in its key. So a write first reads the history at the keys it carries and
-gives every copy the stored transition and `recorded_at` of a key found there (`processed_at`
-for one that is not), then writes the history before the other copies, so that the replay of a
-write failing halfway finds it and completes the rest. No lightweight transaction: what the
-read cannot see is another writer of the same key racing this one. For that, every copy is
-written at minus the wall clock in microseconds as its write timestamp: Cassandra keeps the
-cell with the highest, so of two writes of one key the earlier keeps every cell of the history
-and of the days, in whatever order they land (writers' clocks decide what "earlier" is). The
-loser's feed entry is another row (its recorded_at differs), so the feed serves an entry only
-when the history records its transition at the entry's recorded_at. The price: a point read
-per transition written and per feed entry served.
+Alarms. The transition log is kept four times, each copy keyed by the transition's key within
+partitions its query names: `alarm_log` by key alone, `alarm_history` by alarm (AlarmHistory),
+`alarm_days` by the UTC day of `ts` (AlarmTransitions reads the days of its range that
+`buckets` lists) and `alarm_feed` by the UTC day of `recorded_at` (TransitionFeed reads those
+days in order, each by (recorded_at, key)). The log by key decides what every copy holds: a
+write reads it at its keys and takes the stored transition and `recorded_at` of every key
+found; a key not found is stored by INSERT ... IF NOT EXISTS, and one that a racing write
+stored first comes back from it as stored. Then the other copies are written, idempotent
+upserts of the same rows whoever writes them, and a replay of a write that failed after the log
+completes them. The lightweight transaction is paid once per transition, by its first write
+(a replay reads only); readings and their counts cost one per partition and batch already.
+Write timestamps alone (the earliest write winning) would not do: a key does not fix the
+transition's place in the other copies (an ack's key leaves out its time, and `recorded_at`
+is in the feed's), so two writers racing with one key would leave two rows that every read
+would have to check against the log by key.
 
 Each alarm has one row in `alarms`, whose parts are set by separate UPDATEs, each at the write
 timestamp of its transition's place in that part's order, so that Cassandra's last write wins
-is the guarded update of faultline.store.base, replays and out-of-order batches included: the
-condition at ts * 1000 + rank (clear < raise < escalate within a millisecond), the
-acknowledgement at activation_ts * 1000, the shelving at ts * 1000. A raise or escalate sets the
-whole condition (no clear time); a clear sets the activation, inactive and its time, and leaves
-the severity and sensors the raise or escalation before it set, as faultline.alarms.state does.
-The acknowledgement (activation, by, at) and the shelving (until, by, at) are one cell each, so
-two writers tying on a timestamp never mix their fields: Cassandra then keeps the greater
-value, so two shelving changes of one alarm in the same millisecond end in either, not in the
-one written last. A row's `changed_at` is the latest time its parts hold, taken when read.
+is the guarded update of faultline.store.base (faultline.store.alarm_rows), replays and
+out-of-order batches included: the condition (active, activation, clear time) at
+ts * 1000 + rank (clear < raise < escalate within a millisecond), the acknowledgement at
+activation_ts * 1000, the shelving at ts * 1000. The severity and sensors are a part of their
+own: a raise or escalation sets them at its condition's timestamp, a clear at
+activation_ts * 1000, below every raise and escalation of its activation and above all of the
+earlier ones, so that a clear keeps its activation's severity and brings its own only to a row
+that never held that activation. Each part is one text cell led by the key of the transition
+that set it, so that two writes tying on a timestamp (two shelvings in one millisecond) end in
+the later key, as the history orders them: Cassandra keeps the greater value of a tie. So a
+row is the fold of its history whatever order its transitions arrive in, even an escalation
+arriving after the clear that followed it. A row's `changed_at` is the latest time its parts
+hold, taken when read.
 
 Alarm rows are few (stations x sensors x kinds) and the listing is sorted by `changed_at`,
 which a row rewritten by timestamps cannot keep an index of without reading first. So they
 live in ALARM_SHARDS partitions by station, and Alarms reads all of them (one, when it names a
-station) and filters, sorts and pages here: every page reads every alarm row, about 200 bytes
-each, e.g. 2 MB for 1000 stations x 4 sensors x 2 kinds. An alarm's history partition grows
-with its transitions, without bound until alarms have a retention.
+station) and filters, sorts and pages here: every page reads every alarm row (of the station),
+a few hundred bytes each, e.g. 3 MB for 1000 stations x 4 sensors x 2 kinds. An alarm's
+history partition grows with its transitions, without bound until alarms have a retention.
 """
 
 from __future__ import annotations
@@ -110,7 +112,6 @@ from faultline.alarm_schema import (
     Condition,
     Operator,
     SensorShare,
-    severity_rank,
 )
 from faultline.batch.aggregate import (
     MINUTE_MS,
@@ -127,6 +128,7 @@ from faultline.schema import (
     GlobalAnomalyRun,
     WriteBatch,
 )
+from faultline.store.alarm_rows import SHELVING, action_rank, matches
 from faultline.store.base import (
     PING_TIMEOUT_S,
     AlarmHistory,
@@ -204,10 +206,6 @@ _ALARM_DAYS = "alarm_days"
 _ALARM_FEED = "alarm_feed"
 _LETTER_IDS = "dead_letter_id"
 
-# The order of the actions within one ts: the history's `rank` column, and the sub-millisecond
-# part of a condition update's write timestamp (see "Alarms" in the module docstring).
-_RANKS = {"clear": 0, "raise": 1, "escalate": 2}
-_OPERATOR_RANK = 3
 
 _COLS = (
     "station_id, ts, seq, ts_assigned, received_at, processed_at, sensor_values, is_anomaly, "
@@ -219,11 +217,9 @@ _TRANSITION = (
     "until, detail"
 )  # an alarm transition in _transition's order
 _LOGGED = f"{_TRANSITION}, recorded_at"
+_LOGGED_NAMES = tuple(name.strip() for name in _LOGGED.split(","))
 _ALARM = "shard = ? AND station_id = ? AND sensor = ? AND kind = ?"  # one alarm's row
-_ALARM_ROW = (
-    "station_id, sensor, kind, active, activation_ts, cleared_ts, severity, shares, "
-    "condition_ts, ack, shelving"
-)  # in _alarm_row's order
+_ALARM_ROW = "station_id, sensor, kind, condition, severity, ack, shelving"  # _alarm_row's order
 _CQL = {
     "add_station": "INSERT INTO {ks}.stations (part, station_id) VALUES (0, ?)",
     "station_ids": "SELECT station_id FROM {ks}.stations WHERE part = 0",
@@ -305,26 +301,23 @@ _CQL = {
     "global_anomaly_run_of_day": "SELECT day, run_started, run_finished, run_status, "
     "run_series, run_skipped, run_anomalies, run_error FROM {ks}.global_anomalies "
     "WHERE day = ? LIMIT 1",
-    "alarm_logged": f"SELECT {_LOGGED} FROM {{ks}}.alarm_history WHERE alarm_id = ? AND ts = ? "
-    "AND rank = ? AND key = ?",
-    "log_alarm": f"INSERT INTO {{ks}}.alarm_history (alarm_id, rank, key, {_LOGGED}) "
-    f"VALUES ({', '.join('?' * 16)}) USING TIMESTAMP ?",
+    "alarm_by_key": f"SELECT {_LOGGED} FROM {{ks}}.alarm_log WHERE key = ?",
+    "first_alarm_log": f"INSERT INTO {{ks}}.alarm_log (key, {_LOGGED}) "
+    f"VALUES ({', '.join('?' * 14)}) IF NOT EXISTS",
+    "add_alarm_history": f"INSERT INTO {{ks}}.alarm_history (alarm_id, rank, key, {_LOGGED}) "
+    f"VALUES ({', '.join('?' * 16)})",
     "alarm_history": f"SELECT {_LOGGED} FROM {{ks}}.alarm_history WHERE alarm_id = ?",
     "add_alarm_day": f"INSERT INTO {{ks}}.alarm_days (day, key, {_TRANSITION}) "
-    f"VALUES ({', '.join('?' * 14)}) USING TIMESTAMP ?",
+    f"VALUES ({', '.join('?' * 14)})",
     "alarm_days_in_range": f"SELECT {_TRANSITION} FROM {{ks}}.alarm_days WHERE day = ? "
     "AND ts >= ? AND ts < ?",
-    "add_alarm_feed": "INSERT INTO {ks}.alarm_feed (bucket, recorded_at, key, alarm_id, ts, "
-    "rank) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
-    "alarm_feed": "SELECT recorded_at, key, alarm_id, ts, rank FROM {ks}.alarm_feed "
-    "WHERE bucket = ?",
-    "alarm_feed_after": "SELECT recorded_at, key, alarm_id, ts, rank FROM {ks}.alarm_feed "
-    "WHERE bucket = ? AND (recorded_at, key) > (?, ?)",
-    "set_condition": "UPDATE {ks}.alarms USING TIMESTAMP ? SET active = true, "
-    "activation_ts = ?, cleared_ts = null, severity = ?, shares = ?, condition_ts = ? "
-    f"WHERE {_ALARM}",
-    "clear_condition": "UPDATE {ks}.alarms USING TIMESTAMP ? SET active = false, "
-    f"activation_ts = ?, cleared_ts = ?, condition_ts = ? WHERE {_ALARM}",
+    "add_alarm_feed": f"INSERT INTO {{ks}}.alarm_feed (bucket, key, {_LOGGED}) "
+    f"VALUES ({', '.join('?' * 15)})",
+    "alarm_feed": f"SELECT {_LOGGED} FROM {{ks}}.alarm_feed WHERE bucket = ?",
+    "alarm_feed_after": f"SELECT {_LOGGED} FROM {{ks}}.alarm_feed WHERE bucket = ? "
+    "AND (recorded_at, key) > (?, ?)",
+    "set_condition": f"UPDATE {{ks}}.alarms USING TIMESTAMP ? SET condition = ? WHERE {_ALARM}",
+    "set_severity": f"UPDATE {{ks}}.alarms USING TIMESTAMP ? SET severity = ? WHERE {_ALARM}",
     "set_ack": f"UPDATE {{ks}}.alarms USING TIMESTAMP ? SET ack = ? WHERE {_ALARM}",
     "set_shelving": f"UPDATE {{ks}}.alarms USING TIMESTAMP ? SET shelving = ? WHERE {_ALARM}",
     "alarms_of_shard": f"SELECT {_ALARM_ROW} FROM {{ks}}.alarms WHERE shard = ?",
@@ -360,8 +353,6 @@ class CassandraStore(Store):
         self.where = f"cassandra://{','.join(o.hosts)}:{o.port}/{o.keyspace}"
         self._lock = threading.Lock()
         self._closed = False
-        # The wall clock in microseconds, for the alarm log's write timestamps (tests set it).
-        self.clock_us: Callable[[], int] = lambda: time.time_ns() // 1000
         try:
             self._cluster = cluster(o)  # refuses host names that do not resolve
         except _ERRORS as exc:
@@ -415,8 +406,8 @@ class CassandraStore(Store):
             elif anomalies:
                 self._run("add_bucket", {(_GLOBAL_ANOMALIES, "", row[0]) for row in anomalies})
                 self._run("add_global_anomaly", anomalies)
-            if batch.alarm_transitions:
-                self._write_alarm_transitions(batch.alarm_transitions, int(batch.processed_at))
+            if valid.transitions:
+                self._write_alarm_transitions(valid.transitions, int(batch.processed_at))
             # Last, once everything they cover is stored: see _write_checkpoints.
             if checkpoints:
                 self._write_checkpoints(checkpoints)
@@ -707,58 +698,87 @@ class CassandraStore(Store):
         self, transitions: Sequence[AlarmTransition], processed_at: int
     ) -> None:
         """Log the transitions and fold them into their alarms' rows (see "Alarms" in the
-        module docstring): each copy of the log by its key, the history first, with the
-        `recorded_at` already stored for a key the log holds, else `processed_at`."""
-        first: dict[str, AlarmTransition] = {}
-        for t in transitions:
-            first.setdefault(t.key, t)  # within a batch, too, the first of a key wins
-        batch = list(first.values())
-        logged = self._run("alarm_logged", [_locate(t) for t in batch])
-        recorded = []
-        for t, result in zip(batch, logged, strict=True):
-            row = result.one()
-            recorded.append(RecordedTransition(t, processed_at) if row is None else _recorded(row))
-        # Negated: of two writes of a key the earlier wins ("Alarms" in the module docstring).
-        stamp = -self.clock_us()
-        buckets, history, days, feed = set(), [], [], []
+        module docstring): the log by key first, then its other copies, then the rows, each
+        partition's share in one batch, the partitions at once."""
+        recorded = self._first_records(transitions, processed_at)
+        buckets: set[tuple[str, str, int]] = set()
+        history, days, feed, rows = [], [], [], []
         for r in recorded:
             t, at, fields = r.transition, r.recorded_at, _fields(r.transition)
             buckets |= {(_ALARM_DAYS, "", t.ts // DAY_MS), (_ALARM_FEED, "", at // DAY_MS)}
-            history.append((t.alarm.id, _rank(t), t.key, *fields, at, stamp))
-            days.append((t.ts // DAY_MS, t.key, *fields, stamp))
-            feed.append((at // DAY_MS, at, t.key, t.alarm.id, t.ts, _rank(t), stamp))
+            history.append((t.alarm.id, action_rank(t.action), t.key, *fields, at))
+            days.append((t.ts // DAY_MS, t.key, *fields))
+            feed.append((at // DAY_MS, t.key, *fields, at))
+            rows += self._fold(t)
         self._run("add_bucket", buckets)
-        # The history first: a replay of a write failing after it finds the recorded_at to
-        # give the other copies.
-        self._run("log_alarm", history)
-        self._run("add_alarm_day", days)
-        self._run("add_alarm_feed", feed)
-        self._execute_all([update for r in recorded for update in self._fold(r.transition)])
+        self._in_batches([(row[0], self._cql["add_alarm_history"], row) for row in history])
+        self._in_batches([(row[0], self._cql["add_alarm_day"], row) for row in days])
+        self._in_batches([(row[0], self._cql["add_alarm_feed"], row) for row in feed])
+        self._in_batches(rows)
 
-    def _fold(self, t: AlarmTransition) -> list[tuple[Any, Any]]:
-        """The update of `t`'s alarm row that folds `t` in, at the write timestamp of `t`'s
-        place in its part's order (none for a comment, which lives in the log alone)."""
+    def _first_records(
+        self, transitions: Sequence[AlarmTransition], processed_at: int
+    ) -> list[RecordedTransition]:
+        """Each transition as the log records it: as stored, when the log holds its key; else
+        as this write or a racing one stores it now, whichever an INSERT ... IF NOT EXISTS
+        lets through first."""
+        found = self._run("alarm_by_key", [(t.key,) for t in transitions])
+        recorded = [None if (row := r.one()) is None else _recorded(row) for r in found]
+        new = [i for i, r in enumerate(recorded) if r is None]
+        firsts = self._run(
+            "first_alarm_log",
+            [(transitions[i].key, *_fields(transitions[i]), processed_at) for i in new],
+        )
+        for i, result in zip(new, firsts, strict=True):
+            row = result.one()
+            if row[0]:
+                recorded[i] = RecordedTransition(transitions[i], processed_at)
+            else:  # a racing write came first: the row it stored follows [applied]
+                stored = dict(zip(result.column_names, row, strict=True))
+                recorded[i] = _recorded([stored[name] for name in _LOGGED_NAMES])
+        return [r for r in recorded if r is not None]
+
+    def _fold(self, t: AlarmTransition) -> list[tuple[Any, Any, tuple[Any, ...]]]:
+        """The updates of `t`'s alarm row that fold `t` in, each at the write timestamp of
+        `t`'s place in its part's order, as (partition, statement, parameters); none for a
+        comment, which lives in the log alone."""
         a = t.alarm
-        row = (_shard(a.station_id), a.station_id, a.sensor, a.kind)
+        shard = _shard(a.station_id)
+        row = (shard, a.station_id, a.sensor, a.kind)
+
+        def update(name: str, at: int, part: list[Any]) -> tuple[Any, Any, tuple[Any, ...]]:
+            return shard, self._cql[name], (at, _part(t, part), *row)
+
+        rank = action_rank(t.action)
+        severity = [t.severity, _shares_list(t.sensors)]
         if t.action in ("raise", "escalate"):
-            shares = _shares_text(t.sensors)
-            stamp = t.ts * 1000 + _RANKS[t.action]
             return [
-                (
-                    self._cql["set_condition"],
-                    (stamp, t.activation_ts, t.severity, shares, t.ts, *row),
-                )
+                update("set_condition", t.ts * 1000 + rank, [True, t.activation_ts, None, t.ts]),
+                update("set_severity", t.ts * 1000 + rank, severity),
             ]
         if t.action == "clear":
-            stamp = t.ts * 1000 + _RANKS[t.action]
-            return [(self._cql["clear_condition"], (stamp, t.activation_ts, t.ts, t.ts, *row))]
+            return [
+                update("set_condition", t.ts * 1000 + rank, [False, t.activation_ts, t.ts, t.ts]),
+                # Below every raise and escalation of its activation, above all of older ones.
+                update("set_severity", t.activation_ts * 1000, severity),
+            ]
         if t.action == "ack":
-            ack = (t.activation_ts, t.actor, t.ts)
-            return [(self._cql["set_ack"], (t.activation_ts * 1000, ack, *row))]
-        if t.action in ("shelve", "unshelve"):
-            shelving = (t.until, t.actor, t.ts) if t.action == "shelve" else (None, "", t.ts)
-            return [(self._cql["set_shelving"], (t.ts * 1000, shelving, *row))]
+            return [update("set_ack", t.activation_ts * 1000, [t.activation_ts, t.actor, t.ts])]
+        if t.action in SHELVING:
+            shelving = [t.until, t.actor, t.ts] if t.action == "shelve" else [None, "", t.ts]
+            return [update("set_shelving", t.ts * 1000, shelving)]
         return []
+
+    def _in_batches(self, statements: Iterable[tuple[Any, Any, tuple[Any, ...]]]) -> None:
+        """Run (partition, statement, parameters) triples, those of one partition as one
+        unlogged batch (atomic and isolated in Cassandra), the partitions concurrently."""
+        batches: dict[Any, BatchStatement] = {}
+        for partition, statement, parameters in statements:
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = BatchStatement(batch_type=BatchType.UNLOGGED)
+            batch.add(statement, parameters)
+        self._execute_all([(batch, None) for batch in batches.values()])
 
     def _write_global_anomaly_run(
         self, run: GlobalAnomalyRunRow, anomalies: list[GlobalAnomalyRow]
@@ -989,8 +1009,7 @@ class CassandraStore(Store):
             results = self._run("alarms_of_shard", [(shard,) for shard in range(ALARM_SHARDS)])
         else:
             results = self._run("alarms_of_station", [(_shard(q.station_id), q.station_id)])
-        rows = [_alarm_row(row) for result in results for row in result]
-        return alarm_page(rows, q)
+        return alarm_page([_alarm_row(row) for result in results for row in result], q)
 
     def _alarm_history(self, q: AlarmHistory) -> list[RecordedTransition]:
         return [_recorded(row) for row in self._run("alarm_history", [(q.alarm_id,)])[0]]
@@ -1005,36 +1024,22 @@ class CassandraStore(Store):
         return [t for t in found if not q.actions or t.action in q.actions]
 
     def _transition_feed(self, q: TransitionFeed) -> list[RecordedTransition]:
-        """The feed's entries after `q.after`, each kept only when the history records its
-        transition at the entry's `recorded_at` (else a racing writer left it: see "Alarms"
-        in the module docstring), until `q.limit` are kept."""
-        entries = self._feed_entries(q.after, min(q.limit, 1000))
+        """The feed's days from the cursor's on, each from the cursor on, until the limit."""
+        first = _MIN if q.after is None else q.after[0] // DAY_MS
         found: list[RecordedTransition] = []
-        while len(found) < q.limit:
-            chunk = list(itertools.islice(entries, q.limit - len(found)))
-            if not chunk:
-                break
-            logged = self._run("alarm_logged", [entry[2:] for entry in chunk])
-            for (recorded_at, *_), result in zip(chunk, logged, strict=True):
-                row = result.one()
-                if row is not None and row[-1] == recorded_at:
-                    found.append(_recorded(row))
-        return found
-
-    def _feed_entries(
-        self, after: tuple[int, str] | None, fetch: int
-    ) -> Iterator[tuple[int, str, str, int, int, str]]:
-        """(recorded_at, key, then the history's key: alarm id, ts, rank, key) of the feed's
-        entries after `after`, in (recorded_at, key) order, read a page at a time."""
-        first = _MIN if after is None else after[0] // DAY_MS
         for bucket in self._days(_ALARM_FEED, "", first, newest_first=False):
-            if after is not None and bucket == first:
-                statement = self._cql["alarm_feed_after"].bind((bucket, *after))
+            if q.after is not None and bucket == first:
+                params: tuple[Any, ...] = (bucket, *q.after)
+                name = "alarm_feed_after"
             else:
-                statement = self._cql["alarm_feed"].bind((bucket,))
-            statement.fetch_size = fetch
-            for recorded_at, key, alarm_id, ts, rank in self._session.execute(statement):
-                yield recorded_at, key, alarm_id, ts, rank, key
+                params, name = (bucket,), "alarm_feed"
+            statement = self._cql[name].bind(params)
+            statement.fetch_size = min(q.limit, 1000)
+            rows = self._session.execute(statement)
+            found += (_recorded(row) for row in itertools.islice(rows, q.limit - len(found)))
+            if len(found) >= q.limit:
+                break
+        return found
 
     # Running statements
 
@@ -1131,21 +1136,28 @@ def _shard(station_id: str) -> int:
     return zlib.crc32(station_id.encode("utf-8", "surrogatepass")) % ALARM_SHARDS
 
 
-def _rank(t: AlarmTransition) -> int:
-    return _RANKS.get(t.action, _OPERATOR_RANK)
-
-
 def _locate(t: AlarmTransition) -> tuple[str, int, int, str]:
     """`t`'s primary key in alarm_history: alarm id, ts, rank, key."""
-    return t.alarm.id, t.ts, _rank(t), t.key
+    return t.alarm.id, t.ts, action_rank(t.action), t.key
 
 
-def _shares_text(shares: Sequence[SensorShare]) -> str:
-    return json.dumps([[sensor, share] for sensor, share in shares])
+def _shares_list(shares: Sequence[SensorShare]) -> list[list[Any]]:
+    return [[sensor, share] for sensor, share in shares]
 
 
-def _shares(text: str | None) -> tuple[SensorShare, ...]:
-    return tuple((str(sensor), float(share)) for sensor, share in json.loads(text or "[]"))
+def _shares(pairs: Iterable[Sequence[Any]]) -> tuple[SensorShare, ...]:
+    return tuple((str(sensor), float(share)) for sensor, share in pairs)
+
+
+def _part(t: AlarmTransition, value: list[Any]) -> str:
+    """A part of an alarm row as its cell holds it: the key of the transition that set it,
+    NUL, then the part as JSON. Of two cells with one write timestamp Cassandra keeps the one
+    whose bytes are greater: the later key, as the history orders them (no key holds a NUL)."""
+    return f"{t.key}\x00{json.dumps(value)}"
+
+
+def _part_value(cell: str) -> Any:
+    return json.loads(cell[cell.index("\x00") + 1 :])
 
 
 def _fields(t: AlarmTransition) -> tuple[Any, ...]:
@@ -1162,7 +1174,7 @@ def _fields(t: AlarmTransition) -> tuple[Any, ...]:
         t.activation_ts,
         t.actor,
         t.severity,
-        _shares_text(t.sensors),
+        json.dumps(_shares_list(t.sensors)),
         t.comment,
         until,
         t.detail,
@@ -1181,7 +1193,7 @@ def _transition(row: Sequence[Any]) -> AlarmTransition:
         activation,
         actor=actor,
         severity=severity,
-        sensors=_shares(shares),
+        sensors=_shares(json.loads(shares)),
         comment=text,
         until=until,
         detail=detail,
@@ -1194,51 +1206,34 @@ def _recorded(row: Sequence[Any]) -> RecordedTransition:
 
 
 def _alarm_row(row: Sequence[Any]) -> AlarmRow:
-    """An alarm from its _ALARM_ROW columns; changed_at is the latest time any part holds."""
-    station, sensor, kind, active, activation, cleared, severity, shares, at, ack, shelving = row
-    condition = (
-        Condition()
-        if at is None
-        else Condition(bool(active), activation, cleared, severity or "low", _shares(shares))
+    """An alarm from its _ALARM_ROW columns; changed_at is the latest time a part holds."""
+    station, sensor, kind, condition_cell, severity_cell, ack_cell, shelving_cell = row
+    condition, times = Condition(), []
+    if condition_cell is not None:
+        active, activation, cleared, at = _part_value(condition_cell)
+        # A condition cell always has a severity cell, written in the same batch.
+        severity, shares = _part_value(severity_cell)
+        condition = Condition(active, activation, cleared, severity, _shares(shares))
+        times.append(at)
+    acked, acked_by, acked_at = (None, "", None) if ack_cell is None else _part_value(ack_cell)
+    until, shelved_by, shelved_at = (
+        (None, "", None) if shelving_cell is None else _part_value(shelving_cell)
     )
-    acked, acked_by, acked_at = ack or (None, "", None)
-    until, shelved_by, shelved_at = shelving or (None, "", None)
+    times += [ms for ms in (acked_at, shelved_at) if ms is not None]
     operator = Operator(acked, acked_by, acked_at, until, shelved_by)
-    changed = [ms for ms in (at, acked_at, shelved_at) if ms is not None]
-    state = AlarmState(AlarmKey(station, sensor, kind), condition, operator)
-    return AlarmRow(state, max(changed))
+    return AlarmRow(AlarmState(AlarmKey(station, sensor, kind), condition, operator), max(times))
 
 
 def alarm_page(rows: Iterable[AlarmRow], q: Alarms) -> AlarmPage:
-    """The page of `rows` that `q` asks for."""
+    """The page of `rows` that `q` asks for: those it matches, latest change first (ties by
+    alarm id), after its cursor."""
     kept = sorted(
-        (row for row in rows if _wanted(row, q)),
+        (row for row in rows if matches(q, row)),
         key=lambda row: (-row.changed_at, row.state.alarm.id),
     )
     if q.after is not None:
-        changed_at, alarm_id = q.after
-        kept = [r for r in kept if (-r.changed_at, r.state.alarm.id) > (-changed_at, alarm_id)]
+        cursor = (-q.after[0], q.after[1])
+        kept = [row for row in kept if (-row.changed_at, row.state.alarm.id) > cursor]
     page = kept[: q.limit]
     more = len(kept) > q.limit
     return AlarmPage(page, (page[-1].changed_at, page[-1].state.alarm.id) if more else None)
-
-
-def _wanted(row: AlarmRow, q: Alarms) -> bool:
-    state, condition = row.state, row.state.condition
-    if q.since_ms is not None and row.changed_at < q.since_ms:
-        return False
-    if q.min_severity is not None and severity_rank(condition.severity) < severity_rank(
-        q.min_severity
-    ):
-        return False
-    if q.state == "active":
-        return condition.active
-    if q.state == "cleared":
-        return condition.activation_ts is not None and not condition.active
-    if q.state == "acknowledged":
-        return state.acknowledged
-    if q.state == "unacknowledged":
-        return condition.activation_ts is not None and not state.acknowledged
-    if q.state == "shelved":
-        return q.now_ms is not None and state.shelved(q.now_ms)
-    return True

@@ -116,9 +116,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY ((consumer_group, topic), log_partition))""",
     ),
     (
-        # The alarm log, one copy per query (see "Alarms" in faultline.store.cassandra). By
-        # alarm: the copy a write looks transitions up in, written first; rank orders the
-        # actions of one ts (clear < raise < escalate < operator actions).
+        # The alarm log, by key: the copy that decides which write of a key is the first
+        # (INSERT ... IF NOT EXISTS) and what every other copy holds of it (see "Alarms" in
+        # faultline.store.cassandra).
+        f"""CREATE TABLE IF NOT EXISTS {{ks}}.alarm_log (
+            key text PRIMARY KEY, station_id text, sensor text, kind text, ts bigint,
+            {_TRANSITION}, recorded_at bigint)""",
+        # By alarm; rank orders the actions of one ts (clear < raise < escalate < operator).
         f"""CREATE TABLE IF NOT EXISTS {{ks}}.alarm_history (
             alarm_id text, ts bigint, rank int, key text, station_id text, sensor text,
             kind text, {_TRANSITION}, recorded_at bigint,
@@ -128,17 +132,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             day bigint, ts bigint, station_id text, sensor text, kind text, key text,
             {_TRANSITION},
             PRIMARY KEY ((day), ts, station_id, sensor, kind, key))""",
-        # By UTC day of recorded_at, pointing into alarm_history; buckets ("alarm_feed", "").
-        """CREATE TABLE IF NOT EXISTS {ks}.alarm_feed (
-            bucket bigint, recorded_at bigint, key text, alarm_id text, ts bigint, rank int,
+        # By UTC day of recorded_at; buckets ("alarm_feed", "") lists the days that have any.
+        f"""CREATE TABLE IF NOT EXISTS {{ks}}.alarm_feed (
+            bucket bigint, recorded_at bigint, key text, station_id text, sensor text,
+            kind text, ts bigint, {_TRANSITION},
             PRIMARY KEY ((bucket), recorded_at, key))""",
-        # One row per alarm, in ALARM_SHARDS partitions by station: the condition's columns,
-        # the acknowledgement (activation, by, at) and the shelving (until, by, at).
+        # One row per alarm, in ALARM_SHARDS partitions by station, a cell per part that
+        # one transition sets whole: the condition (active, activation, cleared at, ts), its
+        # severity and shares, the acknowledgement (activation, by, at) and the shelving
+        # (until, by, at), each behind the key that set it (faultline.store.cassandra._part).
         """CREATE TABLE IF NOT EXISTS {ks}.alarms (
-            shard int, station_id text, sensor text, kind text, active boolean,
-            activation_ts bigint, cleared_ts bigint, severity text, shares text,
-            condition_ts bigint, ack frozen<tuple<bigint, text, bigint>>,
-            shelving frozen<tuple<bigint, text, bigint>>,
+            shard int, station_id text, sensor text, kind text, condition text,
+            severity text, ack text, shelving text,
             PRIMARY KEY ((shard), station_id, sensor, kind))""",
     ),
 )
@@ -157,6 +162,7 @@ TABLES = (
     "fault_labels",
     "global_anomalies",
     "checkpoints",
+    "alarm_log",
     "alarm_history",
     "alarm_days",
     "alarm_feed",
