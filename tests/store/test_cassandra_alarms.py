@@ -24,6 +24,8 @@ from faultline.store import (
     RecordedTransition,
     TransitionFeed,
 )
+from faultline.store import cassandra as cassandra_module
+from faultline.store.alarm_rows import history_order
 from faultline.store.cassandra import CassandraStore
 from faultline.store.cassandra_schema import SCHEMA_VERSION, migrate, parse_url
 from tests.contract.alarms import PROCESSED, alarm_batch
@@ -80,29 +82,35 @@ def lifecycle(station_id: str) -> list[AlarmTransition]:
 def test_an_alarm_row_is_the_same_whatever_order_its_transitions_arrive_in(
     store: CassandraStore,
 ) -> None:
-    """Each station's lifecycle is written one transition per batch in its own random order,
-    every batch twice: each row is what applying the transitions in order gives, and the
-    listing finds every station's (they are in several of the row partitions)."""
+    """Each station's lifecycle is written one transition per batch, the first station's
+    newest first, the others' in random orders, every batch twice: each row is what applying
+    the transitions in order gives, and the listing finds every station's."""
     rng = random.Random(10)
     expected: dict[str, tuple[AlarmState, int]] = {}
+    first: list[WriteBatch] = []
     batches: list[WriteBatch] = []
-    for n in range(24):
-        transitions = lifecycle(f"s-{n}")
+    stations = [f"s-{n}" for n in range(24)]
+    assert len({cassandra_module._shard(s) for s in stations}) > 1  # rows in several partitions
+    for n, station in enumerate(stations):
+        transitions = lifecycle(station)
         state = AlarmState(transitions[0].alarm)
         for t in transitions:
             state = apply(state, t)
         state = replace(state, operator=replace(state.operator, comments=()))
         changed_at = max(t.ts for t in transitions if t.action != "comment")
         expected[state.alarm.id] = (state, changed_at)
-        order = rng.sample(transitions, len(transitions))
-        batches += [alarm_batch(t, processed_at=PROCESSED + n) for t in order * 2]
+        order = transitions[::-1] if n == 0 else rng.sample(transitions, len(transitions))
+        (batches if n else first).extend(alarm_batch(t, processed_at=PROCESSED) for t in order * 2)
     rng.shuffle(batches)
-    for batch in batches:
+    for batch in first + batches:
         store.write(batch)
 
     page = store.query(Alarms(limit=1000))
     assert {row.state.alarm.id: (row.state, row.changed_at) for row in page.rows} == expected
-    assert len(page.rows) == 24 and page.next_cursor is None
+    assert len(page.rows) == len(stations) and page.next_cursor is None
+    reversed_one = lifecycle(stations[0])
+    history = store.query(AlarmHistory(reversed_one[0].alarm.id))
+    assert [r.transition for r in history] == sorted(reversed_one, key=history_order)
 
 
 class _Interleaved:
@@ -155,7 +163,7 @@ def test_a_fourth_version_keyspace_gains_the_alarm_tables(cassandra_keyspace: st
     keyspace = f"{cassandra_keyspace}_v4"
     tables = (
         "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s "
-        "AND table_name IN ('alarms', 'alarm_history', 'alarm_days', 'alarm_feed')"
+        "AND table_name IN ('alarms', 'alarm_log', 'alarm_history', 'alarm_days', 'alarm_feed')"
     )
     try:
         with cassandra_session() as session:
@@ -170,7 +178,7 @@ def test_a_fourth_version_keyspace_gains_the_alarm_tables(cassandra_keyspace: st
         finally:
             store.close()
         with cassandra_session() as session:
-            assert len(list(session.execute(tables, (keyspace,)))) == 4
+            assert len(list(session.execute(tables, (keyspace,)))) == 5
             version = f"SELECT version FROM {keyspace}.schema_version WHERE part = 0"
             assert session.execute(version).one() == (SCHEMA_VERSION,)
     finally:

@@ -1133,7 +1133,7 @@ def _applied(result: ResultSet) -> bool:
 
 def _shard(station_id: str) -> int:
     """The `alarms` partition of a station's alarms (stable across processes, unlike hash())."""
-    return zlib.crc32(station_id.encode("utf-8", "surrogatepass")) % ALARM_SHARDS
+    return zlib.crc32(station_id.encode()) % ALARM_SHARDS
 
 
 def _locate(t: AlarmTransition) -> tuple[str, int, int, str]:
