@@ -116,7 +116,10 @@ def all_alarms(store: Store, limit: int = 1000, **filters: object) -> list[Alarm
         if page.next_cursor is None:
             return rows
         assert page.rows, "a page with a cursor after it cannot be empty"
-        after = page.next_cursor
+        cursor = page.next_cursor
+        # Latest change first: each page's cursor lies further on, or this would never end.
+        assert after is None or (-cursor[0], cursor[1]) > (-after[0], after[1]), (after, cursor)
+        after = cursor
 
 
 def alarm_ids(store: Store, state: AlarmStateFilter | None = None, **filters: object) -> list[str]:

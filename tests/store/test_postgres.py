@@ -13,8 +13,12 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from faultline.alarm_schema import ANOMALY, AlarmKey
 from faultline.schema import FaultLabel
 from faultline.store import (
+    AlarmHistory,
+    Alarms,
+    AlarmTransitions,
     AnomalyCount,
     DeadLetterCount,
     DeadLetters,
@@ -25,10 +29,12 @@ from faultline.store import (
     StationReadings,
     Stations,
     StoreError,
+    TransitionFeed,
     open_store,
 )
 from faultline.store import postgres as postgres_module
 from faultline.store.postgres import DAY_MS, NATIVE, SCHEMA_VERSION, TIMESCALEDB, PostgresStore
+from tests.contract.alarms import KEY, Race, alarm_batch, all_alarms, raised
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
 from tests.contract.test_aggregate_contract import anomaly
 from tests.store.migrated import assert_old_anomalies_kept_and_a_rerun_replaces_them
@@ -280,3 +286,73 @@ def test_a_malformed_url_is_a_value_error() -> None:
 
 def test_agrees_with_the_memory_store_across_days(store: PostgresStore) -> None:
     assert_agrees_with_memory(store)
+
+
+@pytest.mark.parametrize(
+    "q",
+    [
+        Alarms(),
+        Alarms(after=(T0, KEY.id)),
+        Alarms(state="active", min_severity="high", since_ms=T0),
+        Alarms(state="shelved", now_ms=T0),
+        Alarms(station_id="s-1"),
+        Alarms(station_id="s-1", after=(T0, KEY.id)),
+        AlarmHistory(KEY.id),
+        AlarmTransitions(T0, T0 + 60_000),
+        AlarmTransitions(T0, T0 + 60_000, actions=("raise", "clear")),
+        TransitionFeed(),
+        TransitionFeed(after=(T0, KEY.id)),
+    ],
+    ids=lambda q: type(q).__name__,
+)
+def test_every_alarm_query_is_served_by_an_index_in_its_order(
+    store: PostgresStore, url: str, q: Query[object]
+) -> None:
+    alarms = tuple(AlarmKey(f"s-{i % 10}", f"sensor-{i}", ANOMALY) for i in range(40))
+    race = Race(alarms=alarms, activations=3)
+    for t in race.engine(race.alarms) + race.operator(0):
+        store.write(alarm_batch(t))
+    with admin(url) as conn:
+        conn.execute("ANALYZE")
+    store.query(q)
+
+    plan = "\n".join(store.explain(q, "enable_seqscan = off", "enable_sort = off"))
+
+    assert "Seq Scan" not in plan and "Sort" not in plan, plan
+    assert "Index" in plan, plan
+
+
+def test_a_fourth_version_schema_keeps_its_readings_and_gains_alarms(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    current = postgres_module.migrations
+    monkeypatch.setattr(postgres_module, "migrations", lambda p: current(p)[:4])
+    monkeypatch.setattr(postgres_module, "SCHEMA_VERSION", 4)
+    old = PostgresStore(url)
+    old.write(write_batch(reading_frame(["s-1"], [T0])))
+    old.close()
+    monkeypatch.undo()
+
+    store = PostgresStore(url)
+    try:
+        store.write(alarm_batch(raised(KEY, T0)))
+        assert [r.state.alarm for r in all_alarms(store)] == [KEY]
+        assert [s.station_id for s in store.query(Stations())] == ["s-1"]
+    finally:
+        store.close()
+    with admin(url) as conn:
+        assert conn.execute("SELECT version FROM faultline_schema").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
+
+
+def test_an_engine_and_an_api_process_writing_the_same_alarms_keep_both_parts(url: str) -> None:
+    engine, api = PostgresStore(url), PostgresStore(url)  # two writers, as two processes have
+    race = Race()
+    try:
+        race.run(engine, api)
+
+        race.check(engine)
+    finally:
+        engine.close()
+        api.close()

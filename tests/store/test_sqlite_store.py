@@ -13,6 +13,9 @@ import pytest
 
 from faultline.schema import Checkpoint, FaultLabel
 from faultline.store import (
+    AlarmHistory,
+    Alarms,
+    AlarmTransitions,
     AnomalyCount,
     Checkpoints,
     DeadLetterCount,
@@ -24,9 +27,11 @@ from faultline.store import (
     StationReadings,
     Stations,
     StoreError,
+    TransitionFeed,
 )
 from faultline.store import sqlite as sqlite_module
 from faultline.store.base import LAST_MS
+from tests.contract.alarms import KEY, Race, alarm_batch, all_alarms, raised
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
 from tests.contract.test_aggregate_contract import anomaly
 from tests.store.migrated import assert_old_anomalies_kept_and_a_rerun_replaces_them
@@ -305,3 +310,77 @@ def test_a_fourth_version_database_keeps_its_readings_and_gains_checkpoints(
     assert store.query(Checkpoints("engine", "topic")) == [saved]
     assert [s.station_id for s in store.query(Stations())] == ["s-1"]
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("q", "plan"),
+    [
+        (Alarms(), "SCAN alarms USING INDEX alarms_by_change"),
+        (Alarms(after=(T0, KEY.id)), "SEARCH alarms USING INDEX alarms_by_change (changed_at<?)"),
+        (
+            Alarms(state="active", min_severity="high", since_ms=T0),
+            "SEARCH alarms USING INDEX alarms_by_change (changed_at>?)",
+        ),
+        (Alarms(state="shelved", now_ms=T0), "SCAN alarms USING INDEX alarms_by_change"),
+        (Alarms(station_id="s-1"), "SEARCH alarms USING INDEX alarms_by_station (station_id=?)"),
+        (
+            Alarms(station_id="s-1", after=(T0, KEY.id)),
+            "SEARCH alarms USING INDEX alarms_by_station (station_id=? AND changed_at<?)",
+        ),
+        (
+            AlarmHistory(KEY.id),
+            "SEARCH alarm_transitions USING INDEX alarm_transitions_by_alarm (alarm_id=?)",
+        ),
+        (
+            AlarmTransitions(T0, T0 + 60_000, actions=("raise", "clear")),
+            "SEARCH alarm_transitions USING INDEX alarm_transitions_by_time (ts>? AND ts<?)",
+        ),
+        (TransitionFeed(), "SCAN alarm_transitions USING INDEX alarm_transitions_by_record"),
+        (
+            TransitionFeed(after=(T0, KEY.id)),
+            "SEARCH alarm_transitions USING INDEX alarm_transitions_by_record "
+            "((recorded_at,transition_key)>(?,?))",
+        ),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Query) else "",
+)
+def test_alarm_queries_are_served_from_an_index_in_their_order(
+    store: SqliteStore, q: Query[object], plan: str
+) -> None:
+    race = Race(activations=3)
+    for t in race.engine(race.alarms) + race.operator(0):
+        store.write(alarm_batch(t))
+    store.query(q)
+
+    assert store.explain(q) == [plan]  # one step: no sort, no other table
+
+
+def test_a_fifth_version_database_keeps_its_readings_and_gains_alarms(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:5])
+    old = SqliteStore(path)
+    old.write(write_batch(reading_frame(["s-1"], [T0])))
+    old.close()
+    monkeypatch.undo()
+
+    store = SqliteStore(path)
+    store.write(alarm_batch(raised(KEY, T0)))
+    assert [r.state.alarm for r in all_alarms(store)] == [KEY]
+    assert [s.station_id for s in store.query(Stations())] == ["s-1"]
+    store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_module.MIGRATIONS)
+
+
+def test_an_engine_and_an_api_process_writing_the_same_alarms_keep_both_parts(path: Path) -> None:
+    engine, api = SqliteStore(path), SqliteStore(path)  # two writers, as two processes have
+    race = Race()
+    try:
+        race.run(engine, api)
+
+        race.check(engine)
+        race.check(api)
+    finally:
+        engine.close()
+        api.close()

@@ -20,6 +20,8 @@ Layout, and why:
   its own in the transaction that records it, so a rerun leaves exactly what it found.
 * `checkpoints` keeps one detector checkpoint per (group, topic, partition), upserted in the
   batch's transaction (faultline.store.checkpoints).
+* `alarm_transitions` (the log) and `alarms` (one row per alarm) are laid out, written and read
+  as faultline.store.alarm_sql says, in the batch's transaction; their text sorts by code point.
 * Text that queries sort by uses the "C" collation, so the order is by code point, as in every
   other store, whatever the database's locale.
 
@@ -53,6 +55,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from faultline.batch.aggregate import PARTIAL_COLUMNS
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
 from faultline.store.aggregate_sql import Sql, run_to_sql
+from faultline.store.alarm_sql import AlarmWrites, alarm_tables
 from faultline.store.base import (
     PING_TIMEOUT_S,
     Atomicity,
@@ -184,6 +187,7 @@ def migrations(partitioning: str) -> tuple[tuple[str, ...], ...]:
                 PRIMARY KEY (consumer_group, topic, log_partition)
             )""",
         ),
+        alarm_tables("bigint", 'text COLLATE "C"', ""),  # see faultline.store.alarm_sql
     )
 
 
@@ -259,6 +263,7 @@ _EXPIRE_EXTRA_LETTERS = """DELETE FROM dead_letters WHERE id IN (SELECT id FROM 
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
     VALUES (%s, %s, %s, %s, %s) ON CONFLICT (station_id, sensor, kind, start_ts)
     DO UPDATE SET end_ts = greatest(fault_labels.end_ts, excluded.end_ts)"""
+_ALARMS = AlarmWrites(mark="%s", greatest="greatest")
 _PARTITION_LOCK = (
     "SELECT pg_advisory_xact_lock(hashtext('faultline-partitions:' || current_schema()))"
 )
@@ -350,6 +355,11 @@ class PostgresStore(Store):
                         cur.executemany(_ADD_GLOBAL_ANOMALY, anomalies)
                     if checkpoints:
                         cur.executemany(_PUT_CHECKPOINT, checkpoints)
+                    _ALARMS.store(
+                        lambda s, p: cur.execute(s, p).rowcount,
+                        valid.transitions,
+                        batch.processed_at,
+                    )
             except psycopg.Error as exc:
                 raise StoreError(f"write failed, nothing was stored: {exc}") from exc
 

@@ -26,7 +26,18 @@ from faultline.store.aggregate_sql import (
     minute_aggregates_sql,
     run_from_sql,
 )
+from faultline.store.alarm_sql import (
+    alarm_history_sql,
+    alarm_page,
+    alarm_transitions_sql,
+    alarms_sql,
+    recorded_transition,
+    transition_feed_sql,
+)
 from faultline.store.base import (
+    AlarmHistory,
+    Alarms,
+    AlarmTransitions,
     AnomalyCount,
     Checkpoints,
     DeadLetterCount,
@@ -45,6 +56,7 @@ from faultline.store.base import (
     Stations,
     StationSummary,
     StoreError,
+    TransitionFeed,
 )
 from faultline.store.checkpoints import checkpoint, checkpoints_sql
 from faultline.store.columns import global_anomaly, global_anomaly_run, recent_frame
@@ -179,6 +191,10 @@ _SQL: dict[type[Any], Callable[[Any, Dialect], Sql]] = {
     GlobalAnomalies: lambda q, d: global_anomalies_sql(q, d.mark),
     GlobalAnomalyRuns: lambda q, d: global_anomaly_runs_sql(q, d.mark),
     Checkpoints: lambda q, d: checkpoints_sql(q, d.mark),
+    Alarms: lambda q, d: alarms_sql(q, d.mark),
+    AlarmHistory: lambda q, d: alarm_history_sql(q, d.mark),
+    AlarmTransitions: lambda q, d: alarm_transitions_sql(q, d.mark),
+    TransitionFeed: lambda q, d: transition_feed_sql(q, d.mark),
 }
 
 
@@ -219,4 +235,8 @@ _RESULTS: dict[type[Any], Callable[[Any, list[tuple[Any, ...]]], Any]] = {
     GlobalAnomalies: lambda _q, rows: [global_anomaly(row) for row in rows],
     GlobalAnomalyRuns: lambda _q, rows: [global_anomaly_run(run_from_sql(row)) for row in rows],
     Checkpoints: lambda _q, rows: [checkpoint(row) for row in rows],
+    Alarms: alarm_page,
+    AlarmHistory: lambda _q, rows: [recorded_transition(row) for row in rows],
+    AlarmTransitions: lambda _q, rows: [recorded_transition(row).transition for row in rows],
+    TransitionFeed: lambda _q, rows: [recorded_transition(row) for row in rows],
 }

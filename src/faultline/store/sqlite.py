@@ -19,6 +19,8 @@ Layout, and why:
   its own in the transaction that records it, so a rerun leaves exactly what it found.
 * `checkpoints` keeps one detector checkpoint per (group, topic, partition), upserted in the
   batch's transaction (faultline.store.checkpoints).
+* `alarm_transitions` (the log) and `alarms` (one row per alarm) are laid out, written and read
+  as faultline.store.alarm_sql says, in the batch's transaction.
 
 Station counts and minute aggregates must grow by exactly the rows a write inserts, or replays
 would count twice. A write inserts with INSERT OR IGNORE and looks at how many rows went in: all
@@ -49,6 +51,7 @@ import numpy as np
 from faultline.batch.aggregate import partial_rows
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
 from faultline.store.aggregate_sql import Sql, run_to_sql
+from faultline.store.alarm_sql import AlarmWrites, alarm_tables
 from faultline.store.base import Atomicity, DeadLetterRetention, Query, R, Store, StoreError
 from faultline.store.checkpoints import PUT_CHECKPOINT, checkpoint_rows
 from faultline.store.columns import (
@@ -160,6 +163,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (consumer_group, topic, log_partition)
         ) STRICT, WITHOUT ROWID""",
     ),
+    alarm_tables("INTEGER", "TEXT", " STRICT, WITHOUT ROWID"),  # see faultline.store.alarm_sql
 )
 
 # The columns in _reading_tuples' order, the key's (ts, station_id, seq) first.
@@ -201,6 +205,7 @@ _EXPIRE_EXTRA_LETTERS = """DELETE FROM dead_letters WHERE id IN (SELECT id FROM 
 _ADD_FAULT = """INSERT INTO fault_labels (station_id, sensor, kind, start_ts, end_ts)
     VALUES (?, ?, ?, ?, ?) ON CONFLICT (station_id, sensor, kind, start_ts)
     DO UPDATE SET end_ts = max(end_ts, excluded.end_ts)"""
+_ALARMS = AlarmWrites(mark="?", greatest="max")
 
 
 class SqliteStore(Store):
@@ -256,6 +261,9 @@ class SqliteStore(Store):
                 conn.executemany(_ADD_GLOBAL_ANOMALY, anomalies)
                 if checkpoints:
                     conn.executemany(_PUT_CHECKPOINT, checkpoints)
+                _ALARMS.store(
+                    lambda s, p: conn.execute(s, p).rowcount, valid.transitions, batch.processed_at
+                )
                 conn.execute("COMMIT")
             except BaseException as exc:
                 if conn.in_transaction:
