@@ -1136,11 +1136,6 @@ def _shard(station_id: str) -> int:
     return zlib.crc32(station_id.encode()) % ALARM_SHARDS
 
 
-def _locate(t: AlarmTransition) -> tuple[str, int, int, str]:
-    """`t`'s primary key in alarm_history: alarm id, ts, rank, key."""
-    return t.alarm.id, t.ts, action_rank(t.action), t.key
-
-
 def _shares_list(shares: Sequence[SensorShare]) -> list[list[Any]]:
     return [[sensor, share] for sensor, share in shares]
 
