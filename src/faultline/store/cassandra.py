@@ -52,10 +52,12 @@ partitions its query names: `alarm_log` by key alone, `alarm_history` by alarm (
 days in order, each by (recorded_at, key)). The log by key decides what every copy holds: a
 write reads it at its keys and takes the stored transition and `recorded_at` of every key
 found; a key not found is stored by INSERT ... IF NOT EXISTS, and one that a racing write
-stored first comes back from it as stored. Then the other copies are written, idempotent
-upserts of the same rows whoever writes them, and a replay of a write that failed after the log
-completes them. The lightweight transaction is paid once per transition, by its first write
-(a replay reads only); readings and their counts cost one per partition and batch already.
+stored first comes back from it as stored. Then the other copies are written, then the
+alarms' rows (below), each partition's share as one unlogged batch (so atomic per partition),
+all idempotent upserts of the same rows whoever writes them: a replay of a write that failed
+after the log completes them, and the checkpoints still come after all of it. The lightweight
+transaction is paid once per transition, by its first write (a replay reads only); readings
+and their counts cost one per partition and batch already.
 Write timestamps alone (the earliest write winning) would not do: a key does not fix the
 transition's place in the other copies (an ack's key leaves out its time, and `recorded_at`
 is in the feed's), so two writers racing with one key would leave two rows that every read
@@ -75,7 +77,9 @@ that set it, so that two writes tying on a timestamp (two shelvings in one milli
 the later key, as the history orders them: Cassandra keeps the greater value of a tie. So a
 row is the fold of its history whatever order its transitions arrive in, even an escalation
 arriving after the clear that followed it. A row's `changed_at` is the latest time its parts
-hold, taken when read.
+hold, taken when read. Since these write timestamps are event times, not the time of writing,
+a DELETE at the current time would not remove every cell of a row: empty `alarms` with
+TRUNCATE, or delete at a timestamp above LAST_MS * 1000.
 
 Alarm rows are few (stations x sensors x kinds) and the listing is sorted by `changed_at`,
 which a row rewritten by timestamps cannot keep an index of without reading first. So they

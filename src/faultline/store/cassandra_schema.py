@@ -10,7 +10,8 @@ existing keyspace keeps its own), `timeout` the per-request timeout in seconds.
 Every table is keyed so that each query names a whole partition key: nothing needs ALLOW
 FILTERING and nothing scans a table. Days (`ts // DAY_MS`) bucket each time series, and
 `buckets` says which days of a series hold anything, so a query over any range visits only the
-partitions that exist in it.
+partitions that exist in it. The alarms' rows, few and listed by their latest change, are kept
+in ALARM_SHARDS fixed partitions instead, each read whole (see faultline.store.cassandra).
 """
 
 from __future__ import annotations
