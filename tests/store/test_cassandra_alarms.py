@@ -21,15 +21,18 @@ from faultline.store import (
     AlarmHistory,
     Alarms,
     AlarmTransitions,
+    MemoryStore,
     RecordedTransition,
+    StoreError,
     TransitionFeed,
 )
 from faultline.store import cassandra as cassandra_module
 from faultline.store.alarm_rows import history_order
 from faultline.store.cassandra import CassandraStore
 from faultline.store.cassandra_schema import SCHEMA_VERSION, migrate, parse_url
-from tests.contract.alarms import PROCESSED, alarm_batch
+from tests.contract.alarms import PROCESSED, alarm_batch, alarm_snapshot
 from tests.contract.batches import T0
+from tests.contract.faults import failing_at
 from tests.store.servers import (
     cassandra_keyspace,
     cassandra_session,
@@ -157,6 +160,44 @@ def test_of_two_writers_racing_with_one_key_the_first_to_store_it_wins_everywher
     assert store.query(AlarmTransitions(T0, T0 + MINUTE)) == [raised, ana]
     (row,) = store.query(Alarms()).rows
     assert (row.state.operator.acked_by, row.state.operator.acked_at) == ("ana", T0 + 20)
+
+
+def activation(k: int) -> WriteBatch:
+    """The kth activation of two alarms of s-1, with every kind of change, in one batch."""
+    a = T0 + k * 10 * MINUTE
+    key = AlarmKey("s-1", "temperature", "anomaly")
+    silence = AlarmKey("s-1", "*", "silent")
+    return alarm_batch(
+        AlarmTransition(key, "raise", a, a, severity="medium", sensors=(("temperature", 1.0),)),
+        AlarmTransition(key, "escalate", a + 10, a, severity="high", detail="high"),
+        AlarmTransition(key, "ack", a + 20, a, actor="ann"),
+        AlarmTransition(key, "shelve", a + 30, a, actor="ann", until=a + MINUTE, detail="ann"),
+        AlarmTransition(key, "comment", a + 35, a, actor="ann", comment="seen", detail="ann"),
+        AlarmTransition(key, "clear", a + 40, a, severity="high"),
+        AlarmTransition(silence, "raise", a + 1, a + 1, severity="high"),
+        processed_at=PROCESSED + k,
+    )
+
+
+def test_a_write_failing_at_any_statement_is_completed_by_its_replay(
+    store: CassandraStore,
+) -> None:
+    """Failed at each of its statements in turn (tests/contract/faults.py), a write of alarm
+    transitions leaves whatever it leaves (Atomicity.PARTITION); written again, it leaves
+    exactly what the memory store holds."""
+    reference = MemoryStore()
+    with failing_at(store, 0) as counting:
+        store.write(activation(0))
+    reference.write(activation(0))
+    assert counting.count > 10
+    for fail_at in range(1, counting.count + 1):
+        batch = activation(fail_at)
+        with failing_at(store, fail_at) as statements, pytest.raises(StoreError):
+            store.write(batch)
+        assert statements.failed
+        store.write(batch)  # what the engine does with a batch whose write failed
+        reference.write(batch)
+        assert alarm_snapshot(store) == alarm_snapshot(reference), f"failing at {fail_at}"
 
 
 def test_a_fourth_version_keyspace_gains_the_alarm_tables(cassandra_keyspace: str) -> None:
