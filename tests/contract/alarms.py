@@ -223,3 +223,17 @@ class Race:
             # The latest shelving change is the last operator's shelve (unshelves come earlier).
             assert state.operator.shelved_until == last + 60_000
             assert state.operator.shelved_by == f"op-{self.operators - 1}"
+
+
+def race_two_writers(engine: Store, api: Store) -> None:
+    """Race() between two handles on one database, as an engine and an API process have; both
+    then see the same rows. Closes both."""
+    race = Race()
+    try:
+        race.run(engine, api)
+
+        race.check(engine)
+        race.check(api)
+    finally:
+        engine.close()
+        api.close()

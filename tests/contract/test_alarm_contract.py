@@ -276,20 +276,20 @@ def _filter_fixture(store: Store) -> dict[str, AlarmKey]:
     return keys
 
 
+ALL = [
+    "shelf_expired",
+    "cleared_acked_shelved",
+    "cleared",
+    "active_acked",
+    "never_active",
+    "active",
+]
+
+
 @pytest.mark.parametrize(
     ("filters", "expected"),
     [
-        (
-            {},
-            [
-                "shelf_expired",
-                "cleared_acked_shelved",
-                "cleared",
-                "active_acked",
-                "never_active",
-                "active",
-            ],
-        ),
+        ({}, ALL),
         ({"state": "active"}, ["shelf_expired", "active_acked", "active"]),
         ({"state": "cleared"}, ["cleared_acked_shelved", "cleared"]),
         ({"state": "unacknowledged"}, ["shelf_expired", "cleared", "active"]),
@@ -300,17 +300,7 @@ def _filter_fixture(store: Store) -> dict[str, AlarmKey]:
         ({"station_id": "s-2"}, ["cleared_acked_shelved", "cleared"]),
         ({"station_id": "s-9"}, []),
         ({"min_severity": "high"}, ["cleared_acked_shelved", "active_acked"]),
-        (
-            {"min_severity": "low"},
-            [
-                "shelf_expired",
-                "cleared_acked_shelved",
-                "cleared",
-                "active_acked",
-                "never_active",
-                "active",
-            ],
-        ),
+        ({"min_severity": "low"}, ALL),
         ({"since_ms": T0 + 40}, ["shelf_expired", "cleared_acked_shelved", "cleared"]),
         ({"since_ms": T0 + 41}, ["shelf_expired", "cleared_acked_shelved"]),
         (

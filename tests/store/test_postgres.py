@@ -24,6 +24,7 @@ from faultline.store import (
     DeadLetters,
     FaultLabels,
     LatestAnomalies,
+    MemoryStore,
     Query,
     RecentReadings,
     StationReadings,
@@ -34,7 +35,15 @@ from faultline.store import (
 )
 from faultline.store import postgres as postgres_module
 from faultline.store.postgres import DAY_MS, NATIVE, SCHEMA_VERSION, TIMESCALEDB, PostgresStore
-from tests.contract.alarms import KEY, Race, alarm_batch, all_alarms, raised
+from tests.contract.alarms import (
+    KEY,
+    Race,
+    alarm_batch,
+    alarm_snapshot,
+    all_alarms,
+    race_two_writers,
+    raised,
+)
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
 from tests.contract.test_aggregate_contract import anomaly
 from tests.store.migrated import assert_old_anomalies_kept_and_a_rerun_replaces_them
@@ -347,12 +356,36 @@ def test_a_fourth_version_schema_keeps_its_readings_and_gains_alarms(
 
 
 def test_an_engine_and_an_api_process_writing_the_same_alarms_keep_both_parts(url: str) -> None:
-    engine, api = PostgresStore(url), PostgresStore(url)  # two writers, as two processes have
-    race = Race()
-    try:
-        race.run(engine, api)
+    race_two_writers(PostgresStore(url), PostgresStore(url))
 
-        race.check(engine)
+
+def test_two_writers_storing_the_same_transitions_at_once_store_each_once(url: str) -> None:
+    """Replays racing (the second insert of a key waits for the first's commit, then adds
+    nothing): no error, no deadlock, each transition once and the rows as if written once."""
+    writers = [PostgresStore(url), PostgresStore(url)]
+    race = Race()
+    transitions = race.engine(race.alarms) + race.operator(0) + race.operator(1)
+    start = threading.Barrier(len(writers))
+    failed: list[BaseException] = []
+
+    def write(store: PostgresStore) -> None:
+        try:
+            start.wait()
+            for n in range(0, len(transitions), 3):
+                store.write(alarm_batch(*transitions[n : n + 3]))
+        except BaseException as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in writers]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failed, failed
+        reference = MemoryStore()
+        reference.write(alarm_batch(*transitions))
+        assert alarm_snapshot(writers[0]) == alarm_snapshot(reference)
     finally:
-        engine.close()
-        api.close()
+        for w in writers:
+            w.close()

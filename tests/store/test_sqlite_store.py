@@ -31,7 +31,7 @@ from faultline.store import (
 )
 from faultline.store import sqlite as sqlite_module
 from faultline.store.base import LAST_MS
-from tests.contract.alarms import KEY, Race, alarm_batch, all_alarms, raised
+from tests.contract.alarms import KEY, Race, alarm_batch, all_alarms, race_two_writers, raised
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
 from tests.contract.test_aggregate_contract import anomaly
 from tests.store.migrated import assert_old_anomalies_kept_and_a_rerun_replaces_them
@@ -374,13 +374,4 @@ def test_a_fifth_version_database_keeps_its_readings_and_gains_alarms(
 
 
 def test_an_engine_and_an_api_process_writing_the_same_alarms_keep_both_parts(path: Path) -> None:
-    engine, api = SqliteStore(path), SqliteStore(path)  # two writers, as two processes have
-    race = Race()
-    try:
-        race.run(engine, api)
-
-        race.check(engine)
-        race.check(api)
-    finally:
-        engine.close()
-        api.close()
+    race_two_writers(SqliteStore(path), SqliteStore(path))

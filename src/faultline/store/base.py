@@ -27,9 +27,16 @@ two parts are updated separately so that neither overwrites the other: a conditi
 (raise, escalate, clear) sets only the condition, and only when it is not older, in
 (ts, clear < raise < escalate) order, than the one the row holds, so a replayed older batch
 never moves it back; an ack sets the acknowledgement only for an activation not older than the
-acknowledged one; shelve/unshelve set the shelving only when not older (by ts) than the last
-shelving change; comments live in the log alone. Operator transitions race engine ones for the
-same alarm freely: both are kept.
+acknowledged one; shelve/unshelve set the shelving only when not older (by (ts, key)) than the
+last shelving change; comments live in the log alone. Operator transitions race engine ones for
+the same alarm freely: both are kept. Only a transition new to the log touches a row (a known key
+carrying other content changes nothing; within a batch the first of several with one key wins).
+A clear keeps the severity and sensors of the activation it ends, as
+faultline.alarms.state.apply does. So a row is its history folded with `apply` (comments aside)
+whenever each alarm's condition transitions arrive in order (as the engine writes them) and acks
+come for activations that do not go back; where they do not, the guards above win: a late older
+transition is in the log only, and an ack of an older activation never unacknowledges a newer
+one. Stores hold every part to these rules alike (faultline.store.alarm_rows).
 
 A batch carrying a succeeded global-anomaly run replaces that day's global anomalies with its
 own, so running a day again leaves exactly what the new run found. A write also folds the
@@ -334,7 +341,9 @@ class RecordedTransition:
 @dataclass(frozen=True, slots=True)
 class AlarmRow:
     """One alarm's current state as its row holds it (`operator.comments` is always empty here:
-    comments are in its history), and the time of its latest condition or operator change."""
+    comments are in its history), and the time of its latest condition or operator change: the
+    latest ts among the transitions that set its parts as they stand (a comment changes no row).
+    An alarm has a row once a transition other than a comment was stored for it."""
 
     state: AlarmState
     changed_at: int
@@ -354,10 +363,11 @@ ALARM_STATE_FILTERS: tuple[AlarmStateFilter, ...] = get_args(AlarmStateFilter)
 class Alarms(Query[AlarmPage]):
     """Alarms, latest change first (ties: alarm id ascending), paginated.
 
-    `state`: "active"/"cleared" by condition; "unacknowledged"/"acknowledged" by whether the
-    latest activation is acknowledged (an alarm never active is neither); "shelved": shelved at
-    `now_ms` (required then). `min_severity`: the condition's severity is at least this.
-    `since_ms`: changed at or after. `after`: the `next_cursor` of the previous page.
+    `state`: "active"/"cleared" by condition (cleared: activated, no longer active);
+    "unacknowledged"/"acknowledged" by whether the latest activation is acknowledged (an alarm
+    never active is none of these four); "shelved": shelved at `now_ms` (required then).
+    `min_severity`: the condition's severity is at least this. `since_ms`: changed at or after.
+    `after`: the `next_cursor` of the previous page.
     """
 
     state: AlarmStateFilter | None = None
@@ -397,7 +407,8 @@ class AlarmHistory(Query[list[RecordedTransition]]):
 @dataclass(frozen=True, slots=True)
 class AlarmTransitions(Query[list[AlarmTransition]]):
     """Transitions whose `ts` lies in [start_ms, end_ms), optionally only of `actions`, in
-    (ts, alarm, key) order: what alarm-load figures are computed from."""
+    (ts, alarm, key) order (the alarm as AlarmKey orders: station_id, sensor, kind): what
+    alarm-load figures are computed from."""
 
     start_ms: int
     end_ms: int
@@ -410,7 +421,11 @@ class AlarmTransitions(Query[list[AlarmTransition]]):
 @dataclass(frozen=True, slots=True)
 class TransitionFeed(Query[list[RecordedTransition]]):
     """The log in record order, (recorded_at, key) ascending, strictly after `after` (a
-    (recorded_at, key) pair; None: from the start), at most `limit`: the notifier's outbox."""
+    (recorded_at, key) pair; None: from the start), at most `limit`: the notifier's outbox.
+
+    `recorded_at` is the writing process's clock, so a writer whose clock is behind (the API's
+    against the engine's) can record a transition before a cursor already passed; a reader that
+    must see every transition reads again from a cursor some time back and skips known keys."""
 
     after: tuple[int, str] | None = None
     limit: int = 1000
