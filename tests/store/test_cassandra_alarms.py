@@ -1,6 +1,6 @@
-"""Cassandra's alarms: rows kept by write timestamps whatever order transitions arrive in,
-the first of two racing writes of a key deciding what every copy of the log holds, and the
-migration that gives an older keyspace the alarm tables.
+"""Cassandra's alarms: rows kept by write timestamps that are the memory store's whatever
+order transitions arrive in, the first of two racing writes of a key deciding what every copy
+of the log holds, and the migration that gives an older keyspace the alarm tables.
 
 Runs against the node in FAULTLINE_TEST_CASSANDRA, like tests/store/test_cassandra.py.
 """
@@ -14,25 +14,21 @@ from typing import Any
 
 import pytest
 
-from faultline.alarm_schema import AlarmKey, AlarmState, AlarmTransition
-from faultline.alarms.state import apply
-from faultline.schema import WriteBatch
+from faultline.alarm_schema import AlarmKey, AlarmTransition
 from faultline.store import (
     AlarmHistory,
     Alarms,
     AlarmTransitions,
     MemoryStore,
     RecordedTransition,
-    StoreError,
     TransitionFeed,
 )
 from faultline.store import cassandra as cassandra_module
 from faultline.store.alarm_rows import history_order
 from faultline.store.cassandra import CassandraStore
 from faultline.store.cassandra_schema import SCHEMA_VERSION, migrate, parse_url
-from tests.contract.alarms import PROCESSED, alarm_batch, alarm_snapshot
+from tests.contract.alarms import PROCESSED, alarm_batch, all_alarms, folded
 from tests.contract.batches import T0
-from tests.contract.faults import failing_at
 from tests.store.servers import (
     cassandra_keyspace,
     cassandra_session,
@@ -82,38 +78,32 @@ def lifecycle(station_id: str) -> list[AlarmTransition]:
     ]
 
 
-def test_an_alarm_row_is_the_same_whatever_order_its_transitions_arrive_in(
+def test_rows_are_the_memory_stores_whatever_order_transitions_arrive_in(
     store: CassandraStore,
 ) -> None:
-    """Each station's lifecycle is written one transition per batch, the first station's
-    newest first, the others' in random orders, every batch twice: each row is what applying
-    the transitions in order gives, and the listing finds every station's."""
+    """Each station's lifecycle is written one transition per batch, the first station's in
+    order, the second's newest first, the others' in random orders, interleaved, every batch
+    twice: the rows (kept by write timestamps here, under a lock there) are the memory
+    store's, and the first station's is its history folded."""
     rng = random.Random(10)
-    expected: dict[str, tuple[AlarmState, int]] = {}
-    first: list[WriteBatch] = []
-    batches: list[WriteBatch] = []
     stations = [f"s-{n}" for n in range(24)]
     assert len({cassandra_module._shard(s) for s in stations}) > 1  # rows in several partitions
-    for n, station in enumerate(stations):
-        transitions = lifecycle(station)
-        state = AlarmState(transitions[0].alarm)
-        for t in transitions:
-            state = apply(state, t)
-        state = replace(state, operator=replace(state.operator, comments=()))
-        changed_at = max(t.ts for t in transitions if t.action != "comment")
-        expected[state.alarm.id] = (state, changed_at)
-        order = transitions[::-1] if n == 0 else rng.sample(transitions, len(transitions))
-        (batches if n else first).extend(alarm_batch(t, processed_at=PROCESSED) for t in order * 2)
-    rng.shuffle(batches)
-    for batch in first + batches:
-        store.write(batch)
+    orders = [lifecycle(stations[0]), lifecycle(stations[1])[::-1]]
+    orders += [rng.sample(lifecycle(s), len(lifecycle(s))) for s in stations[2:]]
+    batches = [[alarm_batch(t) for t in order * 2] for order in orders]
+    reference = MemoryStore()
+    while any(batches):
+        pending = rng.choice([b for b in batches if b])
+        batch = pending.pop(0)
+        for s in (store, reference):
+            s.write(batch)
 
-    page = store.query(Alarms(limit=1000))
-    assert {row.state.alarm.id: (row.state, row.changed_at) for row in page.rows} == expected
-    assert len(page.rows) == len(stations) and page.next_cursor is None
-    reversed_one = lifecycle(stations[0])
-    history = store.query(AlarmHistory(reversed_one[0].alarm.id))
-    assert [r.transition for r in history] == sorted(reversed_one, key=history_order)
+    rows = all_alarms(store)
+    assert rows == all_alarms(reference) and len(rows) == len(stations)
+    first = lifecycle(stations[0])[0].alarm
+    history = store.query(AlarmHistory(first.id))
+    assert [r for r in rows if r.state.alarm == first] == [folded(first, history)]
+    assert [r.transition for r in history] == sorted(lifecycle(stations[0]), key=history_order)
 
 
 class _Interleaved:
@@ -160,44 +150,6 @@ def test_of_two_writers_racing_with_one_key_the_first_to_store_it_wins_everywher
     assert store.query(AlarmTransitions(T0, T0 + MINUTE)) == [raised, ana]
     (row,) = store.query(Alarms()).rows
     assert (row.state.operator.acked_by, row.state.operator.acked_at) == ("ana", T0 + 20)
-
-
-def activation(k: int) -> WriteBatch:
-    """The kth activation of two alarms of s-1, with every kind of change, in one batch."""
-    a = T0 + k * 10 * MINUTE
-    key = AlarmKey("s-1", "temperature", "anomaly")
-    silence = AlarmKey("s-1", "*", "silent")
-    return alarm_batch(
-        AlarmTransition(key, "raise", a, a, severity="medium", sensors=(("temperature", 1.0),)),
-        AlarmTransition(key, "escalate", a + 10, a, severity="high", detail="high"),
-        AlarmTransition(key, "ack", a + 20, a, actor="ann"),
-        AlarmTransition(key, "shelve", a + 30, a, actor="ann", until=a + MINUTE, detail="ann"),
-        AlarmTransition(key, "comment", a + 35, a, actor="ann", comment="seen", detail="ann"),
-        AlarmTransition(key, "clear", a + 40, a, severity="high"),
-        AlarmTransition(silence, "raise", a + 1, a + 1, severity="high"),
-        processed_at=PROCESSED + k,
-    )
-
-
-def test_a_write_failing_at_any_statement_is_completed_by_its_replay(
-    store: CassandraStore,
-) -> None:
-    """Failed at each of its statements in turn (tests/contract/faults.py), a write of alarm
-    transitions leaves whatever it leaves (Atomicity.PARTITION); written again, it leaves
-    exactly what the memory store holds."""
-    reference = MemoryStore()
-    with failing_at(store, 0) as counting:
-        store.write(activation(0))
-    reference.write(activation(0))
-    assert counting.count > 10
-    for fail_at in range(1, counting.count + 1):
-        batch = activation(fail_at)
-        with failing_at(store, fail_at) as statements, pytest.raises(StoreError):
-            store.write(batch)
-        assert statements.failed
-        store.write(batch)  # what the engine does with a batch whose write failed
-        reference.write(batch)
-        assert alarm_snapshot(store) == alarm_snapshot(reference), f"failing at {fail_at}"
 
 
 def test_a_fourth_version_keyspace_gains_the_alarm_tables(cassandra_keyspace: str) -> None:

@@ -47,46 +47,47 @@ ends with exactly its results. A failed run sets only the record.
 
 Alarms. The transition log is kept four times, each copy keyed by the transition's key within
 partitions its query names: `alarm_log` by key alone, `alarm_history` by alarm (AlarmHistory),
-`alarm_days` by the UTC day of `ts` (AlarmTransitions reads the days of its range that
-`buckets` lists) and `alarm_feed` by the UTC day of `recorded_at` (TransitionFeed reads those
-days in order, each by (recorded_at, key)). The log by key decides what every copy holds: a
-write reads it at its keys and takes the stored transition and `recorded_at` of every key
-found; a key not found is stored by INSERT ... IF NOT EXISTS, and one that a racing write
-stored first comes back from it as stored. Then the other copies are written, then the
-alarms' rows (below), each partition's share as one unlogged batch (so atomic per partition),
-all idempotent upserts of the same rows whoever writes them: a replay of a write that failed
-after the log completes them, and the checkpoints still come after all of it. The lightweight
-transaction is paid once per transition, by its first write (a replay reads only); readings
-and their counts cost one per partition and batch already.
-Write timestamps alone (the earliest write winning) would not do: a key does not fix the
-transition's place in the other copies (an ack's key leaves out its time, and `recorded_at`
-is in the feed's), so two writers racing with one key would leave two rows that every read
-would have to check against the log by key.
+`alarm_days` by the UTC day of `ts` (AlarmTransitions reads the days of its range that `buckets`
+lists) and `alarm_feed` by the UTC day of `recorded_at` (TransitionFeed reads those days in
+order, each by (recorded_at, key)). The log by key decides what every copy holds: a write reads
+it at its keys and takes the stored transition and `recorded_at` of every key found; a key not
+found is stored by INSERT ... IF NOT EXISTS, and one that a racing write stored first comes back
+from it as stored. Then the other copies are written, then the alarms' rows (below), each
+partition's share as one unlogged batch (so atomic per partition), all idempotent upserts of the
+same rows whoever writes them: a replay of a write that failed after the log completes them, and
+the checkpoints still come after all of it. The lightweight transaction is paid once per
+transition, by its first write (a replay reads only); readings and their counts cost one per
+partition and batch already. Write timestamps alone (the earliest write winning) would not do: a
+key does not fix the transition's place in the other copies (an ack's key leaves out its time,
+and `recorded_at` is in the feed's), so two writers racing with one key would leave two rows
+that every read would have to check against the log by key.
 
-Each alarm has one row in `alarms`, whose parts are set by separate UPDATEs, each at the write
-timestamp of its transition's place in that part's order, so that Cassandra's last write wins
-is the guarded update of faultline.store.base (faultline.store.alarm_rows), replays and
-out-of-order batches included: the condition (active, activation, clear time) at
-ts * 1000 + rank (clear < raise < escalate within a millisecond), the acknowledgement at
-activation_ts * 1000, the shelving at ts * 1000. The severity and sensors are a part of their
-own: a raise or escalation sets them at its condition's timestamp, a clear at
-activation_ts * 1000, below every raise and escalation of its activation and above all of the
-earlier ones, so that a clear keeps its activation's severity and brings its own only to a row
-that never held that activation. Each part is one text cell led by the key of the transition
-that set it, so that two writes tying on a timestamp (two shelvings in one millisecond) end in
-the later key, as the history orders them: Cassandra keeps the greater value of a tie. So a
-row is the fold of its history whatever order its transitions arrive in, even an escalation
-arriving after the clear that followed it. A row's `changed_at` is the latest time its parts
-hold, taken when read. Since these write timestamps are event times, not the time of writing,
-a DELETE at the current time would not remove every cell of a row: empty `alarms` with
-TRUNCATE, or delete at a timestamp above LAST_MS * 1000.
+Each alarm has one row in `alarms`, a cell per part (condition, acknowledgement, shelving). A
+write reads the rows of its alarms with the keys, takes its transitions into them as
+faultline.store.alarm_rows says (the rules every store shares, in the same order as the memory
+store), and sets each part a transition changed by its own UPDATE, at the write timestamp of
+that transition's place in the part's order: the condition at ts * 1000 + rank (clear < raise <
+escalate within a millisecond), the acknowledgement at activation_ts * 1000, the shelving at
+ts * 1000. Each cell is led by the key of the transition that set it, and of two cells with one
+timestamp Cassandra keeps the greater value, so the later key wins a tie, as in the history's
+order. So no write overwrites a part with an older one, whatever it read, and the engine and an
+operator never overwrite each other's part: the row read only decides which transitions are
+taken, and what a clear keeps (the severity and sensors of the activation it ends, when the row
+holds it). Transitions the log held already are taken again: that changes nothing when their
+first write got through, and completes it when it did not. Writers racing with transitions of
+one alarm's condition (only the engine writes those, one per station) leave what the two in one
+order or the other would have. A row's `changed_at` is the latest time its parts hold, taken
+when read. Since these write timestamps are event times, not the time of writing, a DELETE at
+the current time would not remove every cell of a row: empty `alarms` with TRUNCATE, or delete
+at a timestamp above LAST_MS * 1000.
 
-Alarm rows are few (stations x sensors x kinds) and the listing is sorted by `changed_at`,
-which a row rewritten by timestamps cannot keep an index of without reading first. So they
-live in ALARM_SHARDS partitions by station, and Alarms reads all of them (one, when it names a
-station) and filters, sorts and pages here: every page reads every alarm row (of the station),
-a few hundred bytes each, e.g. 3 MB for 1000 stations x 4 sensors x 2 kinds. An alarm's
-history partition grows with its transitions, without bound until alarms have a retention.
+Alarm rows are few (stations x sensors x kinds) and the listing is sorted by `changed_at`, an
+index of which would have to drop an alarm's old entry at every change, something writers of a
+row's different parts could not agree on without a transaction. So the rows live in ALARM_SHARDS
+partitions by station, and Alarms reads all of them (one, when it names a station) and filters,
+sorts and pages here: every page reads every alarm row (of the station), a few hundred bytes
+each, e.g. 3 MB for 1000 stations x 4 sensors x 2 kinds. An alarm's history partition grows with
+its transitions, without bound until alarms have a retention.
 """
 
 from __future__ import annotations
@@ -132,7 +133,14 @@ from faultline.schema import (
     GlobalAnomalyRun,
     WriteBatch,
 )
-from faultline.store.alarm_rows import SHELVING, action_rank, matches
+from faultline.store.alarm_rows import (
+    ACTION_RANK,
+    StoredAlarm,
+    action_rank,
+    history_order,
+    matches,
+    take,
+)
 from faultline.store.base import (
     PING_TIMEOUT_S,
     AlarmHistory,
@@ -223,7 +231,7 @@ _TRANSITION = (
 _LOGGED = f"{_TRANSITION}, recorded_at"
 _LOGGED_NAMES = tuple(name.strip() for name in _LOGGED.split(","))
 _ALARM = "shard = ? AND station_id = ? AND sensor = ? AND kind = ?"  # one alarm's row
-_ALARM_ROW = "station_id, sensor, kind, condition, severity, ack, shelving"  # _alarm_row's order
+_ALARM_ROW = "station_id, sensor, kind, condition, ack, shelving"  # _stored_alarm's order
 _CQL = {
     "add_station": "INSERT INTO {ks}.stations (part, station_id) VALUES (0, ?)",
     "station_ids": "SELECT station_id FROM {ks}.stations WHERE part = 0",
@@ -321,9 +329,9 @@ _CQL = {
     "alarm_feed_after": f"SELECT {_LOGGED} FROM {{ks}}.alarm_feed WHERE bucket = ? "
     "AND (recorded_at, key) > (?, ?)",
     "set_condition": f"UPDATE {{ks}}.alarms USING TIMESTAMP ? SET condition = ? WHERE {_ALARM}",
-    "set_severity": f"UPDATE {{ks}}.alarms USING TIMESTAMP ? SET severity = ? WHERE {_ALARM}",
     "set_ack": f"UPDATE {{ks}}.alarms USING TIMESTAMP ? SET ack = ? WHERE {_ALARM}",
     "set_shelving": f"UPDATE {{ks}}.alarms USING TIMESTAMP ? SET shelving = ? WHERE {_ALARM}",
+    "alarm_row": f"SELECT {_ALARM_ROW} FROM {{ks}}.alarms WHERE {_ALARM}",
     "alarms_of_shard": f"SELECT {_ALARM_ROW} FROM {{ks}}.alarms WHERE shard = ?",
     "alarms_of_station": f"SELECT {_ALARM_ROW} FROM {{ks}}.alarms WHERE shard = ? "
     "AND station_id = ?",
@@ -704,30 +712,35 @@ class CassandraStore(Store):
         """Log the transitions and fold them into their alarms' rows (see "Alarms" in the
         module docstring): the log by key first, then its other copies, then the rows, each
         partition's share in one batch, the partitions at once."""
-        recorded = self._first_records(transitions, processed_at)
+        alarms = sorted({t.alarm for t in transitions}, key=lambda a: a.id)
+        found = self._execute_all(
+            [(self._cql["alarm_by_key"], (t.key,)) for t in transitions]
+            + [(self._cql["alarm_row"], _alarm_at(a)) for a in alarms]
+        )
+        logged, rows = found[: len(transitions)], found[len(transitions) :]
+        recorded = self._first_records(transitions, logged, processed_at)
         buckets: set[tuple[str, str, int]] = set()
-        history, days, feed, rows = [], [], [], []
+        history, days, feed = [], [], []
         for r in recorded:
             t, at, fields = r.transition, r.recorded_at, _fields(r.transition)
             buckets |= {(_ALARM_DAYS, "", t.ts // DAY_MS), (_ALARM_FEED, "", at // DAY_MS)}
             history.append((t.alarm.id, action_rank(t.action), t.key, *fields, at))
             days.append((t.ts // DAY_MS, t.key, *fields))
             feed.append((at // DAY_MS, t.key, *fields, at))
-            rows += self._fold(t)
         self._run("add_bucket", buckets)
         self._in_batches([(row[0], self._cql["add_alarm_history"], row) for row in history])
         self._in_batches([(row[0], self._cql["add_alarm_day"], row) for row in days])
         self._in_batches([(row[0], self._cql["add_alarm_feed"], row) for row in feed])
-        self._in_batches(rows)
+        stored = {a: _stored_alarm(result.one()) for a, result in zip(alarms, rows, strict=True)}
+        self._in_batches(self._fold(stored, [r.transition for r in recorded]))
 
     def _first_records(
-        self, transitions: Sequence[AlarmTransition], processed_at: int
+        self, transitions: Sequence[AlarmTransition], logged: list[ResultSet], processed_at: int
     ) -> list[RecordedTransition]:
-        """Each transition as the log records it: as stored, when the log holds its key; else
-        as this write or a racing one stores it now, whichever an INSERT ... IF NOT EXISTS
-        lets through first."""
-        found = self._run("alarm_by_key", [(t.key,) for t in transitions])
-        recorded = [None if (row := r.one()) is None else _recorded(row) for r in found]
+        """Each transition as the log records it: as stored, when the log holds its key
+        (`logged`: the reads of the keys); else as this write or a racing one stores it now,
+        whichever an INSERT ... IF NOT EXISTS lets through first."""
+        recorded = [None if (row := r.one()) is None else _recorded(row) for r in logged]
         new = [i for i, r in enumerate(recorded) if r is None]
         firsts = self._run(
             "first_alarm_log",
@@ -742,36 +755,34 @@ class CassandraStore(Store):
                 recorded[i] = _recorded([stored[name] for name in _LOGGED_NAMES])
         return [r for r in recorded if r is not None]
 
-    def _fold(self, t: AlarmTransition) -> list[tuple[Any, Any, tuple[Any, ...]]]:
-        """The updates of `t`'s alarm row that fold `t` in, each at the write timestamp of
-        `t`'s place in its part's order, as (partition, statement, parameters); none for a
-        comment, which lives in the log alone."""
-        a = t.alarm
-        shard = _shard(a.station_id)
-        row = (shard, a.station_id, a.sensor, a.kind)
-
-        def update(name: str, at: int, part: list[Any]) -> tuple[Any, Any, tuple[Any, ...]]:
-            return shard, self._cql[name], (at, _part(t, part), *row)
-
-        rank = action_rank(t.action)
-        severity = [t.severity, _shares_list(t.sensors)]
-        if t.action in ("raise", "escalate"):
-            return [
-                update("set_condition", t.ts * 1000 + rank, [True, t.activation_ts, None, t.ts]),
-                update("set_severity", t.ts * 1000 + rank, severity),
-            ]
-        if t.action == "clear":
-            return [
-                update("set_condition", t.ts * 1000 + rank, [False, t.activation_ts, t.ts, t.ts]),
-                # Below every raise and escalation of its activation, above all of older ones.
-                update("set_severity", t.activation_ts * 1000, severity),
-            ]
-        if t.action == "ack":
-            return [update("set_ack", t.activation_ts * 1000, [t.activation_ts, t.actor, t.ts])]
-        if t.action in SHELVING:
-            shelving = [t.until, t.actor, t.ts] if t.action == "shelve" else [None, "", t.ts]
-            return [update("set_shelving", t.ts * 1000, shelving)]
-        return []
+    def _fold(
+        self, stored: dict[AlarmKey, StoredAlarm | None], transitions: list[AlarmTransition]
+    ) -> list[tuple[Any, Any, tuple[Any, ...]]]:
+        """The updates of the alarms' rows that fold `transitions` in, as (partition,
+        statement, parameters): each alarm's in history order, taken as faultline.store.
+        alarm_rows takes them from the row as read (`stored`), and each part a transition
+        changes written at the write timestamp of that transition's place in the part's order
+        (see "Alarms" in the module docstring)."""
+        updates = []
+        for t in sorted(transitions, key=lambda t: (t.alarm.id, history_order(t))):
+            row = take(stored[t.alarm], t)
+            if row is None:
+                continue  # a comment, or older than the part the row holds
+            stored[t.alarm] = row
+            c, o, rank = row.state.condition, row.state.operator, action_rank(t.action)
+            part: list[Any]
+            if t.action in ACTION_RANK:
+                shares = _shares_list(c.sensors)
+                part = [t.ts, rank, c.active, c.activation_ts, c.cleared_ts, c.severity, shares]
+                name, at = "set_condition", t.ts * 1000 + rank
+            elif t.action == "ack":
+                part = [o.acked_activation, o.acked_by, o.acked_at]
+                name, at = "set_ack", t.activation_ts * 1000
+            else:
+                part, name, at = [o.shelved_until, o.shelved_by, t.ts], "set_shelving", t.ts * 1000
+            shard, *_ = key = _alarm_at(t.alarm)
+            updates.append((shard, self._cql[name], (at, _part(t, part), *key)))
+        return updates
 
     def _in_batches(self, statements: Iterable[tuple[Any, Any, tuple[Any, ...]]]) -> None:
         """Run (partition, statement, parameters) triples, those of one partition as one
@@ -1013,7 +1024,8 @@ class CassandraStore(Store):
             results = self._run("alarms_of_shard", [(shard,) for shard in range(ALARM_SHARDS)])
         else:
             results = self._run("alarms_of_station", [(_shard(q.station_id), q.station_id)])
-        return alarm_page([_alarm_row(row) for result in results for row in result], q)
+        rows = [_stored_alarm(row) for result in results for row in result]
+        return alarm_page([row.row() for row in rows if row is not None], q)
 
     def _alarm_history(self, q: AlarmHistory) -> list[RecordedTransition]:
         return [_recorded(row) for row in self._run("alarm_history", [(q.alarm_id,)])[0]]
@@ -1155,8 +1167,10 @@ def _part(t: AlarmTransition, value: list[Any]) -> str:
     return f"{t.key}\x00{json.dumps(value)}"
 
 
-def _part_value(cell: str) -> Any:
-    return json.loads(cell[cell.index("\x00") + 1 :])
+def _part_value(cell: str) -> tuple[str, Any]:
+    """The key and the part of a cell _part made."""
+    key, _, value = cell.partition("\x00")
+    return key, json.loads(value)
 
 
 def _fields(t: AlarmTransition) -> tuple[Any, ...]:
@@ -1204,23 +1218,32 @@ def _recorded(row: Sequence[Any]) -> RecordedTransition:
     return RecordedTransition(_transition(row), row[12])
 
 
-def _alarm_row(row: Sequence[Any]) -> AlarmRow:
-    """An alarm from its _ALARM_ROW columns; changed_at is the latest time a part holds."""
-    station, sensor, kind, condition_cell, severity_cell, ack_cell, shelving_cell = row
-    condition, times = Condition(), []
+def _alarm_at(alarm: AlarmKey) -> tuple[int, str, str, str]:
+    """The primary key of `alarm`'s row in `alarms`."""
+    return _shard(alarm.station_id), alarm.station_id, alarm.sensor, alarm.kind
+
+
+def _stored_alarm(row: Sequence[Any] | None) -> StoredAlarm | None:
+    """An alarm from its _ALARM_ROW columns (None: no row), with the positions of what set its
+    parts, as faultline.store.alarm_rows takes transitions into it."""
+    if row is None:
+        return None
+    station, sensor, kind, condition_cell, ack_cell, shelving_cell = row
+    alarm = AlarmKey(station, sensor, kind)
+    condition, condition_at = Condition(), None
     if condition_cell is not None:
-        active, activation, cleared, at = _part_value(condition_cell)
-        # A condition cell always has a severity cell, written in the same batch.
-        severity, shares = _part_value(severity_cell)
+        key, (ts, rank, active, activation, cleared, severity, shares) = _part_value(condition_cell)
         condition = Condition(active, activation, cleared, severity, _shares(shares))
-        times.append(at)
-    acked, acked_by, acked_at = (None, "", None) if ack_cell is None else _part_value(ack_cell)
-    until, shelved_by, shelved_at = (
-        (None, "", None) if shelving_cell is None else _part_value(shelving_cell)
-    )
-    times += [ms for ms in (acked_at, shelved_at) if ms is not None]
+        condition_at = (ts, rank, key)
+    acked, acked_by, acked_at = (None, "", None)
+    if ack_cell is not None:
+        _, (acked, acked_by, acked_at) = _part_value(ack_cell)
+    until, shelved_by, shelving_at = None, "", None
+    if shelving_cell is not None:
+        key, (until, shelved_by, ts) = _part_value(shelving_cell)
+        shelving_at = (ts, key)
     operator = Operator(acked, acked_by, acked_at, until, shelved_by)
-    return AlarmRow(AlarmState(AlarmKey(station, sensor, kind), condition, operator), max(times))
+    return StoredAlarm(AlarmState(alarm, condition, operator), condition_at, shelving_at)
 
 
 def alarm_page(rows: Iterable[AlarmRow], q: Alarms) -> AlarmPage:

@@ -138,13 +138,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             bucket bigint, recorded_at bigint, key text, station_id text, sensor text,
             kind text, ts bigint, {_TRANSITION},
             PRIMARY KEY ((bucket), recorded_at, key))""",
-        # One row per alarm, in ALARM_SHARDS partitions by station, a cell per part that
-        # one transition sets whole: the condition (active, activation, cleared at, ts), its
-        # severity and shares, the acknowledgement (activation, by, at) and the shelving
-        # (until, by, at), each behind the key that set it (faultline.store.cassandra._part).
+        # One row per alarm, in ALARM_SHARDS partitions by station, a cell per part that a
+        # transition sets whole: the condition, the acknowledgement and the shelving, each
+        # behind the key of the transition that set it (faultline.store.cassandra._part).
         """CREATE TABLE IF NOT EXISTS {ks}.alarms (
-            shard int, station_id text, sensor text, kind text, condition text,
-            severity text, ack text, shelving text,
+            shard int, station_id text, sensor text, kind text, condition text, ack text,
+            shelving text,
             PRIMARY KEY ((shard), station_id, sensor, kind))""",
     ),
 )
