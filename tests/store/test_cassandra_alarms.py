@@ -8,6 +8,7 @@ Runs against the node in FAULTLINE_TEST_CASSANDRA, like tests/store/test_cassand
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -27,7 +28,15 @@ from faultline.store import cassandra as cassandra_module
 from faultline.store.alarm_rows import history_order
 from faultline.store.cassandra import CassandraStore
 from faultline.store.cassandra_schema import SCHEMA_VERSION, migrate, parse_url
-from tests.contract.alarms import PROCESSED, alarm_batch, all_alarms, folded
+from tests.contract.alarms import (
+    PROCESSED,
+    Race,
+    alarm_batch,
+    alarm_snapshot,
+    all_alarms,
+    folded,
+    race_two_writers,
+)
 from tests.contract.batches import T0
 from tests.store.servers import (
     cassandra_keyspace,
@@ -150,6 +159,48 @@ def test_of_two_writers_racing_with_one_key_the_first_to_store_it_wins_everywher
     assert store.query(AlarmTransitions(T0, T0 + MINUTE)) == [raised, ana]
     (row,) = store.query(Alarms()).rows
     assert (row.state.operator.acked_by, row.state.operator.acked_at) == ("ana", T0 + 20)
+
+
+def test_an_engine_and_an_api_process_writing_the_same_alarms_keep_both_parts(
+    store: CassandraStore, cassandra_keyspace: str
+) -> None:
+    url = cassandra_url(cassandra_keyspace)
+    race_two_writers(CassandraStore(url), CassandraStore(url))
+
+
+def test_two_writers_storing_the_same_transitions_at_once_store_each_once(
+    store: CassandraStore, cassandra_keyspace: str
+) -> None:
+    """Replays racing: every key is looked up, found missing and offered to IF NOT EXISTS by
+    both at about the same time; each transition is stored once and the rows are as if
+    written once."""
+    writers = [CassandraStore(cassandra_url(cassandra_keyspace)) for _ in range(2)]
+    race = Race()
+    transitions = race.engine(race.alarms) + race.operator(0) + race.operator(1)
+    start = threading.Barrier(len(writers))
+    failed: list[BaseException] = []
+
+    def write(writer: CassandraStore) -> None:
+        try:
+            start.wait()
+            for n in range(0, len(transitions), 3):
+                writer.write(alarm_batch(*transitions[n : n + 3]))
+        except BaseException as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in writers]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failed, failed
+        reference = MemoryStore()
+        reference.write(alarm_batch(*transitions))
+        assert alarm_snapshot(store) == alarm_snapshot(reference)
+    finally:
+        for w in writers:
+            w.close()
 
 
 def test_a_fourth_version_keyspace_gains_the_alarm_tables(cassandra_keyspace: str) -> None:
