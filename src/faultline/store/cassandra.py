@@ -731,7 +731,10 @@ class CassandraStore(Store):
         self._in_batches([(row[0], self._cql["add_alarm_history"], row) for row in history])
         self._in_batches([(row[0], self._cql["add_alarm_day"], row) for row in days])
         self._in_batches([(row[0], self._cql["add_alarm_feed"], row) for row in feed])
-        stored = {a: _stored_alarm(result.one()) for a, result in zip(alarms, rows, strict=True)}
+        stored = {
+            a: None if (row := result.one()) is None else _stored_alarm(row)
+            for a, result in zip(alarms, rows, strict=True)
+        }
         self._in_batches(self._fold(stored, [r.transition for r in recorded]))
 
     def _first_records(
@@ -780,8 +783,8 @@ class CassandraStore(Store):
                 name, at = "set_ack", t.activation_ts * 1000
             else:
                 part, name, at = [o.shelved_until, o.shelved_by, t.ts], "set_shelving", t.ts * 1000
-            shard, *_ = key = _alarm_at(t.alarm)
-            updates.append((shard, self._cql[name], (at, _part(t, part), *key)))
+            shard, *_ = where = _alarm_at(t.alarm)
+            updates.append((shard, self._cql[name], (at, _part(t, part), *where)))
         return updates
 
     def _in_batches(self, statements: Iterable[tuple[Any, Any, tuple[Any, ...]]]) -> None:
@@ -1024,8 +1027,7 @@ class CassandraStore(Store):
             results = self._run("alarms_of_shard", [(shard,) for shard in range(ALARM_SHARDS)])
         else:
             results = self._run("alarms_of_station", [(_shard(q.station_id), q.station_id)])
-        rows = [_stored_alarm(row) for result in results for row in result]
-        return alarm_page([row.row() for row in rows if row is not None], q)
+        return _alarm_page([_stored_alarm(row).row() for result in results for row in result], q)
 
     def _alarm_history(self, q: AlarmHistory) -> list[RecordedTransition]:
         return [_recorded(row) for row in self._run("alarm_history", [(q.alarm_id,)])[0]]
@@ -1223,11 +1225,9 @@ def _alarm_at(alarm: AlarmKey) -> tuple[int, str, str, str]:
     return _shard(alarm.station_id), alarm.station_id, alarm.sensor, alarm.kind
 
 
-def _stored_alarm(row: Sequence[Any] | None) -> StoredAlarm | None:
-    """An alarm from its _ALARM_ROW columns (None: no row), with the positions of what set its
-    parts, as faultline.store.alarm_rows takes transitions into it."""
-    if row is None:
-        return None
+def _stored_alarm(row: Sequence[Any]) -> StoredAlarm:
+    """An alarm from its _ALARM_ROW columns, with the positions of what set its parts, as
+    faultline.store.alarm_rows takes transitions into it."""
     station, sensor, kind, condition_cell, ack_cell, shelving_cell = row
     alarm = AlarmKey(station, sensor, kind)
     condition, condition_at = Condition(), None
@@ -1246,7 +1246,7 @@ def _stored_alarm(row: Sequence[Any] | None) -> StoredAlarm | None:
     return StoredAlarm(AlarmState(alarm, condition, operator), condition_at, shelving_at)
 
 
-def alarm_page(rows: Iterable[AlarmRow], q: Alarms) -> AlarmPage:
+def _alarm_page(rows: Iterable[AlarmRow], q: Alarms) -> AlarmPage:
     """The page of `rows` that `q` asks for: those it matches, latest change first (ties by
     alarm id), after its cursor."""
     kept = sorted(
