@@ -710,8 +710,9 @@ class CassandraStore(Store):
         self, transitions: Sequence[AlarmTransition], processed_at: int
     ) -> None:
         """Log the transitions and fold them into their alarms' rows (see "Alarms" in the
-        module docstring): the log by key first, then its other copies, then the rows, each
-        partition's share in one batch, the partitions at once."""
+        module docstring): the log by key first, then the index of days, then the other copies
+        of the log, then the rows, each partition's share in one batch, the partitions at
+        once."""
         alarms = sorted({t.alarm for t in transitions}, key=lambda a: a.id)
         found = self._execute_all(
             [(self._cql["alarm_by_key"], (t.key,)) for t in transitions]
@@ -720,17 +721,18 @@ class CassandraStore(Store):
         logged, rows = found[: len(transitions)], found[len(transitions) :]
         recorded = self._first_records(transitions, logged, processed_at)
         buckets: set[tuple[str, str, int]] = set()
-        history, days, feed = [], [], []
+        copies: list[tuple[Any, Any, tuple[Any, ...]]] = []
+        history, day, feed = (self._cql[f"add_alarm_{copy}"] for copy in ("history", "day", "feed"))
         for r in recorded:
             t, at, fields = r.transition, r.recorded_at, _fields(r.transition)
             buckets |= {(_ALARM_DAYS, "", t.ts // DAY_MS), (_ALARM_FEED, "", at // DAY_MS)}
-            history.append((t.alarm.id, action_rank(t.action), t.key, *fields, at))
-            days.append((t.ts // DAY_MS, t.key, *fields))
-            feed.append((at // DAY_MS, t.key, *fields, at))
+            # Partitions named with their table, so that each batch stays in one.
+            rank, alarm_id = action_rank(t.action), t.alarm.id
+            copies.append((("h", alarm_id), history, (alarm_id, rank, t.key, *fields, at)))
+            copies.append((("d", t.ts // DAY_MS), day, (t.ts // DAY_MS, t.key, *fields)))
+            copies.append((("f", at // DAY_MS), feed, (at // DAY_MS, t.key, *fields, at)))
         self._run("add_bucket", buckets)
-        self._in_batches([(row[0], self._cql["add_alarm_history"], row) for row in history])
-        self._in_batches([(row[0], self._cql["add_alarm_day"], row) for row in days])
-        self._in_batches([(row[0], self._cql["add_alarm_feed"], row) for row in feed])
+        self._in_batches(copies)
         stored = {
             a: None if (row := result.one()) is None else _stored_alarm(row)
             for a, result in zip(alarms, rows, strict=True)
