@@ -44,6 +44,50 @@ see part of the new results beside the old record, and a write that fails betwee
 leaves part of them (the job then records the run as failed). Either way the next run of the
 day deletes everything older than its own T, so running a day again is idempotent and always
 ends with exactly its results. A failed run sets only the record.
+
+Alarms. The transition log is kept four times, each copy keyed by the transition's key within
+partitions its query names: `alarm_log` by key alone, `alarm_history` by alarm (AlarmHistory),
+`alarm_days` by the UTC day of `ts` (AlarmTransitions reads the days of its range that `buckets`
+lists) and `alarm_feed` by the UTC day of `recorded_at` (TransitionFeed reads those days in
+order, each by (recorded_at, key)). The log by key decides what every copy holds: a write reads
+it at its keys and takes the stored transition and `recorded_at` of every key found; a key not
+found is stored by INSERT ... IF NOT EXISTS, and one that a racing write stored first comes back
+from it as stored. Then the other copies are written, then the alarms' rows (below), each
+partition's share as one unlogged batch (so atomic per partition), all idempotent upserts of the
+same rows whoever writes them: a replay of a write that failed after the log completes them, and
+the checkpoints still come after all of it. The lightweight transaction is paid once per
+transition, by its first write (a replay reads only); readings and their counts cost one per
+partition and batch already. Write timestamps alone (the earliest write winning) would not do: a
+key does not fix the transition's place in the other copies (an ack's key leaves out its time,
+and `recorded_at` is in the feed's), so two writers racing with one key would leave two rows
+that every read would have to check against the log by key.
+
+Each alarm has one row in `alarms`, a cell per part (condition, acknowledgement, shelving). A
+write reads the rows of its alarms with the keys, takes its transitions into them as
+faultline.store.alarm_rows says (the rules every store shares, in the same order as the memory
+store), and sets each part a transition changed by its own UPDATE, at the write timestamp of
+that transition's place in the part's order: the condition at ts * 1000 + rank (clear < raise <
+escalate within a millisecond), the acknowledgement at activation_ts * 1000, the shelving at
+ts * 1000. Each cell is led by the key of the transition that set it, and of two cells with one
+timestamp Cassandra keeps the greater value, so the later key wins a tie, as in the history's
+order. So no write overwrites a part with an older one, whatever it read, and the engine and an
+operator never overwrite each other's part: the row read only decides which transitions are
+taken, and what a clear keeps (the severity and sensors of the activation it ends, when the row
+holds it). Transitions the log held already are taken again: that changes nothing when their
+first write got through, and completes it when it did not. Writers racing with transitions of
+one alarm's condition (only the engine writes those, one per station) leave what the two in one
+order or the other would have. A row's `changed_at` is the latest time its parts hold, taken
+when read. Since these write timestamps are event times, not the time of writing, a DELETE at
+the current time would not remove every cell of a row: empty `alarms` with TRUNCATE, or delete
+at a timestamp above LAST_MS * 1000.
+
+Alarm rows are few (stations x sensors x kinds) and the listing is sorted by `changed_at`, an
+index of which would have to drop an alarm's old entry at every change, something writers of a
+row's different parts could not agree on without a transaction. So the rows live in ALARM_SHARDS
+partitions by station, and Alarms reads all of them (one, when it names a station) and filters,
+sorts and pages here: every page reads every alarm row (of the station), a few hundred bytes
+each, e.g. 3 MB for 1000 stations x 4 sensors x 2 kinds. An alarm's history partition grows with
+its transitions, without bound until alarms have a retention.
 """
 
 from __future__ import annotations
@@ -53,6 +97,7 @@ import itertools
 import json
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -63,8 +108,16 @@ from cassandra import DriverException, RequestExecutionException, RequestValidat
 from cassandra.cluster import NoHostAvailable, ResultSet
 from cassandra.concurrent import execute_concurrent
 from cassandra.connection import ConnectionException
-from cassandra.query import BatchStatement, BatchType
+from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
 
+from faultline.alarm_schema import (
+    AlarmKey,
+    AlarmState,
+    AlarmTransition,
+    Condition,
+    Operator,
+    SensorShare,
+)
 from faultline.schema import (
     RUN_SUCCEEDED,
     Checkpoint,
@@ -80,8 +133,21 @@ from faultline.store.aggregate import (
     merge_partial,
     partial_rows,
 )
+from faultline.store.alarm_rows import (
+    ACTION_RANK,
+    StoredAlarm,
+    action_rank,
+    history_order,
+    matches,
+    take,
+)
 from faultline.store.base import (
     PING_TIMEOUT_S,
+    AlarmHistory,
+    AlarmPage,
+    AlarmRow,
+    Alarms,
+    AlarmTransitions,
     AnomalyCount,
     Atomicity,
     Checkpoints,
@@ -99,13 +165,16 @@ from faultline.store.base import (
     ReadingPage,
     ReadingRow,
     RecentReadings,
+    RecordedTransition,
     StationReadings,
     Stations,
     StationSummary,
     Store,
     StoreError,
+    TransitionFeed,
 )
 from faultline.store.cassandra_schema import (
+    ALARM_SHARDS,
     DAY_MS,
     LONG_FAULTS,
     CassandraOptions,
@@ -145,13 +214,24 @@ _STATION_ANOMALIES = "station_anomalies"
 _DEAD_LETTERS = "dead_letters"
 _FAULTS = "faults"
 _GLOBAL_ANOMALIES = "global_anomalies"
+_ALARM_DAYS = "alarm_days"
+_ALARM_FEED = "alarm_feed"
 _LETTER_IDS = "dead_letter_id"
+
 
 _COLS = (
     "station_id, ts, seq, ts_assigned, received_at, processed_at, sensor_values, is_anomaly, "
     "scores, sensors, model_version"
 )  # a reading in decode_reading's order
 _TWELVE = ", ".join("?" * 12)
+_TRANSITION = (
+    "station_id, sensor, kind, ts, action, activation_ts, actor, severity, shares, comment, "
+    "until, detail"
+)  # an alarm transition in _transition's order
+_LOGGED = f"{_TRANSITION}, recorded_at"
+_LOGGED_NAMES = tuple(name.strip() for name in _LOGGED.split(","))
+_ALARM = "shard = ? AND station_id = ? AND sensor = ? AND kind = ?"  # one alarm's row
+_ALARM_ROW = "station_id, sensor, kind, condition, ack, shelving"  # _stored_alarm's order
 _CQL = {
     "add_station": "INSERT INTO {ks}.stations (part, station_id) VALUES (0, ?)",
     "station_ids": "SELECT station_id FROM {ks}.stations WHERE part = 0",
@@ -233,6 +313,28 @@ _CQL = {
     "global_anomaly_run_of_day": "SELECT day, run_started, run_finished, run_status, "
     "run_series, run_skipped, run_anomalies, run_error FROM {ks}.global_anomalies "
     "WHERE day = ? LIMIT 1",
+    "alarm_by_key": f"SELECT {_LOGGED} FROM {{ks}}.alarm_log WHERE key = ?",
+    "first_alarm_log": f"INSERT INTO {{ks}}.alarm_log (key, {_LOGGED}) "
+    f"VALUES ({', '.join('?' * 14)}) IF NOT EXISTS",
+    "add_alarm_history": f"INSERT INTO {{ks}}.alarm_history (alarm_id, rank, key, {_LOGGED}) "
+    f"VALUES ({', '.join('?' * 16)})",
+    "alarm_history": f"SELECT {_LOGGED} FROM {{ks}}.alarm_history WHERE alarm_id = ?",
+    "add_alarm_day": f"INSERT INTO {{ks}}.alarm_days (day, key, {_TRANSITION}) "
+    f"VALUES ({', '.join('?' * 14)})",
+    "alarm_days_in_range": f"SELECT {_TRANSITION} FROM {{ks}}.alarm_days WHERE day = ? "
+    "AND ts >= ? AND ts < ?",
+    "add_alarm_feed": f"INSERT INTO {{ks}}.alarm_feed (bucket, key, {_LOGGED}) "
+    f"VALUES ({', '.join('?' * 15)})",
+    "alarm_feed": f"SELECT {_LOGGED} FROM {{ks}}.alarm_feed WHERE bucket = ?",
+    "alarm_feed_after": f"SELECT {_LOGGED} FROM {{ks}}.alarm_feed WHERE bucket = ? "
+    "AND (recorded_at, key) > (?, ?)",
+    "set_condition": f"UPDATE {{ks}}.alarms USING TIMESTAMP ? SET condition = ? WHERE {_ALARM}",
+    "set_ack": f"UPDATE {{ks}}.alarms USING TIMESTAMP ? SET ack = ? WHERE {_ALARM}",
+    "set_shelving": f"UPDATE {{ks}}.alarms USING TIMESTAMP ? SET shelving = ? WHERE {_ALARM}",
+    "alarm_row": f"SELECT {_ALARM_ROW} FROM {{ks}}.alarms WHERE {_ALARM}",
+    "alarms_of_shard": f"SELECT {_ALARM_ROW} FROM {{ks}}.alarms WHERE shard = ?",
+    "alarms_of_station": f"SELECT {_ALARM_ROW} FROM {{ks}}.alarms WHERE shard = ? "
+    "AND station_id = ?",
 }
 
 _Key = tuple[str, int]  # a readings partition: (station_id, day)
@@ -292,6 +394,10 @@ class CassandraStore(Store):
             GlobalAnomalies: self._global_anomalies,
             GlobalAnomalyRuns: self._global_anomaly_runs,
             Checkpoints: self._checkpoints,
+            Alarms: self._alarms,
+            AlarmHistory: self._alarm_history,
+            AlarmTransitions: self._alarm_transitions,
+            TransitionFeed: self._transition_feed,
         }
 
     def write(self, batch: WriteBatch) -> None:
@@ -312,6 +418,8 @@ class CassandraStore(Store):
             elif anomalies:
                 self._run("add_bucket", {(_GLOBAL_ANOMALIES, "", row[0]) for row in anomalies})
                 self._run("add_global_anomaly", anomalies)
+            if valid.transitions:
+                self._write_alarm_transitions(valid.transitions, int(batch.processed_at))
             # Last, once everything they cover is stored: see _write_checkpoints.
             if checkpoints:
                 self._write_checkpoints(checkpoints)
@@ -598,6 +706,100 @@ class CassandraStore(Store):
             else:
                 raise StoreError(f"write failed: checkpoint not stored after {_RETRIES} tries")
 
+    def _write_alarm_transitions(
+        self, transitions: Sequence[AlarmTransition], processed_at: int
+    ) -> None:
+        """Log the transitions and fold them into their alarms' rows (see "Alarms" in the
+        module docstring): the log by key first, then the index of days, then the other copies
+        of the log, then the rows, each partition's share in one batch, the partitions at
+        once."""
+        alarms = sorted({t.alarm for t in transitions}, key=lambda a: a.id)
+        found = self._execute_all(
+            [(self._cql["alarm_by_key"], (t.key,)) for t in transitions]
+            + [(self._cql["alarm_row"], _alarm_at(a)) for a in alarms]
+        )
+        logged, rows = found[: len(transitions)], found[len(transitions) :]
+        recorded = self._first_records(transitions, logged, processed_at)
+        buckets: set[tuple[str, str, int]] = set()
+        copies: list[tuple[Any, Any, tuple[Any, ...]]] = []
+        history, day, feed = (self._cql[f"add_alarm_{copy}"] for copy in ("history", "day", "feed"))
+        for r in recorded:
+            t, at, fields = r.transition, r.recorded_at, _fields(r.transition)
+            buckets |= {(_ALARM_DAYS, "", t.ts // DAY_MS), (_ALARM_FEED, "", at // DAY_MS)}
+            # Partitions named with their table, so that each batch stays in one.
+            rank, alarm_id = action_rank(t.action), t.alarm.id
+            copies.append((("h", alarm_id), history, (alarm_id, rank, t.key, *fields, at)))
+            copies.append((("d", t.ts // DAY_MS), day, (t.ts // DAY_MS, t.key, *fields)))
+            copies.append((("f", at // DAY_MS), feed, (at // DAY_MS, t.key, *fields, at)))
+        self._run("add_bucket", buckets)
+        self._in_batches(copies)
+        stored = {
+            a: None if (row := result.one()) is None else _stored_alarm(row)
+            for a, result in zip(alarms, rows, strict=True)
+        }
+        self._in_batches(self._fold(stored, [r.transition for r in recorded]))
+
+    def _first_records(
+        self, transitions: Sequence[AlarmTransition], logged: list[ResultSet], processed_at: int
+    ) -> list[RecordedTransition]:
+        """Each transition as the log records it: as stored, when the log holds its key
+        (`logged`: the reads of the keys); else as this write or a racing one stores it now,
+        whichever an INSERT ... IF NOT EXISTS lets through first."""
+        recorded = [None if (row := r.one()) is None else _recorded(row) for r in logged]
+        new = [i for i, r in enumerate(recorded) if r is None]
+        firsts = self._run(
+            "first_alarm_log",
+            [(transitions[i].key, *_fields(transitions[i]), processed_at) for i in new],
+        )
+        for i, result in zip(new, firsts, strict=True):
+            row = result.one()
+            if row[0]:
+                recorded[i] = RecordedTransition(transitions[i], processed_at)
+            else:  # a racing write came first: the row it stored follows [applied]
+                stored = dict(zip(result.column_names, row, strict=True))
+                recorded[i] = _recorded([stored[name] for name in _LOGGED_NAMES])
+        return [r for r in recorded if r is not None]
+
+    def _fold(
+        self, stored: dict[AlarmKey, StoredAlarm | None], transitions: list[AlarmTransition]
+    ) -> list[tuple[Any, Any, tuple[Any, ...]]]:
+        """The updates of the alarms' rows that fold `transitions` in, as (partition,
+        statement, parameters): each alarm's in history order, taken as faultline.store.
+        alarm_rows takes them from the row as read (`stored`), and each part a transition
+        changes written at the write timestamp of that transition's place in the part's order
+        (see "Alarms" in the module docstring)."""
+        updates = []
+        for t in sorted(transitions, key=lambda t: (t.alarm.id, history_order(t))):
+            row = take(stored[t.alarm], t)
+            if row is None:
+                continue  # a comment, or older than the part the row holds
+            stored[t.alarm] = row
+            c, o, rank = row.state.condition, row.state.operator, action_rank(t.action)
+            part: list[Any]
+            if t.action in ACTION_RANK:
+                shares = _shares_list(c.sensors)
+                part = [t.ts, rank, c.active, c.activation_ts, c.cleared_ts, c.severity, shares]
+                name, at = "set_condition", t.ts * 1000 + rank
+            elif t.action == "ack":
+                part = [o.acked_activation, o.acked_by, o.acked_at]
+                name, at = "set_ack", t.activation_ts * 1000
+            else:
+                part, name, at = [o.shelved_until, o.shelved_by, t.ts], "set_shelving", t.ts * 1000
+            shard, *_ = where = _alarm_at(t.alarm)
+            updates.append((shard, self._cql[name], (at, _part(t, part), *where)))
+        return updates
+
+    def _in_batches(self, statements: Iterable[tuple[Any, Any, tuple[Any, ...]]]) -> None:
+        """Run (partition, statement, parameters) triples, those of one partition as one
+        unlogged batch (atomic and isolated in Cassandra), the partitions concurrently."""
+        batches: dict[Any, BatchStatement] = {}
+        for partition, statement, parameters in statements:
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = BatchStatement(batch_type=BatchType.UNLOGGED)
+            batch.add(statement, parameters)
+        self._execute_all([(batch, None) for batch in batches.values()])
+
     def _write_global_anomaly_run(
         self, run: GlobalAnomalyRunRow, anomalies: list[GlobalAnomalyRow]
     ) -> None:
@@ -820,6 +1022,45 @@ class CassandraStore(Store):
                 )
         return runs
 
+    def _alarms(self, q: Alarms) -> AlarmPage:
+        """Every row of the shards asked about (all ALARM_SHARDS, or the station's one),
+        filtered and sorted here: see "Alarms" in the module docstring for the bound."""
+        if q.station_id is None:
+            results = self._run("alarms_of_shard", [(shard,) for shard in range(ALARM_SHARDS)])
+        else:
+            results = self._run("alarms_of_station", [(_shard(q.station_id), q.station_id)])
+        return _alarm_page([_stored_alarm(row).row() for result in results for row in result], q)
+
+    def _alarm_history(self, q: AlarmHistory) -> list[RecordedTransition]:
+        return [_recorded(row) for row in self._run("alarm_history", [(q.alarm_id,)])[0]]
+
+    def _alarm_transitions(self, q: AlarmTransitions) -> list[AlarmTransition]:
+        if q.end_ms <= q.start_ms:
+            return []
+        first, last = q.start_ms // DAY_MS, (q.end_ms - 1) // DAY_MS
+        days = self._days(_ALARM_DAYS, "", first, last, newest_first=False)
+        results = self._run("alarm_days_in_range", [(day, q.start_ms, q.end_ms) for day in days])
+        found = (_transition(row) for result in results for row in result)
+        return [t for t in found if not q.actions or t.action in q.actions]
+
+    def _transition_feed(self, q: TransitionFeed) -> list[RecordedTransition]:
+        """The feed's days from the cursor's on, each from the cursor on, until the limit."""
+        first = _MIN if q.after is None else q.after[0] // DAY_MS
+        found: list[RecordedTransition] = []
+        for bucket in self._days(_ALARM_FEED, "", first, newest_first=False):
+            if q.after is not None and bucket == first:
+                params: tuple[Any, ...] = (bucket, *q.after)
+                name = "alarm_feed_after"
+            else:
+                params, name = (bucket,), "alarm_feed"
+            statement = self._cql[name].bind(params)
+            statement.fetch_size = min(q.limit, 1000)
+            rows = self._session.execute(statement)
+            found += (_recorded(row) for row in itertools.islice(rows, q.limit - len(found)))
+            if len(found) >= q.limit:
+                break
+        return found
+
     # Running statements
 
     def _run(
@@ -908,3 +1149,115 @@ def _row(readings: EncodedReadings, days: list[int], i: int, processed_at: int) 
 def _applied(result: ResultSet) -> bool:
     """Whether a lightweight transaction applied: the first column of its first row."""
     return bool(result.one()[0])
+
+
+def _shard(station_id: str) -> int:
+    """The `alarms` partition of a station's alarms (stable across processes, unlike hash())."""
+    return zlib.crc32(station_id.encode()) % ALARM_SHARDS
+
+
+def _shares_list(shares: Sequence[SensorShare]) -> list[list[Any]]:
+    return [[sensor, share] for sensor, share in shares]
+
+
+def _shares(pairs: Iterable[Sequence[Any]]) -> tuple[SensorShare, ...]:
+    return tuple((str(sensor), float(share)) for sensor, share in pairs)
+
+
+def _part(t: AlarmTransition, value: list[Any]) -> str:
+    """A part of an alarm row as its cell holds it: the key of the transition that set it,
+    NUL, then the part as JSON. Of two cells with one write timestamp Cassandra keeps the one
+    whose bytes are greater: the later key, as the history orders them (no key holds a NUL)."""
+    return f"{t.key}\x00{json.dumps(value)}"
+
+
+def _part_value(cell: str) -> tuple[str, Any]:
+    """The key and the part of a cell _part made."""
+    key, _, value = cell.partition("\x00")
+    return key, json.loads(value)
+
+
+def _fields(t: AlarmTransition) -> tuple[Any, ...]:
+    """`t` as the columns _TRANSITION names; a missing `until` is left unset, not written as
+    a null (which Cassandra would store as a tombstone)."""
+    a = t.alarm
+    until = UNSET_VALUE if t.until is None else t.until
+    return (
+        a.station_id,
+        a.sensor,
+        a.kind,
+        t.ts,
+        t.action,
+        t.activation_ts,
+        t.actor,
+        t.severity,
+        json.dumps(_shares_list(t.sensors)),
+        t.comment,
+        until,
+        t.detail,
+    )
+
+
+def _transition(row: Sequence[Any]) -> AlarmTransition:
+    """An alarm transition from its _TRANSITION columns (more may follow)."""
+    station, sensor, kind, ts, action, activation, actor, severity, shares, text, until, detail = (
+        row[:12]
+    )
+    return AlarmTransition(
+        AlarmKey(station, sensor, kind),
+        action,
+        ts,
+        activation,
+        actor=actor,
+        severity=severity,
+        sensors=_shares(json.loads(shares)),
+        comment=text,
+        until=until,
+        detail=detail,
+    )
+
+
+def _recorded(row: Sequence[Any]) -> RecordedTransition:
+    """A logged transition from its _LOGGED columns."""
+    return RecordedTransition(_transition(row), row[12])
+
+
+def _alarm_at(alarm: AlarmKey) -> tuple[int, str, str, str]:
+    """The primary key of `alarm`'s row in `alarms`."""
+    return _shard(alarm.station_id), alarm.station_id, alarm.sensor, alarm.kind
+
+
+def _stored_alarm(row: Sequence[Any]) -> StoredAlarm:
+    """An alarm from its _ALARM_ROW columns, with the positions of what set its parts, as
+    faultline.store.alarm_rows takes transitions into it."""
+    station, sensor, kind, condition_cell, ack_cell, shelving_cell = row
+    alarm = AlarmKey(station, sensor, kind)
+    condition, condition_at = Condition(), None
+    if condition_cell is not None:
+        key, (ts, rank, active, activation, cleared, severity, shares) = _part_value(condition_cell)
+        condition = Condition(active, activation, cleared, severity, _shares(shares))
+        condition_at = (ts, rank, key)
+    acked, acked_by, acked_at = (None, "", None)
+    if ack_cell is not None:
+        _, (acked, acked_by, acked_at) = _part_value(ack_cell)
+    until, shelved_by, shelving_at = None, "", None
+    if shelving_cell is not None:
+        key, (until, shelved_by, ts) = _part_value(shelving_cell)
+        shelving_at = (ts, key)
+    operator = Operator(acked, acked_by, acked_at, until, shelved_by)
+    return StoredAlarm(AlarmState(alarm, condition, operator), condition_at, shelving_at)
+
+
+def _alarm_page(rows: Iterable[AlarmRow], q: Alarms) -> AlarmPage:
+    """The page of `rows` that `q` asks for: those it matches, latest change first (ties by
+    alarm id), after its cursor."""
+    kept = sorted(
+        (row for row in rows if matches(q, row)),
+        key=lambda row: (-row.changed_at, row.state.alarm.id),
+    )
+    if q.after is not None:
+        cursor = (-q.after[0], q.after[1])
+        kept = [row for row in kept if (-row.changed_at, row.state.alarm.id) > cursor]
+    page = kept[: q.limit]
+    more = len(kept) > q.limit
+    return AlarmPage(page, (page[-1].changed_at, page[-1].state.alarm.id) if more else None)

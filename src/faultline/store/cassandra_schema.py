@@ -10,7 +10,8 @@ existing keyspace keeps its own), `timeout` the per-request timeout in seconds.
 Every table is keyed so that each query names a whole partition key: nothing needs ALLOW
 FILTERING and nothing scans a table. Days (`ts // DAY_MS`) bucket each time series, and
 `buckets` says which days of a series hold anything, so a query over any range visits only the
-partitions that exist in it.
+partitions that exist in it. The alarms' rows, few and listed by their latest change, are kept
+in ALARM_SHARDS fixed partitions instead, each read whole (see faultline.store.cassandra).
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ LONG_FAULTS = -(2**63)
 _KEYSPACE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")  # Cassandra's rule for unquoted names
 _READING = """ts_assigned boolean, received_at bigint, processed_at bigint, sensor_values text,
     is_anomaly boolean, scores text, sensors text, model_version text"""
+# An alarm transition's fields beside its alarm, ts and key; shares: its sensors as JSON.
+_TRANSITION = """action text, activation_ts bigint, actor text, severity text, shares text,
+    comment text, until bigint, detail text"""
+# The alarm rows' partitions: a station's alarms are in shard crc32(station_id) % ALARM_SHARDS.
+# Never change it: rows already stored would no longer be found.
+ALARM_SHARDS = 8
 
 # Migration N (1-based) brings a keyspace from version N-1 to N. Append, never edit. Tables are
 # named with their keyspace ({ks}), as in every statement: a session never USEs a keyspace, so
@@ -109,6 +116,36 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             written_at bigint,
             PRIMARY KEY ((consumer_group, topic), log_partition))""",
     ),
+    (
+        # The alarm log, by key: the copy that decides which write of a key is the first
+        # (INSERT ... IF NOT EXISTS) and what every other copy holds of it (see "Alarms" in
+        # faultline.store.cassandra).
+        f"""CREATE TABLE IF NOT EXISTS {{ks}}.alarm_log (
+            key text PRIMARY KEY, station_id text, sensor text, kind text, ts bigint,
+            {_TRANSITION}, recorded_at bigint)""",
+        # By alarm; rank orders the actions of one ts (clear < raise < escalate < operator).
+        f"""CREATE TABLE IF NOT EXISTS {{ks}}.alarm_history (
+            alarm_id text, ts bigint, rank int, key text, station_id text, sensor text,
+            kind text, {_TRANSITION}, recorded_at bigint,
+            PRIMARY KEY ((alarm_id), ts, rank, key))""",
+        # By UTC day of ts; buckets ("alarm_days", "") lists the days that have any.
+        f"""CREATE TABLE IF NOT EXISTS {{ks}}.alarm_days (
+            day bigint, ts bigint, station_id text, sensor text, kind text, key text,
+            {_TRANSITION},
+            PRIMARY KEY ((day), ts, station_id, sensor, kind, key))""",
+        # By UTC day of recorded_at; buckets ("alarm_feed", "") lists the days that have any.
+        f"""CREATE TABLE IF NOT EXISTS {{ks}}.alarm_feed (
+            bucket bigint, recorded_at bigint, key text, station_id text, sensor text,
+            kind text, ts bigint, {_TRANSITION},
+            PRIMARY KEY ((bucket), recorded_at, key))""",
+        # One row per alarm, in ALARM_SHARDS partitions by station, a cell per part that a
+        # transition sets whole: the condition, the acknowledgement and the shelving, each
+        # behind the key of the transition that set it (faultline.store.cassandra._part).
+        """CREATE TABLE IF NOT EXISTS {ks}.alarms (
+            shard int, station_id text, sensor text, kind text, condition text, ack text,
+            shelving text,
+            PRIMARY KEY ((shard), station_id, sensor, kind))""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -125,6 +162,11 @@ TABLES = (
     "fault_labels",
     "global_anomalies",
     "checkpoints",
+    "alarm_log",
+    "alarm_history",
+    "alarm_days",
+    "alarm_feed",
+    "alarms",
 )
 
 
