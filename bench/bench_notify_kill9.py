@@ -6,7 +6,8 @@ slowly (`--receiver-ms` per request) and is down (refusing connections) before e
 kill, so notifications pile up. Alarm transitions (raise, ack, clear of a new alarm in three
 batches) are written straight into the process's SQLite store (`data/faultline.db`, through
 faultline.store's SqliteStore, as the engine and the API write them), `--rate` batches per
-second: the engine does not make alarms in `faultline up` yet.
+second, so that how many transitions are pending at each kill is the bench's to choose rather
+than the detectors'.
 The process is killed with SIGKILL `--kills` times, each time while transitions recorded are
 not yet delivered, and started again on the same data. At the end the writing stops, the
 notifier drains, and every transition in the store's log is looked for among the keys the
