@@ -20,6 +20,7 @@ from faultline.store import (
     AlarmRow,
     Alarms,
     AlarmTransitions,
+    MemoryStore,
     RecordedTransition,
     Store,
     TransitionFeed,
@@ -237,3 +238,31 @@ def race_two_writers(engine: Store, api: Store) -> None:
     finally:
         engine.close()
         api.close()
+
+
+def replay_at_once(writers: Sequence[Store]) -> None:
+    """Replays racing: every writer writes the same engine and operator transitions of a
+    `Race`, three a batch, all starting together; then the first store must hold exactly what
+    one write of them leaves (raises the first writer's failure, if any)."""
+    race = Race()
+    transitions = race.engine(race.alarms) + race.operator(0) + race.operator(1)
+    start = threading.Barrier(len(writers))
+    failed: list[BaseException] = []
+
+    def write(writer: Store) -> None:
+        try:
+            start.wait()
+            for n in range(0, len(transitions), 3):
+                writer.write(alarm_batch(*transitions[n : n + 3]))
+        except BaseException as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in writers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failed, failed
+    reference = MemoryStore()
+    reference.write(alarm_batch(*transitions))
+    assert alarm_snapshot(writers[0]) == alarm_snapshot(reference)

@@ -61,7 +61,9 @@ def settings(**engine: Any) -> Settings:
     return load_settings(engine={**base, "checkpoint_max_messages": 100, **engine}, alarms=ALARMS)
 
 
-def make_engine(bus: MemoryBus, store: Store, s: Settings, clock: ManualClock) -> Engine:
+def make_engine(
+    bus: MemoryBus, store: Store, s: Settings, clock: ManualClock, retry_backoff_s: float = 0.5
+) -> Engine:
     return Engine(
         bus=bus,
         topic=TOPIC,
@@ -72,6 +74,7 @@ def make_engine(bus: MemoryBus, store: Store, s: Settings, clock: ManualClock) -
         metrics=Metrics(),
         alarms=s.alarms,
         clock=clock,
+        retry_backoff_s=retry_backoff_s,
     )
 
 
@@ -257,18 +260,7 @@ def test_a_batch_written_after_an_outage_is_stamped_when_it_was_stored() -> None
     bus = MemoryBus(clock=ManualClock(T0 + 100_000))
     bus.publish(TOPIC, shifted(stations=1, rounds=20, shift=(0, 0)))
     store = Failing(MemoryStore(), failures=3)
-    engine = Engine(
-        bus=bus,
-        topic=TOPIC,
-        store=store,
-        decoder=ReadingDecoder(s.sensors, s.ingest),
-        pipeline=DetectorPipeline([SurpriseDetector(SENSORS, warmup=20)]),
-        settings=s.engine,
-        metrics=Metrics(),
-        alarms=s.alarms,
-        clock=clock,
-        retry_backoff_s=0.001,
-    )
+    engine = make_engine(bus, store, s, clock, retry_backoff_s=0.001)
     clock.advance(30)  # the engine's clock runs on while it waits for the store...
     stop = threading.Event()
     started = clock.now_ms()

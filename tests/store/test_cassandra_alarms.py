@@ -8,7 +8,6 @@ Runs against the node in FAULTLINE_TEST_CASSANDRA, like tests/store/test_cassand
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -30,12 +29,11 @@ from faultline.store.cassandra import CassandraStore
 from faultline.store.cassandra_schema import SCHEMA_VERSION, migrate, parse_url
 from tests.contract.alarms import (
     PROCESSED,
-    Race,
     alarm_batch,
-    alarm_snapshot,
     all_alarms,
     folded,
     race_two_writers,
+    replay_at_once,
 )
 from tests.contract.batches import T0
 from tests.store.servers import (
@@ -175,29 +173,8 @@ def test_two_writers_storing_the_same_transitions_at_once_store_each_once(
     both at about the same time; each transition is stored once and the rows are as if
     written once."""
     writers = [CassandraStore(cassandra_url(cassandra_keyspace)) for _ in range(2)]
-    race = Race()
-    transitions = race.engine(race.alarms) + race.operator(0) + race.operator(1)
-    start = threading.Barrier(len(writers))
-    failed: list[BaseException] = []
-
-    def write(writer: CassandraStore) -> None:
-        try:
-            start.wait()
-            for n in range(0, len(transitions), 3):
-                writer.write(alarm_batch(*transitions[n : n + 3]))
-        except BaseException as exc:
-            failed.append(exc)
-
-    threads = [threading.Thread(target=write, args=(w,)) for w in writers]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert not failed, failed
-        reference = MemoryStore()
-        reference.write(alarm_batch(*transitions))
-        assert alarm_snapshot(store) == alarm_snapshot(reference)
+        replay_at_once(writers)
     finally:
         for w in writers:
             w.close()

@@ -24,7 +24,6 @@ from faultline.store import (
     DeadLetters,
     FaultLabels,
     LatestAnomalies,
-    MemoryStore,
     Query,
     RecentReadings,
     StationReadings,
@@ -39,10 +38,10 @@ from tests.contract.alarms import (
     KEY,
     Race,
     alarm_batch,
-    alarm_snapshot,
     all_alarms,
     race_two_writers,
     raised,
+    replay_at_once,
 )
 from tests.contract.batches import T0, dead_letter, reading_frame, write_batch
 from tests.contract.test_aggregate_contract import anomaly
@@ -363,29 +362,8 @@ def test_two_writers_storing_the_same_transitions_at_once_store_each_once(url: s
     """Replays racing (the second insert of a key waits for the first's commit, then adds
     nothing): no error, no deadlock, each transition once and the rows as if written once."""
     writers = [PostgresStore(url), PostgresStore(url)]
-    race = Race()
-    transitions = race.engine(race.alarms) + race.operator(0) + race.operator(1)
-    start = threading.Barrier(len(writers))
-    failed: list[BaseException] = []
-
-    def write(store: PostgresStore) -> None:
-        try:
-            start.wait()
-            for n in range(0, len(transitions), 3):
-                store.write(alarm_batch(*transitions[n : n + 3]))
-        except BaseException as exc:
-            failed.append(exc)
-
-    threads = [threading.Thread(target=write, args=(w,)) for w in writers]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert not failed, failed
-        reference = MemoryStore()
-        reference.write(alarm_batch(*transitions))
-        assert alarm_snapshot(writers[0]) == alarm_snapshot(reference)
+        replay_at_once(writers)
     finally:
         for w in writers:
             w.close()
