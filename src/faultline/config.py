@@ -299,6 +299,33 @@ class RetentionSettings(_Frozen):
     interval_s: float = Field(default=3600.0, gt=0)
 
 
+class LifecycleSettings(_Frozen):
+    """How the model follows the plant: drift checks, retraining, the gate, the hot swap.
+
+    Retraining fits on [now - gate_window_s - train_window_s, now - gate_window_s): the gate's
+    window [now - gate_window_s, now) stays held out, so the gate judges a challenger on
+    readings it never saw.
+    """
+
+    # Drift is checked every drift_interval_s by the process that runs the engine (0: never
+    # on a schedule, only on demand); with auto_retrain a drift retrains, gates and promotes.
+    drift_interval_s: float = Field(default=3600.0, ge=0)
+    auto_retrain: bool = False
+    drift_sample: int = Field(default=5000, ge=200)  # newest readings compared with the reference
+    train_window_s: float = Field(default=7 * 86400.0, gt=0)
+    gate_window_s: float = Field(default=86400.0, gt=0)
+    gate_max_readings: int = Field(default=20_000, ge=100)  # readings of the window re-scored
+    gate_faults: int = Field(default=200, ge=10)  # simulated faults injected into them
+    # A challenger passes when it catches at least the champion's share of injected faults less
+    # detection_tolerance, and raises at most the champion's false alarms times
+    # (1 + false_alarm_tolerance) plus false_alarm_slack (a share of the window's readings).
+    detection_tolerance: float = Field(default=0.05, ge=0, le=1)
+    false_alarm_tolerance: float = Field(default=0.25, ge=0)
+    false_alarm_slack: float = Field(default=0.002, ge=0, le=1)
+    # How often both engines look at the champion alias; a move is picked up between batches.
+    swap_interval_s: float = Field(default=5.0, gt=0)
+
+
 RECEIVER_NAME = r"^[A-Za-z0-9_.\-]{1,64}$"
 
 
@@ -400,6 +427,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     retention: RetentionSettings = RetentionSettings()
     notify: NotifySettings = NotifySettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
 
     @model_validator(mode="after")
     def _derive_urls(self) -> Settings:

@@ -242,3 +242,24 @@ def test_registering_under_another_alias_leaves_the_champion(tmp_path: Path) -> 
     assert registry.load("challenger").info == challenger
     run = MlflowClient(registry.tracking_uri).get_run(challenger.run_id)
     assert run.data.metrics["train_rows"] == 1500
+
+
+def test_point_moves_an_alias_to_a_registered_version(tmp_path: Path) -> None:
+    registry = open_registry(tmp_path)
+    pipeline, reference = trained(0)
+    first = registry.register(pipeline, SENSORS, reference, PARAMS)
+    pipeline, reference = trained(1)
+    second = registry.register(pipeline, SENSORS, reference, PARAMS, alias="challenger")
+    assert registry.version_of() == first.version
+    assert registry.version_of("challenger") == second.version
+    assert registry.version_of("nobody") is None
+
+    moved = registry.point("champion", second.version)
+    assert (moved.version, moved.alias) == (second.version, "champion")
+    assert registry.current().info.version == second.version
+    assert registry.load_version(first.version).info.run_id == first.run_id
+    with pytest.raises(ModelNotFoundError, match="no version '99'"):
+        registry.point("champion", "99")
+    with pytest.raises(ModelNotFoundError, match="no version '99'"):
+        registry.load_version("99")
+    assert registry.version_of() == second.version

@@ -218,6 +218,40 @@ class MlflowModelRegistry:
                 self._cached = self._load_version(version, self.alias)
             return self._cached
 
+    def version_of(self, alias: str | None = None) -> str | None:
+        """The version `alias` (default: this registry's) points to, or None; loads nothing."""
+        try:
+            return str(self._version(alias or self.alias).version)
+        except ModelNotFoundError:
+            return None
+
+    def load_version(self, version: str) -> SklearnModel:
+        """A registered version by number, whatever aliases it has."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self._client().get_model_version(self.name, version)
+        except MlflowException as exc:
+            if exc.error_code in _ABSENT:
+                raise ModelNotFoundError(f"model {self.name!r} has no version {version!r}") from exc
+            raise
+        return self._load_version(found, "")
+
+    def point(self, alias: str, version: str) -> ModelInfo:
+        """Move `alias` to `version`, which must be registered; engines following the alias
+        pick the move up between batches."""
+        from mlflow.exceptions import MlflowException
+
+        client = self._client()
+        try:
+            found = client.get_model_version(self.name, version)
+        except MlflowException as exc:
+            if exc.error_code in _ABSENT:
+                raise ModelNotFoundError(f"model {self.name!r} has no version {version!r}") from exc
+            raise
+        client.set_registered_model_alias(self.name, alias, str(found.version))
+        return self._info(found, alias=alias)
+
     def has_champion(self) -> bool:
         try:
             self._version(self.alias)
