@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI
 
 from faultline.api.app import create_app
-from faultline.api.context import AppContext
+from faultline.api.context import AppContext, ModelLifecycle
 from faultline.api.server import ApiServer
 from faultline.bus import MemoryBus
 from faultline.clock import Clock
@@ -100,6 +100,7 @@ def serve(
     bus: MemoryBus | None = None,
     settings: Settings | None = None,
     store: Store | None = None,
+    lifecycle: ModelLifecycle | None = None,
 ) -> Iterator[Served]:
     """The app over a real store (default: SQLite) and an in-process bus, on a real port."""
     settings = settings or settings_for(tmp_path)
@@ -115,6 +116,7 @@ def serve(
         models=models,
         tokens=tokens,
         probes=probes or {},
+        lifecycle=lifecycle,
     )
     app = create_app(ctx)
     server = ApiServer(app, "127.0.0.1", 0)

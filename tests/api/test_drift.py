@@ -1,4 +1,5 @@
-"""GET /api/check_drift_retrain runs the real drift check over what the store holds."""
+"""GET /api/check_drift_retrain runs the real drift check over what the store holds, also in a
+process without a model lifecycle (and says that it cannot retrain there)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def test_readings_like_the_training_data_are_no_drift(tmp_path: Path) -> None:
 
     assert body["drift_detected"] is False
     assert body["msg"].startswith("No model drift detected")
-    assert "Automatic retraining is not enabled yet" in body["msg"]
+    assert "Retraining is not available: this process has no model lifecycle" in body["msg"]
     assert body["retrained"] is False
     assert not any(s["drifted"] for s in body["sensors"].values())
 

@@ -44,6 +44,11 @@ EXPECTED_ACCESS = {
     "POST /api/alarms/{alarm_id}/shelve": "operator",
     "POST /api/alarms/{alarm_id}/unshelve": "operator",
     "POST /api/alarms/{alarm_id}/comment": "operator",
+    "GET /api/models": "viewer (beyond loopback)",
+    "GET /api/models/jobs/{job_id}": "viewer (beyond loopback)",
+    "POST /api/models/retrain": "admin",
+    "POST /api/models/{version}/promote": "admin",
+    "POST /api/models/rollback": "admin",
 }
 
 

@@ -137,7 +137,7 @@ def test_check_drift_retrain_reports_a_real_check_and_no_retraining(
     body = response.json()
     assert type(body["msg"]) is str
     assert body["retrained"] is False
-    assert "retraining is not enabled" in body["msg"]
+    assert "Retraining is not available" in body["msg"]
     assert body["model_version"] == RUN_ID
     assert body["recent_size"] == 648  # every stored reading: fewer than the sample size
     assert body["reference_size"] == 2000

@@ -15,6 +15,7 @@ from faultline.api.context import AppContext
 from faultline.api.errors import install_error_handlers
 from faultline.api.global_anomaly_routes import global_anomaly_router
 from faultline.api.ingest_routes import ingest_router
+from faultline.api.model_routes import model_router
 from faultline.api.ops_routes import ops_router
 from faultline.api.responses import ReadingShape
 from faultline.api.security import PUBLIC, Shield, check_every_route_decided, mark_public
@@ -60,6 +61,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(ops_router(ctx))
     app.include_router(global_anomaly_router(ctx))
     app.include_router(alarm_router(ctx))
+    app.include_router(model_router(ctx))
     install_error_handlers(app)
 
     # The schema is public: it describes this open-source API and holds no data.

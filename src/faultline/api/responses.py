@@ -99,16 +99,127 @@ class SensorDriftOut(ApiModel):
     p_value: float
     psi: float = Field(description="Population stability index against the training deciles")
     drifted: bool
+    shift: float = Field(
+        description="Wasserstein distance in reference standard deviations (1.0: moved by one)"
+    )
+
+
+class ScoreDriftOut(ApiModel):
+    anomaly_rate: float = Field(description="Share of the recent readings the model flags")
+    expected_rate: float = Field(description="The share it was fitted to flag (contamination)")
+    p_value: float = Field(description="One-sided binomial test: more flags than chance explains")
+    drifted: bool
+    rows: int
+
+
+class ModelVersionInfo(ApiModel):
+    name: str
+    version: str = Field(description="Version number in the model registry")
+    run_id: str = Field(description="MLflow run id (seed 000's model_version)")
+    trained_at: str
+    trained_at_ms: int
+    params: dict[str, str]
+
+
+class GateFiguresOut(ApiModel):
+    readings: int = Field(description="Readings of the recent window re-scored")
+    false_alarms: int = Field(description="Of those, flagged outside labelled faults")
+    false_alarm_rate: float
+    alarms: int = Field(description="Episodes of flagged readings on the recent window")
+    faults: int = Field(description="Simulated faults injected into held-out recent readings")
+    faults_caught: int = Field(description="Injected faults with at least one reading flagged")
+    detection_rate: float = Field(description="Share of the injected faults' readings flagged")
+
+
+class GateOut(ApiModel):
+    challenger_version: str
+    champion_version: str | None = Field(description="null: there was no champion to compare")
+    passed: bool
+    reason: str = Field(description="Why it passed or why not, in one sentence")
+    challenger: GateFiguresOut
+    champion: GateFiguresOut | None
+    window_from: str
+    window_to: str
+    window_start_ms: int
+    window_end_ms: int
+    gated_at: str
+    gated_at_ms: int
+
+
+class ModelVersionOut(ModelVersionInfo):
+    aliases: list[str]
+    compiled: str = Field(description='"logged" when a compiled form scores it, else why not')
+    gate: GateOut | None = Field(description="The version's latest gate, if it had one")
+
+
+class ChampionChangeOut(ApiModel):
+    operation: Literal["promote", "rollback"]
+    from_version: str | None
+    to_version: str
+    at: str
+    at_ms: int
+    actor: str = Field(description="Token name, cli or auto")
+    reason: str
+
+
+class DriftStatus(ApiModel):
+    drift_detected: bool
+    message: str
+    checked_at: str
+    checked_at_ms: int
+    model_version: str = Field(description="Registry version of the champion checked against")
+    reference_size: int
+    recent_size: int
+    sensors: dict[str, SensorDriftOut]
+    score: ScoreDriftOut | None = Field(description="The model's anomaly rate, when it was judged")
 
 
 class DriftCheck(ApiModel):
     msg: str
     drift_detected: bool
-    retrained: bool = Field(description="Always false: automatic retraining is not enabled yet")
-    model_version: str
+    retrained: bool = Field(description="A challenger was trained by this call")
+    model_version: str = Field(description="MLflow run id serving after the call")
     reference_size: int
     recent_size: int
     sensors: dict[str, SensorDriftOut]
+    score: ScoreDriftOut | None = Field(description="The model's anomaly rate, when judged")
+    promoted: bool = Field(description="The challenger passed the gate and now serves")
+    challenger: ModelVersionInfo | None = Field(description="The challenger trained, if any")
+    gate: GateOut | None = Field(description="The challenger's gate, if it was gated")
+    checked_at: str | None = Field(description="When the drift was checked (null: not recorded)")
+
+
+JobState = Literal["queued", "running", "done", "failed"]
+
+
+class ModelJob(ApiModel):
+    id: str
+    kind: Literal["retrain"]
+    state: JobState
+    params: dict[str, str | int | None] = Field(description="What the job was asked to do")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    actor: str = Field(description="The token that started it")
+    result: ModelVersionInfo | None = Field(description="done: the challenger registered")
+    gate: GateOut | None = Field(description="done: the challenger's gate beside the champion")
+    error: str | None = Field(description="failed: why")
+
+
+class ModelsOut(ApiModel):
+    available: bool = Field(description="This process has a model lifecycle (a registry)")
+    detail: str = Field(description="Why not, when not available")
+    alias: str = Field(description="The alias that serves")
+    challenger_alias: str
+    champion: str | None = Field(description="The serving version, if any")
+    challengers: list[str] = Field(description="Versions under the challenger alias")
+    versions: list[ModelVersionOut] = Field(description="Newest first")
+    history: list[ChampionChangeOut] = Field(description="Promotions and rollbacks, newest first")
+    drift: DriftStatus | None = Field(description="The latest recorded drift check")
+    job: ModelJob | None = Field(description="The running job, else the latest of this process")
+    caller_role: str | None = Field(
+        description="The role of the token sent with this request (the dashboard's buttons)"
+    )
 
 
 class Component(ApiModel):

@@ -17,17 +17,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from faultline.api.context import AppContext
 from faultline.api.model_access import current_model
+from faultline.api.model_routes import drift_cycle
 from faultline.api.params import parse_time_range
 from faultline.api.responses import DriftCheck, OutliersCount, Prediction, ReadingShape
 from faultline.api.security import reads, requires
 from faultline.clock import iso_ms
 from faultline.config import SensorSpec
 from faultline.detect.isolation_forest import ThresholdedModel
-from faultline.models.drift import check_drift
-from faultline.store import AnomalyCount, LatestAnomalies, RecentReadings
-from faultline.tokens import Role
-
-DRIFT_SAMPLE = 5000  # newest readings compared with the training reference
+from faultline.store import AnomalyCount, LatestAnomalies
+from faultline.tokens import Role, TokenInfo
 
 
 def _in_range(name: str, spec: SensorSpec) -> Callable[[float], float]:
@@ -146,42 +144,25 @@ def seed_router(ctx: AppContext, shape: ReadingShape) -> APIRouter:
         finally:
             busy -= 1
 
+    # One drift cycle at a time per process, on a thread of its own: a retraining takes
+    # minutes, and must not hold a thread every other route runs on.
+    cycles = anyio.CapacityLimiter(1)
+
     @router.get(
         "/check_drift_retrain",
-        dependencies=[reads(ctx)],
         response_model=DriftCheck,
-        responses={503: {"description": "No model is available"}},
+        responses={
+            409: {"description": "The lifecycle refused to go on; the message says why"},
+            503: {"description": "No model is available"},
+        },
     )
-    def check_drift_retrain() -> dict[str, Any]:
-        """Compare the newest readings with the model's training data, per sensor.
-
-        Only the check is real so far: retraining is not enabled, and the answer says so.
+    async def check_drift_retrain(
+        token: Annotated[TokenInfo | None, reads(ctx)],
+    ) -> dict[str, Any]:
+        """Compare the newest readings with the model's training data, per sensor and by its
+        anomaly rate; with an admin token, on drift also retrain a challenger, gate it beside
+        the champion and promote it when it passes. The answer says what was done, or why not.
         """
-        model = current_model(ctx)
-        recent = store.query(RecentReadings(limit=DRIFT_SAMPLE, sensors=model.sensors))
-        report = check_drift(model.reference, recent, model.sensors)
-        run_id = model.info.run_id
-        if report.drift_detected:
-            verdict = f"Model drift detected: {report.message}."
-        else:
-            verdict = f"No model drift detected: {report.message}."
-        return {
-            "msg": f"{verdict} Automatic retraining is not enabled yet; "
-            f"model {run_id} stays in service.",
-            "drift_detected": report.drift_detected,
-            "retrained": False,
-            "model_version": run_id,
-            "reference_size": report.reference_size,
-            "recent_size": report.recent_size,
-            "sensors": {
-                name: {
-                    "ks_statistic": d.ks_statistic,
-                    "p_value": d.p_value,
-                    "psi": d.psi,
-                    "drifted": d.drifted,
-                }
-                for name, d in report.sensors.items()
-            },
-        }
+        return await anyio.to_thread.run_sync(drift_cycle, ctx, token, limiter=cycles)
 
     return router
