@@ -84,6 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     ctx = runtime.app_context()
     first_admin = _first_admin_token(ctx.tokens)
     runtime.start_retention()
+    runtime.start_lifecycle()
     runtime.start_alarm_figures()
     server = ApiServer(create_app(ctx), settings.api.host, settings.api.port)
     server.start()
@@ -112,6 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from faultline.bus import open_bus
     from faultline.clock import SystemClock
     from faultline.metrics import Metrics
+    from faultline.models.lifecycle import Lifecycle
     from faultline.runtime import ensure_model, model_registry
     from faultline.store import open_store
     from faultline.tokens import TokenStore
@@ -137,6 +139,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 models=registry,
                 tokens=TokenStore(settings.tokens_path),
                 probes={},
+                # The API's model routes; the drift schedule runs with the engine (process).
+                lifecycle=Lifecycle(settings, store, registry, clock),
             )
         ),
         settings.api.host,
@@ -214,9 +218,10 @@ def cmd_process(args: argparse.Namespace) -> int:
         from faultline.engine.spark.job import run_spark_engine
         from faultline.runtime import Runtime
 
-        # The Spark job writes dead letters too: this process expires them.
+        # The Spark job writes dead letters too: this process expires them, and checks drift.
         retention = Runtime(settings, metrics=metrics, stop=stop)
         retention.start_retention()
+        retention.start_lifecycle()
         try:
             run_spark_engine(
                 settings,
@@ -236,6 +241,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     runtime.load_model()
     runtime.start_engine()
     runtime.start_retention()
+    runtime.start_lifecycle()
     print(f"engine consuming {settings.readings_topic} from {settings.bus_url}", flush=True)
     stop.wait()
     runtime.shutdown()

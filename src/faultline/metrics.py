@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import Counter as Tally
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -338,6 +338,41 @@ class Metrics:
             "Seconds since the alarm gauges were last refreshed from the store",
             registry=r,
         )
+        # The latest drift check of the champion (Lifecycle.check_drift), set where it ran: the
+        # scheduled worker (lifecycle.drift_interval_s) or the API's check_drift_retrain.
+        self.model_drift_shift = Gauge(
+            "faultline_model_drift_shift",
+            "Wasserstein distance of a sensor's recent readings from the model's reference, in "
+            "reference standard deviations (1: moved by one)",
+            ["sensor"],
+            registry=r,
+        )
+        self.model_drift_psi = Gauge(
+            "faultline_model_drift_psi",
+            "Population stability index of a sensor's recent readings over the reference deciles",
+            ["sensor"],
+            registry=r,
+        )
+        self.model_drift_detected = Gauge(
+            "faultline_model_drift_detected",
+            "1 when the latest drift check found drift (a sensor, or the anomaly rate)",
+            registry=r,
+        )
+        self.model_anomaly_rate = Gauge(
+            "faultline_model_anomaly_rate",
+            "Share of the recent readings the champion flags, at the latest drift check",
+            registry=r,
+        )
+        self.model_drift_checked = Gauge(
+            "faultline_model_drift_checked_timestamp_seconds",
+            "When the latest drift check ran (epoch seconds)",
+            registry=r,
+        )
+        self.model_drift_check_failures = Counter(
+            "faultline_model_drift_check_failures",
+            "Scheduled drift checks that failed (retried at the next interval)",
+            registry=r,
+        )
         self.ingest_rate = RateMeter(clock=clock)
 
     def record_batch(self, tally: BatchTally, seconds: float) -> None:
@@ -361,6 +396,27 @@ class Metrics:
         for kind_action, count in tally.alarm_transitions.items():
             kind, _, action = kind_action.partition("/")
             self.alarm_transitions.labels(kind=kind, action=action).inc(count)
+
+    def record_drift(
+        self,
+        *,
+        checked_at_ms: int,
+        detected: bool,
+        shifts: Mapping[str, float],
+        psis: Mapping[str, float],
+        anomaly_rate: float | None,
+    ) -> None:
+        """A drift check's figures; a sensor it could not judge keeps no stale value."""
+        self.model_drift_shift.clear()
+        self.model_drift_psi.clear()
+        for sensor, shift in shifts.items():
+            self.model_drift_shift.labels(sensor=sensor).set(shift)
+        for sensor, psi in psis.items():
+            self.model_drift_psi.labels(sensor=sensor).set(psi)
+        self.model_drift_detected.set(1 if detected else 0)
+        if anomaly_rate is not None:
+            self.model_anomaly_rate.set(anomaly_rate)
+        self.model_drift_checked.set(checked_at_ms / 1000)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

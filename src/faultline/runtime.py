@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from faultline.bus import Bus, open_bus
 from faultline.clock import Clock, SystemClock
 from faultline.codec import ReadingDecoder
-from faultline.config import Settings
+from faultline.config import LifecycleSettings, Settings
 from faultline.detect import DetectorPipeline
 from faultline.detect.factory import build_detectors
 from faultline.engine import Engine
@@ -27,7 +27,7 @@ from faultline.store import DeadLetterRetention, Store, StoreError, open_store
 from faultline.supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from faultline.api.context import AppContext
+    from faultline.api.context import AppContext, ModelLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,50 @@ def fault_sink(store: Store, sensors: Sequence[str]) -> Callable[[list[FaultLabe
     return write
 
 
+def run_drift_schedule(
+    lifecycle: ModelLifecycle,
+    settings: LifecycleSettings,
+    metrics: Metrics,
+    clock: Clock,
+    stop: threading.Event,
+) -> None:
+    """Check the champion's drift every `drift_interval_s` (with `auto_retrain`: the whole
+    cycle, retrain → gate → promote) until `stop`, its figures into the drift gauges.
+
+    The first check is due an interval after the latest recorded one (by any process), so a
+    restart does not check again at once. A failed check is logged and counted, and tried again
+    an interval later: a registry or store that is down for now must not end the schedule.
+    """
+    from faultline.api.model_routes import observe_drift
+
+    interval_ms = round(settings.drift_interval_s * 1000)
+    try:
+        last = lifecycle.latest_drift()
+    except Exception:
+        log.exception("scheduled drift: the latest recorded check could not be read")
+        last = None
+    if last is not None:
+        observe_drift(metrics, last)
+    due = clock.now_ms() if last is None else last.checked_at_ms + interval_ms
+    while not stop.wait(max(0, due - clock.now_ms()) / 1000):
+        try:
+            if settings.auto_retrain:
+                outcome = lifecycle.check_drift_retrain(actor="auto")
+                recorded, said = outcome.drift, outcome.msg
+            else:
+                recorded = lifecycle.check_drift()
+                said = recorded.report.message
+        except Exception:
+            metrics.model_drift_check_failures.inc()
+            log.exception(
+                "scheduled drift check failed; the next in %.0f s", settings.drift_interval_s
+            )
+        else:
+            observe_drift(metrics, recorded)
+            log.info("scheduled drift check: %s", said)
+        due = clock.now_ms() + interval_ms
+
+
 @dataclass
 class Runtime:
     """The running parts of one Faultline process."""
@@ -64,6 +108,7 @@ class Runtime:
     engine: Engine | None = None
     pipeline: DetectorPipeline | None = None
     registry: MlflowModelRegistry | None = None
+    lifecycle: ModelLifecycle | None = None
 
     def __post_init__(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +122,16 @@ class Runtime:
         self.metrics.model_info.labels(name=info.name, version=info.run_id).set(1)
         self.registry = registry
         return registry
+
+    def model_lifecycle(self) -> ModelLifecycle:
+        """Retraining, the gate and promotion over this process's registry and store (built
+        on first use, with the registry's champion)."""
+        if self.lifecycle is None:
+            from faultline.models.lifecycle import Lifecycle
+
+            registry = self.registry or self.load_model()
+            self.lifecycle = Lifecycle(self.settings, self.store, registry, self.clock)
+        return self.lifecycle
 
     def start_engine(self) -> Engine:
         registry = self.registry or self.load_model()
@@ -154,6 +209,19 @@ class Runtime:
 
         self._spawn("retention", expire)
 
+    def start_lifecycle(self) -> None:
+        """Check drift on the schedule of `lifecycle.drift_interval_s` (0: only on demand,
+        through the API), and with `lifecycle.auto_retrain` retrain, gate and promote on drift."""
+        s = self.settings.lifecycle
+        if s.drift_interval_s == 0:
+            return
+        lifecycle = self.model_lifecycle()
+
+        def schedule(stop: threading.Event) -> None:
+            run_drift_schedule(lifecycle, s, self.metrics, self.clock, stop)
+
+        self._spawn("lifecycle", schedule)
+
     def start_alarm_figures(self) -> None:
         """Keep the alarm gauges current from the store (faultline.alarm_figures)."""
         from faultline.alarm_figures import AlarmFigures
@@ -174,6 +242,7 @@ class Runtime:
             models=self.registry,
             tokens=TokenStore(self.settings.tokens_path, self.clock),
             probes=self.probes(),
+            lifecycle=None if self.registry is None else self.model_lifecycle(),
         )
 
     def probes(self) -> dict[str, Callable[[], str | None]]:
