@@ -4,6 +4,7 @@
 const POLL_MS = 1500;
 const HEALTH_EVERY = 4; // polls between health checks
 const LOAD_EVERY = 20; // polls between alarm-load figures (30 s: they change slowly)
+const MODELS_EVERY = 4; // polls between model lifecycle views (every poll while a job runs)
 const ALARM_ROWS = 40; // active and unacknowledged first, then the latest of the others
 const SEVERITY_RANK = { low: 0, medium: 1, high: 2, critical: 3 };
 const SHELVE_CHOICES = [["15 min", 15], ["1 h", 60], ["8 h", 480], ["24 h", 1440]]; // minutes
@@ -19,6 +20,7 @@ const state = {
   knownAnomalies: null,
   stationAlarms: new Map(), // station id -> what its tile shows of its alarms
   polls: 0,
+  modelJobBusy: false, // a retraining job runs: the models panel follows it every poll
 };
 
 const $ = (id) => document.getElementById(id);
@@ -117,11 +119,13 @@ async function signIn(event) {
   $("token-input").value = "";
   $("sign-in").hidden = true;
   showAuthState();
+  loadModels().catch(showError); // the admin controls follow the token's role
 }
 
 function signOut() {
   sessionStorage.removeItem(TOKEN_KEY);
   showAuthState();
+  loadModels().catch(showError);
 }
 
 // ---- header -------------------------------------------------------------------------------
@@ -799,6 +803,170 @@ function drawLoadChart(canvas, counts) {
   g.beginPath(); g.moveTo(0, y); g.lineTo(width, y); g.stroke();
 }
 
+// ---- models -------------------------------------------------------------------------------
+// GET /api/models: the serving version, the challengers with their gate, the latest drift per
+// sensor and the champion history. The admin controls show only when the token sent is admin
+// (the answer's caller_role); the API checks the role again on every action.
+
+function modelMessage(text, isError = false) {
+  const note = $("model-message");
+  note.textContent = text;
+  note.className = `model-message ${isError ? "error" : "muted"}`;
+}
+
+function gateText(gate) {
+  if (!gate) return el("span", { className: "gate-none", text: "not gated" });
+  return el("span", {
+    className: gate.passed ? "gate-passed" : "gate-failed",
+    text: gate.passed ? "gate passed" : "gate failed",
+  });
+}
+
+// One administrative action; refreshes the panel with what it changed.
+async function modelAction(url, body, done) {
+  if (sessionStorage.getItem(TOKEN_KEY) === null) {
+    showSignIn("Sign in with an admin token to change models.");
+    return;
+  }
+  const buttons = [...$("models-panel").querySelectorAll("button")];
+  for (const button of buttons) button.disabled = true;
+  try {
+    const response = await api(url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (response.ok) modelMessage(done(answer));
+    else modelMessage(refusal(answer, response.status), true);
+  } catch (error) {
+    showError(error);
+  } finally {
+    for (const button of buttons) button.disabled = false;
+    loadModels().catch(showError);
+  }
+}
+
+function reason() {
+  const text = $("model-reason").value.trim();
+  if (!text) {
+    modelMessage("Give a reason first: it is kept in the champion history.", true);
+    $("model-reason").focus();
+  }
+  return text;
+}
+
+function promote(version) {
+  const why = reason();
+  if (!why) return;
+  modelAction(`/api/models/${encodeURIComponent(version)}/promote`, { reason: why },
+    (c) => `Version ${c.to_version} now serves (was ${c.from_version ?? "none"}).`);
+}
+
+function rollback() {
+  const why = reason();
+  if (!why) return;
+  modelAction("/api/models/rollback", { reason: why },
+    (c) => `Rolled back: version ${c.to_version} serves again (was ${c.from_version}).`);
+}
+
+function retrain() {
+  modelAction("/api/models/retrain", {}, (job) => `Retraining started (job ${job.id.slice(0, 8)}).`);
+}
+
+function showJob(job) {
+  const line = $("model-job");
+  state.modelJobBusy = Boolean(job && (job.state === "queued" || job.state === "running"));
+  line.dataset.state = job ? job.state : "";
+  if (!job) { line.textContent = ""; return; }
+  const what = job.state === "done" ? `done: version ${job.result.version}` +
+      (job.gate ? ` (${job.gate.passed ? "gate passed" : "gate failed"})` : "")
+    : job.state === "failed" ? `failed: ${job.error}` : job.state;
+  line.textContent = `retrain job ${job.id.slice(0, 8)} ${what}`;
+  line.title = job.gate ? job.gate.reason : (job.error || "");
+}
+
+function showDrift(drift) {
+  const body = $("model-drift-body");
+  body.textContent = "";
+  const score = $("model-score-drift");
+  if (!drift) {
+    body.append(el("tr", { className: "empty-row" }, [el("td", { colSpan: 4, text: "not checked yet" })]));
+    score.textContent = "";
+    $("model-checked").textContent = "no drift check yet";
+    return;
+  }
+  const sensors = Object.entries(drift.sensors);
+  if (sensors.length === 0) {
+    body.append(el("tr", { className: "empty-row" }, [el("td", { colSpan: 4, text: drift.message })]));
+  }
+  for (const [name, d] of sensors) {
+    body.append(el("tr", { "data-sensor": name, "data-drifted": String(d.drifted) }, [
+      el("td", { text: name.replace("_", " ") }),
+      el("td", { className: "num", text: fmt(d.shift) }),
+      el("td", { className: "num", text: fmt(d.psi) }),
+      el("td", { className: d.drifted ? "drifted" : "", text: d.drifted ? "yes" : "no" }),
+    ]));
+  }
+  score.textContent = drift.score
+    ? `Anomaly rate ${(100 * drift.score.anomaly_rate).toFixed(2)} % against ` +
+      `${(100 * drift.score.expected_rate).toFixed(2)} % expected: ` +
+      (drift.score.drifted ? "score drift" : "no score drift")
+    : "";
+  score.dataset.drifted = String(Boolean(drift.score?.drifted));
+  const checked = $("model-checked");
+  checked.textContent = `${drift.drift_detected ? "drift" : "no drift"} · checked ` +
+    `${drift.checked_at.slice(0, 16).replace("T", " ")} UTC against v${drift.model_version}`;
+  checked.dataset.driftDetected = String(drift.drift_detected);
+}
+
+async function loadModels() {
+  const models = await getJSON("/api/models");
+  const panel = $("models-panel");
+  const admin = models.available && models.caller_role === "admin";
+  panel.dataset.champion = models.champion ?? "";
+  panel.dataset.admin = String(admin);
+  $("model-admin").hidden = !admin;
+  const byVersion = new Map(models.versions.map((v) => [v.version, v]));
+  const serving = byVersion.get(models.champion);
+  $("model-serving").textContent = !models.available ? models.detail
+    : serving ? `v${serving.version} · ${serving.run_id.slice(0, 8)} · trained ` +
+      `${serving.trained_at.slice(0, 16).replace("T", " ")} · compiled: ${serving.compiled}`
+    : "no champion";
+  const list = $("model-challengers");
+  list.textContent = "";
+  for (const version of models.challengers) {
+    const v = byVersion.get(version);
+    const item = el("li", { "data-version": version, "data-gate": v.gate ? String(v.gate.passed) : "" }, [
+      el("span", { className: "mono", text: `v${version}` }),
+      gateText(v.gate),
+      el("span", { className: "gate-reason", text: v.gate ? v.gate.reason : "" }),
+    ]);
+    if (admin) {
+      const button = el("button", { className: "act promote", type: "button", text: "Promote" });
+      button.addEventListener("click", () => promote(version));
+      item.append(button);
+    }
+    list.append(item);
+  }
+  if (models.challengers.length === 0) list.append(el("li", { className: "empty", text: "none" }));
+  showDrift(models.drift);
+  const history = $("model-history");
+  history.textContent = "";
+  for (const c of models.history) {
+    history.append(el("li", { "data-operation": c.operation }, [
+      el("span", { className: "mono history-at", text: c.at.slice(0, 16).replace("T", " ") }),
+      el("span", { className: `history-action ${c.operation}`, text: c.operation }),
+      el("span", { className: "mono", text: `v${c.from_version ?? "–"} → v${c.to_version}` }),
+      el("span", { className: "history-by", text: c.actor }),
+      el("span", { className: "history-what", text: c.reason }),
+    ]));
+  }
+  if (models.history.length === 0) history.append(el("li", { className: "empty", text: "none" }));
+  history.dataset.entries = String(models.history.length);
+  showJob(models.job);
+}
+
 // ---- polling ------------------------------------------------------------------------------
 
 function showError(error) {
@@ -818,6 +986,7 @@ async function poll() {
     const work = [loadAlarms(), loadStations(), loadAnomalies(), loadReadings()];
     if (state.polls % HEALTH_EVERY === 0) work.push(loadHealth());
     if (state.polls % LOAD_EVERY === 0) work.push(loadAlarmLoad());
+    if (state.modelJobBusy || state.polls % MODELS_EVERY === 0) work.push(loadModels());
     await Promise.all(work);
     $("banner").hidden = true;
     drawCharts();
@@ -832,6 +1001,8 @@ $("station-picker").addEventListener("change", (event) => select(event.target.va
 $("sign-in").addEventListener("submit", signIn);
 $("sign-in-toggle").addEventListener("click", () => showSignIn("A token from `faultline token create`; kept in this tab only."));
 $("sign-out").addEventListener("click", signOut);
+$("model-retrain").addEventListener("click", retrain);
+$("model-rollback").addEventListener("click", rollback);
 showAuthState();
 window.addEventListener("resize", drawCharts);
 poll();
