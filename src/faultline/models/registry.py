@@ -227,29 +227,13 @@ class MlflowModelRegistry:
 
     def load_version(self, version: str) -> SklearnModel:
         """A registered version by number, whatever aliases it has."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            found = self._client().get_model_version(self.name, version)
-        except MlflowException as exc:
-            if exc.error_code in _ABSENT:
-                raise ModelNotFoundError(f"model {self.name!r} has no version {version!r}") from exc
-            raise
-        return self._load_version(found, "")
+        return self._load_version(self._get_version(version), "")
 
     def point(self, alias: str, version: str) -> ModelInfo:
         """Move `alias` to `version`, which must be registered; engines following the alias
         pick the move up between batches."""
-        from mlflow.exceptions import MlflowException
-
-        client = self._client()
-        try:
-            found = client.get_model_version(self.name, version)
-        except MlflowException as exc:
-            if exc.error_code in _ABSENT:
-                raise ModelNotFoundError(f"model {self.name!r} has no version {version!r}") from exc
-            raise
-        client.set_registered_model_alias(self.name, alias, str(found.version))
+        found = self._get_version(version)
+        self._client().set_registered_model_alias(self.name, alias, str(found.version))
         return self._info(found, alias=alias)
 
     def has_champion(self) -> bool:
@@ -374,3 +358,86 @@ class MlflowModelRegistry:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # The lifecycle's records (models/lifecycle.py): what it measured on a version's run, and
+    # what it keeps about the registered model as a whole (tags holding JSON).
+
+    def record_on_version(
+        self,
+        version: str,
+        *,
+        at_ms: int,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Log metrics (at `at_ms`, so repeated records form a history) and set tags on the run
+        that registered `version`."""
+        from mlflow.entities import Metric, RunTag
+
+        client = self._client()
+        client.log_batch(
+            str(self._get_version(version).run_id),
+            metrics=[Metric(k, float(v), at_ms, 0) for k, v in (metrics or {}).items()],
+            tags=[RunTag(k, v) for k, v in (tags or {}).items()],
+        )
+
+    def version_info(self, version: str) -> ModelInfo:
+        """A registered version's identity, loading nothing."""
+        return self._info(self._get_version(version), alias="")
+
+    def run_tags(self, version: str) -> dict[str, str]:
+        """The tags of the run that registered `version`."""
+        run = self._client().get_run(str(self._get_version(version).run_id))
+        return dict(run.data.tags)
+
+    def listing(self) -> list[tuple[ModelInfo, tuple[str, ...], dict[str, str]]]:
+        """Every registered version, newest first: its identity, its aliases, its run's tags."""
+        from mlflow.exceptions import MlflowException
+
+        client = self._client()
+        try:
+            aliases = client.get_registered_model(self.name).aliases
+        except MlflowException as exc:
+            if exc.error_code in _ABSENT:
+                return []
+            raise
+        found = client.search_model_versions(f"name = '{self.name}'")
+        rows = []
+        for version in sorted(found, key=lambda v: int(v.version), reverse=True):
+            named = tuple(sorted(a for a, v in aliases.items() if str(v) == str(version.version)))
+            run = client.get_run(str(version.run_id))
+            info = ModelInfo(
+                name=self.name,
+                version=str(version.version),
+                run_id=str(version.run_id),
+                alias=named[0] if named else "",
+                trained_at_ms=int(run.info.start_time),
+                params=dict(run.data.params),
+            )
+            rows.append((info, named, dict(run.data.tags)))
+        return rows
+
+    def model_tag(self, key: str) -> str | None:
+        """A tag of the registered model, or None (also when nothing is registered yet)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._client().get_registered_model(self.name).tags.get(key)
+        except MlflowException as exc:
+            if exc.error_code in _ABSENT:
+                return None
+            raise
+
+    def set_model_tag(self, key: str, value: str) -> None:
+        self._ensure_registered_model()
+        self._client().set_registered_model_tag(self.name, key, value)
+
+    def _get_version(self, version: str) -> ModelVersion:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._client().get_model_version(self.name, version)
+        except MlflowException as exc:
+            if exc.error_code in _ABSENT:
+                raise ModelNotFoundError(f"model {self.name!r} has no version {version!r}") from exc
+            raise
