@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 from faultline.bus import MemoryBus
 from faultline.clock import ManualClock
 from tests.api.conftest import NOW, known_readings
+from tests.api.fake_lifecycle import FakeLifecycle
 from tests.api.helpers import FixedModels, Served, serve, tiny_model
 
 LOCAL = "http://127.0.0.1"  # a Host the app answers
@@ -53,7 +54,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     bus = MemoryBus(
         max_messages=1_000_000, max_bytes=2**31
     )  # a full bus is a 503 by design, not a finding
-    with serve(tmp, ManualClock(NOW), models=FixedModels(tiny_model()), bus=bus) as s:
+    # The model routes reach their handlers over a lifecycle stand-in: a real one would retrain
+    # on every generated check_drift_retrain.
+    lifecycle = FakeLifecycle(ManualClock(NOW))
+    with serve(
+        tmp, ManualClock(NOW), models=FixedModels(tiny_model()), bus=bus, lifecycle=lifecycle
+    ) as s:
         known_readings(s)
         yield s
 
