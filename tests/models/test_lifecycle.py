@@ -28,10 +28,16 @@ NOW = T0 + N * 1000
 TRAINED_TO = T0 + 1200 * 1000  # where retraining's default window ends and the gate's begins
 
 
-def settings(data_dir: Path) -> Settings:
+def settings(data_dir: Path, name: str = "faultline-isolation-forest") -> Settings:
     return load_settings(
         data_dir=data_dir,
-        model={"n_estimators": 25, "train_samples": 1000, "seed": 3, "contamination": 0.01},
+        model={
+            "name": name,
+            "n_estimators": 25,
+            "train_samples": 1000,
+            "seed": 3,
+            "contamination": 0.01,
+        },
         lifecycle={
             "gate_window_s": 600,
             "train_window_s": 1200,
@@ -74,15 +80,26 @@ def odd_history(tmp_path_factory: pytest.TempPathFactory) -> SqliteStore:
     return fill(tmp_path_factory.mktemp("odd") / "faultline.db", shift, {})
 
 
+@pytest.fixture(scope="module")
+def mlflow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mlflow")
+
+
+@pytest.fixture
+def s(mlflow_dir: Path, request: pytest.FixtureRequest) -> Settings:
+    """A registered model of each test's own, in one MLflow store for the module: creating an
+    MLflow database costs seconds."""
+    return settings(mlflow_dir, request.node.name)
+
+
 def registry(s: Settings) -> MlflowModelRegistry:
     return MlflowModelRegistry(
         s.mlflow_uri, s.data_dir / "mlartifacts", s.model.name, s.model.alias
     )
 
 
-def lifecycle(store: SqliteStore, data_dir: Path, now_ms: int = NOW) -> Lifecycle:
-    """A registry whose champion (version 1) was trained on normal simulated-like readings."""
-    s = settings(data_dir)
+def lifecycle(store: SqliteStore, s: Settings, now_ms: int = NOW) -> Lifecycle:
+    """A registry whose champion (version 1) was trained on normal readings."""
     reg = registry(s)
     if not reg.has_champion():
         normal = normal_readings(2000, seed=1)
@@ -94,9 +111,9 @@ def lifecycle(store: SqliteStore, data_dir: Path, now_ms: int = NOW) -> Lifecycl
 
 
 def test_a_challenger_retrained_on_drifted_readings_passes_the_gate(
-    drifted: SqliteStore, tmp_path: Path
+    drifted: SqliteStore, s: Settings
 ) -> None:
-    lc = lifecycle(drifted, tmp_path)
+    lc = lifecycle(drifted, s)
     drift = lc.check_drift()
     assert drift.report.drift_detected and drift.model_version == "1"
     assert [s for s, r in drift.report.sensors.items() if r.drifted] == ["humidity"]
@@ -144,9 +161,9 @@ def test_a_challenger_retrained_on_drifted_readings_passes_the_gate(
 
 
 def test_a_bad_challenger_is_rejected_kept_unpromoted_and_the_champion_stays(
-    odd_history: SqliteStore, tmp_path: Path
+    odd_history: SqliteStore, s: Settings
 ) -> None:
-    lc = lifecycle(odd_history, tmp_path)
+    lc = lifecycle(odd_history, s)
     info = lc.retrain()  # on the odd 20 minutes
     gate = lc.gate(info.version)
     assert not gate.passed
@@ -170,9 +187,9 @@ def test_a_bad_challenger_is_rejected_kept_unpromoted_and_the_champion_stays(
 
 
 def test_promotion_refuses_ungated_and_stale_gates_and_unknown_versions(
-    fresh: SqliteStore, tmp_path: Path
+    fresh: SqliteStore, s: Settings
 ) -> None:
-    lc = lifecycle(fresh, tmp_path)
+    lc = lifecycle(fresh, s)
     second = lc.retrain()
     with pytest.raises(LifecycleRefused, match="version 2 has not been through the gate"):
         lc.promote(second.version, actor="test", reason="try")
@@ -191,9 +208,9 @@ def test_promotion_refuses_ungated_and_stale_gates_and_unknown_versions(
 
 
 def test_rollback_restores_the_previous_champion_and_both_are_in_the_history(
-    fresh: SqliteStore, tmp_path: Path
+    fresh: SqliteStore, s: Settings
 ) -> None:
-    lc = lifecycle(fresh, tmp_path)
+    lc = lifecycle(fresh, s)
     with pytest.raises(LifecycleRefused, match="version 1 serves and no earlier champion"):
         lc.rollback(actor="test", reason="nothing to go back to")
     for _ in range(2):
@@ -218,9 +235,9 @@ def test_rollback_restores_the_previous_champion_and_both_are_in_the_history(
 
 
 def test_the_latest_drift_check_is_seen_from_another_process(
-    drifted: SqliteStore, tmp_path: Path
+    drifted: SqliteStore, s: Settings
 ) -> None:
-    lc = lifecycle(drifted, tmp_path)
+    lc = lifecycle(drifted, s)
     assert lc.latest_drift() is None
     checked = lc.check_drift()
     other = Lifecycle(lc._settings, drifted, registry(lc._settings), ManualClock(0))
@@ -235,8 +252,8 @@ def test_the_latest_drift_check_is_seen_from_another_process(
     )
 
 
-def test_a_cycle_without_drift_changes_nothing(fresh: SqliteStore, tmp_path: Path) -> None:
-    lc = lifecycle(fresh, tmp_path)
+def test_a_cycle_without_drift_changes_nothing(fresh: SqliteStore, s: Settings) -> None:
+    lc = lifecycle(fresh, s)
     outcome = lc.check_drift_retrain("auto")
     assert not outcome.drift.report.drift_detected
     assert outcome.msg.startswith("No drift detected against version 1: no drift in ")
@@ -247,8 +264,8 @@ def test_a_cycle_without_drift_changes_nothing(fresh: SqliteStore, tmp_path: Pat
     assert lc.history() == []
 
 
-def test_a_cycle_on_drift_retrains_gates_and_promotes(drifted: SqliteStore, tmp_path: Path) -> None:
-    lc = lifecycle(drifted, tmp_path)
+def test_a_cycle_on_drift_retrains_gates_and_promotes(drifted: SqliteStore, s: Settings) -> None:
+    lc = lifecycle(drifted, s)
     outcome = lc.check_drift_retrain("auto")
     assert outcome.promoted
     assert outcome.challenger is not None and outcome.gate is not None and outcome.gate.passed
@@ -263,11 +280,10 @@ def test_a_cycle_on_drift_retrains_gates_and_promotes(drifted: SqliteStore, tmp_
 
 
 def test_a_cycle_whose_challenger_fails_the_gate_keeps_the_champion(
-    odd_history: SqliteStore, tmp_path: Path
+    odd_history: SqliteStore, s: Settings
 ) -> None:
     # The newest readings are normal; a champion trained on a warmer plant sees them drift,
     # and the challenger retrained on the odd 20 minutes is worse still.
-    s = settings(tmp_path)
     reg = registry(s)
     shifted = normal_readings(2000, seed=1, shift={"temperature": 2.0})
     pipeline = train_isolation_forest(shifted, SENSORS, n_estimators=25, contamination=0.01, seed=0)
@@ -282,9 +298,9 @@ def test_a_cycle_whose_challenger_fails_the_gate_keeps_the_champion(
 
 
 def test_a_gate_without_enough_recent_readings_does_not_pass(
-    fresh: SqliteStore, tmp_path: Path
+    fresh: SqliteStore, s: Settings
 ) -> None:
-    lc = lifecycle(fresh, tmp_path)
+    lc = lifecycle(fresh, s)
     info = lc.retrain()
     later = Lifecycle(lc._settings, fresh, lc._registry, ManualClock(NOW + 86_400_000))
     gate = later.gate(info.version)
