@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from faultline import __version__
 from faultline.batch.cli import add_batch_parser
+from faultline.clock import iso_ms
 from faultline.config import Settings, load_settings
 from faultline.evaluate.cli import add_eval_parser
 
 if TYPE_CHECKING:
+    from faultline.models.gate import GateResult
+    from faultline.models.lifecycle import ChampionChange
     from faultline.tokens import TokenStore
 
 log = logging.getLogger("faultline")
@@ -166,7 +169,6 @@ def _first_admin_token(tokens: TokenStore) -> str | None:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from faultline.clock import iso_ms
     from faultline.tokens import Role, TokenStore
 
     settings = _settings(args)
@@ -367,6 +369,92 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gate_line(gate: GateResult) -> str:
+    verdict = "passed" if gate.passed else "did not pass"
+    return f"gate {iso_ms(gate.gated_at_ms)}: {verdict}: {gate.reason}"
+
+
+def _figures_lines(gate: GateResult) -> list[str]:
+    rows = [("challenger", gate.challenger_version, gate.challenger)]
+    if gate.champion is not None and gate.champion_version is not None:
+        rows.append(("champion", gate.champion_version, gate.champion))
+    lines = [
+        f"window {iso_ms(gate.window_start_ms)} .. {iso_ms(gate.window_end_ms)}",
+        f"{'':10}  {'version':>7}  {'readings':>8}  {'false alarms':>12}  {'alarms':>6}  "
+        f"{'faults caught':>13}  {'detection':>9}  {'matched':>7}",
+    ]
+    for role, version, f in rows:
+        matched = "-" if f.matched_detection_rate is None else f"{f.matched_detection_rate:.1%}"
+        lines.append(
+            f"{role:10}  {version:>7}  {f.readings:>8}  {f.false_alarms:>12}  {f.alarms:>6}  "
+            f"{f'{f.faults_caught} of {f.faults}':>13}  {f.detection_rate:>9.1%}  {matched:>7}"
+        )
+    return lines
+
+
+def _change_line(change: ChampionChange) -> str:
+    was = "nothing" if change.from_version is None else f"version {change.from_version}"
+    return (
+        f"{iso_ms(change.at_ms)}  {change.operation:8}  {was} -> version {change.to_version}"
+        f"  by {change.actor}: {change.reason}"
+    )
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """The model lifecycle (models/lifecycle.py) from the command line; refusals exit 1."""
+    from faultline.clock import SystemClock
+    from faultline.models.champion import model_registry
+    from faultline.models.lifecycle import Lifecycle, LifecycleRefused
+    from faultline.models.registry import ModelNotFoundError
+    from faultline.store import open_store
+
+    settings = _settings(args)
+    store = open_store(settings.store_url)
+    lifecycle = Lifecycle(settings, store, model_registry(settings), SystemClock())
+    reason = getattr(args, "reason", None) or "by hand"
+    try:
+        if args.action == "list":
+            for view in lifecycle.versions():
+                aliases = " ".join(f"@{a}" for a in view.aliases) or "-"
+                trained = view.info.params.get("training_data", "")
+                window = view.info.params.get("train_from")
+                if window is not None:
+                    trained += f", {window} .. {view.info.params.get('train_to')}"
+                print(
+                    f"version {view.info.version:>4}  {aliases:24}  run {view.info.run_id}  "
+                    f"trained {iso_ms(view.info.trained_at_ms)} ({trained}); "
+                    f"compiled: {view.compiled}"
+                )
+                print(f"      {'not gated' if view.gate is None else _gate_line(view.gate)}")
+        elif args.action == "history":
+            changes = lifecycle.history()
+            for change in changes:
+                print(_change_line(change))
+            if not changes:
+                print("no promotion or rollback recorded")
+        elif args.action == "gate":
+            gate = lifecycle.gate(args.version)
+            print(f"version {gate.challenger_version} {_gate_line(gate)}")
+            print("\n".join(_figures_lines(gate)))
+        elif args.action == "promote":
+            change = lifecycle.promote(args.version, actor="cli", reason=reason, force=args.force)
+            print(_change_line(change))
+        elif args.action == "rollback":
+            print(_change_line(lifecycle.rollback(actor="cli", reason=reason)))
+        elif args.action == "drift":
+            drift = lifecycle.check_drift()
+            verdict = "drift" if drift.report.drift_detected else "no drift"
+            print(f"version {drift.model_version}: {verdict}: {drift.report.message}")
+        else:
+            print(lifecycle.check_drift_retrain(actor="cli").msg)
+    except (LifecycleRefused, ModelNotFoundError) as exc:
+        print(f"faultline: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
 def _simulation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stations", type=int, help="simulated stations (default 25)")
     parser.add_argument("--rate", type=float, help="readings per second per station (default 1)")
@@ -493,6 +581,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--n-estimators", type=int)
     train.add_argument("--seed", type=int)
+
+    models = sub.add_parser(
+        "models",
+        help="The model lifecycle: versions, gate, promotion, rollback, drift.",
+        description="The model lifecycle: list versions and their gates, gate a challenger "
+        "against the champion, promote or roll back (recorded), check drift, or run the whole "
+        "cycle (drift check, retraining, gate, promotion). Refusals exit with 1.",
+    )
+    models.set_defaults(handler=cmd_models)
+    models_sub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    models_sub.add_parser("list", parents=[common], help="every version, newest first")
+    models_sub.add_parser("history", parents=[common], help="promotions and rollbacks")
+    gate = models_sub.add_parser(
+        "gate", parents=[common], help="re-score recent readings with VERSION and the champion"
+    )
+    gate.add_argument("version")
+    promote = models_sub.add_parser(
+        "promote", parents=[common], help="make VERSION the champion (its gate must have passed)"
+    )
+    promote.add_argument("version")
+    promote.add_argument("--force", action="store_true", help="promote without a passed gate")
+    promote.add_argument("--reason", help="recorded with the promotion")
+    rollback = models_sub.add_parser(
+        "rollback", parents=[common], help="bring back the champion the current one replaced"
+    )
+    rollback.add_argument("--reason", help="recorded with the rollback")
+    models_sub.add_parser("drift", parents=[common], help="check the champion for drift")
+    models_sub.add_parser(
+        "cycle", parents=[common], help="check drift; on drift retrain, gate and promote"
+    )
     return parser
 
 

@@ -24,7 +24,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from faultline.clock import Clock, iso_ms
+from faultline.clock import Clock
 from faultline.config import Settings
 from faultline.models.base import DriftReport, ModelInfo, ScoreDrift, SensorDrift
 from faultline.models.drift import check_drift
@@ -347,12 +347,3 @@ def _previous_champion(history: list[ChampionChange], current: str) -> str | Non
     if not stack or stack[-1] != current:
         stack.append(current)
     return stack[-2] if len(stack) > 1 else None
-
-
-def describe(change: ChampionChange) -> str:
-    """One line for an operator: what moved, when, who, why."""
-    was = "nothing" if change.from_version is None else f"version {change.from_version}"
-    return (
-        f"{iso_ms(change.at_ms)}  {change.operation:8}  {was} -> version {change.to_version}  "
-        f"by {change.actor}: {change.reason}"
-    )
