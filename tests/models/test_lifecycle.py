@@ -337,3 +337,15 @@ def test_the_models_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "version 1: no drift: not enough data: 0 recent readings" in capsys.readouterr().out
     assert main(["models", "cycle", *base]) == 0
     assert capsys.readouterr().out.startswith("Drift could not be judged against version 1")
+
+
+def test_a_cycle_that_cannot_retrain_says_why(drifted: SqliteStore, s: Settings) -> None:
+    # At 10.5 minutes the training window, which ends where the gate's 10 minutes begin, holds
+    # the first 30 seconds of readings; the drift check still sees the newest readings.
+    lc = lifecycle(drifted, s, now_ms=T0 + 630_000)
+    outcome = lc.check_drift_retrain("auto")
+    assert outcome.drift.report.drift_detected
+    assert (outcome.challenger, outcome.gate, outcome.promoted) == (None, None, False)
+    assert "Retraining was not possible (too little to train on: 90 clean readings" in outcome.msg
+    assert outcome.msg.endswith("version 1 keeps serving.")
+    assert [v.info.version for v in lc.versions()] == ["1"]
