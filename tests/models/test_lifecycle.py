@@ -139,7 +139,7 @@ def test_a_challenger_retrained_on_drifted_readings_passes_the_gate(
     assert theirs.matched_detection_rate < theirs.detection_rate
     assert ours.detection_rate >= theirs.matched_detection_rate - 0.05
     # Recorded on the challenger's run, and rebuilt from there.
-    run = MlflowClient(lc._registry.tracking_uri).get_run(info.run_id)
+    run = MlflowClient(s.mlflow_uri).get_run(info.run_id)
     assert run.data.tags["gate_passed"] == "true"
     assert run.data.tags["gate_reason"] == gate.reason
     assert run.data.metrics["gate_champion_false_alarms"] == theirs.false_alarms
@@ -154,7 +154,7 @@ def test_a_challenger_retrained_on_drifted_readings_passes_the_gate(
     # Passed against the version serving now: promotion is allowed.
     change = lc.promote("2", actor="test", reason="retrained after the humidity drift")
     assert (change.operation, change.from_version, change.to_version) == ("promote", "1", "2")
-    assert lc._registry.version_of() == "2"
+    assert registry(s).version_of() == "2"
     assert lc.history() == [change]
     with pytest.raises(LifecycleRefused, match="version 2 already serves as the champion"):
         lc.promote("2", actor="test", reason="again", force=True)
@@ -173,16 +173,13 @@ def test_a_bad_challenger_is_rejected_kept_unpromoted_and_the_champion_stays(
     assert gate.challenger.false_alarms > 10 * max(gate.champion.false_alarms, 1)
     with pytest.raises(LifecycleRefused, match="version 2 did not pass its latest gate"):
         lc.promote(info.version, actor="test", reason="try")
-    assert lc._registry.version_of() == "1"
-    assert lc._registry.version_of("challenger") == "2"
+    assert registry(s).version_of() == "1"
+    assert registry(s).version_of("challenger") == "2"
     assert lc.history() == []
-    assert (
-        MlflowClient(lc._registry.tracking_uri).get_run(info.run_id).data.tags["gate_passed"]
-        == "false"
-    )
+    assert MlflowClient(s.mlflow_uri).get_run(info.run_id).data.tags["gate_passed"] == "false"
     # An operator may still insist; the promotion is recorded as forced by its reason.
     change = lc.promote(info.version, actor="operator", reason="forced for a test", force=True)
-    assert lc._registry.version_of() == "2"
+    assert registry(s).version_of() == "2"
     assert lc.history() == [change]
 
 
@@ -215,16 +212,16 @@ def test_rollback_restores_the_previous_champion_and_both_are_in_the_history(
         lc.rollback(actor="test", reason="nothing to go back to")
     for _ in range(2):
         lc.promote(lc.retrain().version, actor="test", reason="forced", force=True)
-    assert lc._registry.version_of() == "3"
+    assert registry(s).version_of() == "3"
     back = lc.rollback(actor="operator", reason="version 3 chatters")
     assert (back.operation, back.from_version, back.to_version) == ("rollback", "3", "2")
-    assert lc._registry.version_of() == "2"
-    assert lc._registry.current().info.version == "2"
+    assert registry(s).version_of() == "2"
+    assert registry(s).current().info.version == "2"
     further = lc.rollback(actor="operator", reason="and 2 too")
     assert (further.from_version, further.to_version) == ("2", "1")
     with pytest.raises(LifecycleRefused, match="no earlier champion"):
         lc.rollback(actor="operator", reason="past the first")
-    history = Lifecycle(lc._settings, fresh, registry(lc._settings), ManualClock(NOW)).history()
+    history = Lifecycle(s, fresh, registry(s), ManualClock(NOW)).history()
     assert [(c.operation, c.from_version, c.to_version) for c in history] == [
         ("rollback", "2", "1"),
         ("rollback", "3", "2"),
@@ -240,12 +237,12 @@ def test_the_latest_drift_check_is_seen_from_another_process(
     lc = lifecycle(drifted, s)
     assert lc.latest_drift() is None
     checked = lc.check_drift()
-    other = Lifecycle(lc._settings, drifted, registry(lc._settings), ManualClock(0))
+    other = Lifecycle(s, drifted, registry(s), ManualClock(0))
     assert other.latest_drift() == checked
     assert checked.checked_at_ms == NOW
     assert checked.report.score is not None and checked.report.score.rows == 1000
-    run_id = lc._registry.version_info("1").run_id
-    metrics = MlflowClient(lc._registry.tracking_uri).get_run(run_id).data.metrics
+    run_id = registry(s).version_info("1").run_id
+    metrics = MlflowClient(s.mlflow_uri).get_run(run_id).data.metrics
     assert metrics["drift_detected"] == 1.0
     assert metrics["drift_shift_humidity"] == pytest.approx(
         checked.report.sensors["humidity"].shift
@@ -259,7 +256,7 @@ def test_a_cycle_without_drift_changes_nothing(fresh: SqliteStore, s: Settings) 
     assert outcome.msg.startswith("No drift detected against version 1: no drift in ")
     assert outcome.msg.endswith("Version 1 keeps serving; nothing was retrained.")
     assert (outcome.challenger, outcome.gate, outcome.promoted) == (None, None, False)
-    assert outcome.model_version == lc._registry.version_info("1").run_id
+    assert outcome.model_version == registry(s).version_info("1").run_id
     assert [v.info.version for v in lc.versions()] == ["1"]
     assert lc.history() == []
 
@@ -272,7 +269,7 @@ def test_a_cycle_on_drift_retrains_gates_and_promotes(drifted: SqliteStore, s: S
     assert outcome.msg.startswith("Drift detected against version 1: drift detected in humidity")
     assert "Version 2 was trained on the readings from 2026-01-01T00:00:00Z to " in outcome.msg
     assert outcome.msg.endswith("and now serves in place of version 1.")
-    assert lc._registry.version_of() == "2"
+    assert registry(s).version_of() == "2"
     assert outcome.model_version == outcome.challenger.run_id
     [change] = lc.history()
     assert (change.actor, change.from_version, change.to_version) == ("auto", "1", "2")
@@ -302,7 +299,7 @@ def test_a_gate_without_enough_recent_readings_does_not_pass(
 ) -> None:
     lc = lifecycle(fresh, s)
     info = lc.retrain()
-    later = Lifecycle(lc._settings, fresh, lc._registry, ManualClock(NOW + 86_400_000))
+    later = Lifecycle(s, fresh, registry(s), ManualClock(NOW + 86_400_000))
     gate = later.gate(info.version)
     assert not gate.passed
     assert gate.reason == (
@@ -337,3 +334,15 @@ def test_the_models_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "version 1: no drift: not enough data: 0 recent readings" in capsys.readouterr().out
     assert main(["models", "cycle", *base]) == 0
     assert capsys.readouterr().out.startswith("Drift could not be judged against version 1")
+
+
+def test_a_cycle_that_cannot_retrain_says_why(drifted: SqliteStore, s: Settings) -> None:
+    # At 10.5 minutes the training window, which ends where the gate's 10 minutes begin, holds
+    # the first 30 seconds of readings; the drift check still sees the newest readings.
+    lc = lifecycle(drifted, s, now_ms=T0 + 630_000)
+    outcome = lc.check_drift_retrain("auto")
+    assert outcome.drift.report.drift_detected
+    assert (outcome.challenger, outcome.gate, outcome.promoted) == (None, None, False)
+    assert "Retraining was not possible (too little to train on: 90 clean readings" in outcome.msg
+    assert outcome.msg.endswith("version 1 keeps serving.")
+    assert [v.info.version for v in lc.versions()] == ["1"]
