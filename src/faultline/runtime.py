@@ -17,11 +17,13 @@ from faultline.clock import Clock, SystemClock
 from faultline.codec import ReadingDecoder
 from faultline.config import LifecycleSettings, Settings
 from faultline.detect import DetectorPipeline
-from faultline.detect.factory import build_detectors
+from faultline.detect.factory import build_detectors, model_detector
 from faultline.engine import Engine
+from faultline.engine.swap import ModelFollower
 from faultline.metrics import Metrics
 from faultline.models.champion import ensure_model, model_registry
 from faultline.models.registry import MlflowModelRegistry
+from faultline.models.watch import ChampionWatcher
 from faultline.schema import FaultLabel, WriteBatch, empty_readings
 from faultline.store import DeadLetterRetention, Store, StoreError, open_store
 from faultline.supervisor import Supervisor
@@ -137,19 +139,31 @@ class Runtime:
         registry = self.registry or self.load_model()
         s = self.settings
         # The engine restores the detector state from its checkpoints in the store.
-        self.pipeline = DetectorPipeline(build_detectors(s, registry.current()))
+        model = registry.current()
+        self.pipeline = DetectorPipeline(build_detectors(s, model))
+        # The hot swap: the watcher loads a promoted (or rolled back) champion in its own
+        # thread; the engine picks it up between batches.
+        watcher = ChampionWatcher(registry, model, s.lifecycle.swap_interval_s)
+        follower = ModelFollower(
+            self.pipeline,
+            model,
+            lambda: watcher.model,
+            lambda m: model_detector(s, m),
+            self.metrics,
+        )
         self.engine = Engine(
             bus=self.bus,
             topic=s.readings_topic,
             store=self.store,
             decoder=ReadingDecoder(s.sensors, s.ingest),
-            pipeline=self.pipeline,
+            pipeline=follower,
             settings=s.engine,
             metrics=self.metrics,
             alarms=s.alarms,
             clock=self.clock,
         )
         self._spawn("engine", self.engine.run)
+        self._spawn("model-watch", watcher.run)
         return self.engine
 
     def start_simulator(self) -> None:

@@ -26,5 +26,10 @@ def build_detectors(settings: Settings, model: LoadedModel | None) -> list[Detec
         )
     detectors: list[Detector] = [streaming]
     if model is not None:
-        detectors.append(IsolationForestDetector(sensors, model))
+        detectors.append(model_detector(settings, model))
     return detectors
+
+
+def model_detector(settings: Settings, model: LoadedModel) -> Detector:
+    """The detector that scores with `model`; stateless, so a new model is a new detector."""
+    return IsolationForestDetector(settings.sensor_names, model)

@@ -32,6 +32,15 @@ class DetectorPipeline:
     def model_version(self) -> str:
         return ",".join(d.version for d in self.detectors if d.version)
 
+    def replacing(self, detector: Detector) -> DetectorPipeline:
+        """A pipeline of the same detectors (the same objects, so their station state goes
+        along) but `detector` in place of the one of its name: the hot swap of a model."""
+        if detector.name not in self.names:
+            raise ValueError(f"no detector {detector.name!r} to replace in {self.names}")
+        return DetectorPipeline(
+            [detector if d.name == detector.name else d for d in self.detectors]
+        )
+
     def run(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A copy of `frame` with IS_ANOMALY, SENSOR_MASK, MODEL_VERSION and score columns."""
         n = len(frame)

@@ -1,8 +1,8 @@
 """What the rest of Faultline knows about trained models: their identity, and drift reports.
 
 The registry (MLflow) sits behind `ModelSource`; the engine and the API ask it for the current
-champion and never touch MLflow themselves, so a hot swap later only changes what `current()`
-returns.
+champion and never touch MLflow themselves. The engines follow the champion alias through
+`ChampionSource` (models/watch.py), so a promotion or rollback reaches a running engine.
 """
 
 from __future__ import annotations
@@ -83,3 +83,12 @@ class ModelSource(Protocol):
     """Hands out the model currently promoted to the serving alias."""
 
     def current(self) -> LoadedModel: ...
+
+
+class ChampionSource(ModelSource, Protocol):
+    """A `ModelSource` that can be followed: which version its alias names now (a cheap look
+    that loads nothing), and any registered version by number."""
+
+    def version_of(self, alias: str | None = None) -> str | None: ...
+
+    def load_version(self, version: str) -> LoadedModel: ...
