@@ -85,19 +85,22 @@ class EngineSettings(_Frozen):
 
 class DetectSettings(_Frozen):
     """The streaming detector: `surprise` (per-sensor calibrated views, the default), `robust_z`,
-    or `relations` (a station's sensors together, faultline.detect.relations).
+    or `relations` (a station's sensors together, faultline.detect.relations). Every detector,
+    in the engines and in `faultline eval`, is built from these (faultline.detect.factory).
 
     `warmup` (readings of a station before its first verdict) serves all; `threshold` and
     `alpha` are robust_z's (in z-scores), `surprise_threshold` surprise's and
-    `relations_threshold` relations' (both -log10 p).
+    `relations_threshold` relations' (both -log10 p); `band_window` seed 003's band filter's
+    (an `eval` baseline).
     """
 
     detector: Literal["surprise", "robust_z", "relations"] = "surprise"
     threshold: float = Field(default=6.0, gt=0)
     surprise_threshold: float = Field(default=4.0, gt=0)
     relations_threshold: float = Field(default=4.0, gt=0)
-    warmup: int = Field(default=30, ge=2)
+    warmup: int = Field(default=100, ge=2)
     alpha: float = Field(default=0.02, gt=0, lt=1)
+    band_window: int = Field(default=60, ge=3)
 
 
 class ModelSettings(_Frozen):
@@ -114,6 +117,9 @@ class ModelSettings(_Frozen):
     contamination: float = Field(default=0.00125, gt=0, le=0.5)
     train_samples: int = Field(default=20_000, ge=100)
     seed: int = 0
+    # Whether the forest's verdicts count in the detector set's OR, or it contributes its score
+    # only (docs/decisions/0020); its own decision for seed 000's /predict is unchanged.
+    forest_verdicts: bool = True
 
     @model_validator(mode="after")
     def _aliases_differ(self) -> ModelSettings:

@@ -1,6 +1,8 @@
 """Detectors under the conformance suite, and the reading batches the tests feed them.
 
-To put a new detector under the suite, append a `DetectorFactory` to `DETECTOR_FACTORIES`.
+Every detector is built the way the engines and `faultline eval` build it: through the registry
+(faultline.detect.factory) from one Settings object. The suite finds the Detector classes by
+itself (tests/detect/test_conformance.py); a class no registry kind builds fails it.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ from functools import cache
 import numpy as np
 import pandas as pd
 
-from faultline.config import DEFAULT_SENSORS
+from faultline.config import DEFAULT_SENSORS, Settings, load_settings
 from faultline.detect.base import Detector
-from faultline.detect.isolation_forest import IsolationForestDetector
-from faultline.detect.relations import RelationsDetector
-from faultline.detect.robust import RobustStreamingDetector
-from faultline.detect.surprise import SurpriseDetector
+from faultline.detect.factory import DETECTORS, build_detector, model_detector
 from faultline.models.base import ModelInfo
 from faultline.models.isolation_forest import SklearnModel, train_isolation_forest
 from faultline.schema import RECEIVED_AT, SEQ, STATION_ID, TS, TS_ASSIGNED
+
+# The NAB corpus fixtures, for the detectors' NAB floors (tests/detect/test_surprise.py).
+from tests.evaluate.conftest import nab_corpus, nab_root  # noqa: F401
 
 SENSORS: tuple[str, ...] = tuple(DEFAULT_SENSORS)
 MEANS = np.array([DEFAULT_SENSORS[s].mean for s in SENSORS])
@@ -33,6 +35,10 @@ class DetectorFactory:
     id: str
     build: Callable[[], Detector]  # a fresh detector over SENSORS
     warmup: int  # readings of a station before its first verdict (0: from the first reading)
+    # Quality, where it applies: a reading far off on every sensor is flagged (seed 003's band
+    # filter never flags a lone reading, by design; a score-only forest flags nothing).
+    flags_spikes: bool = True
+    ranks_spikes: bool = True  # a reading off on every sensor scores above every normal one
 
 
 def normal_frame(stations: int, rounds: int, seed: int, station_prefix: str = "s") -> pd.DataFrame:
@@ -72,13 +78,42 @@ def small_model() -> SklearnModel:
     return SklearnModel(pipeline, model_info(), SENSORS, train.iloc[:1000])
 
 
+WARMUP = 25
+# The registry's settings for the suite: short warm-ups and windows, so frames stay small.
+SETTINGS: Settings = load_settings(detect={"warmup": WARMUP, "band_window": 10})
+SCORE_ONLY: Settings = load_settings(
+    detect={"warmup": WARMUP, "band_window": 10}, model={"forest_verdicts": False}
+)
+# How many readings each kind withholds a verdict for under SETTINGS.
+_WARMUPS = {
+    "isolation_forest": 0,
+    "band_filter": 9,  # the window less the reading itself
+    "robust_z_likelihood": WARMUP + 150,  # robust_z's, then the likelihood's 150 raw scores
+}
+
+
+def registry_factory(name: str) -> DetectorFactory:
+    def build() -> Detector:
+        model = small_model() if DETECTORS[name].needs_model else None
+        return build_detector(name, SETTINGS, model, SENSORS)
+
+    return DetectorFactory(
+        name,
+        build,
+        _WARMUPS.get(name, WARMUP),
+        flags_spikes=name != "band_filter",
+        # The likelihood layer judges a short window's mean: the readings after a spike score
+        # above the spike itself.
+        ranks_spikes=name not in ("band_filter", "robust_z_likelihood"),
+    )
+
+
 DETECTOR_FACTORIES: list[DetectorFactory] = [
-    DetectorFactory("robust_z", lambda: RobustStreamingDetector(SENSORS, warmup=20), warmup=20),
+    *(registry_factory(name) for name in DETECTORS),
     DetectorFactory(
-        "isolation_forest", lambda: IsolationForestDetector(SENSORS, small_model()), warmup=0
-    ),
-    DetectorFactory("surprise", lambda: SurpriseDetector(SENSORS, warmup=25), warmup=25),
-    DetectorFactory(
-        "relations", lambda: RelationsDetector(SENSORS, warmup=25, refit=10), warmup=25
+        "isolation_forest_score_only",
+        lambda: model_detector(SCORE_ONLY, small_model(), SENSORS),
+        0,
+        flags_spikes=False,
     ),
 ]

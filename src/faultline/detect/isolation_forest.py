@@ -32,12 +32,21 @@ class ThresholdedModel(Protocol):
 
 
 class IsolationForestDetector(Detector):
-    """Scores = the model's anomaly score; the blamed sensor deviates most from the reference."""
+    """Scores = the model's anomaly score; the blamed sensor deviates most from the reference.
+
+    With `verdicts=False` it contributes its score only and flags nothing: its contamination
+    threshold, fitted to flag a share of every plant's normal readings, would spend the
+    false-alarm budget (docs/decisions/0020). The model's own decision (`is_anomaly`, seed
+    000's `is_outlier`) is unchanged either way.
+    """
 
     name: ClassVar[str] = "isolation_forest"
 
-    def __init__(self, sensors: Sequence[str], model: LoadedModel) -> None:
+    def __init__(
+        self, sensors: Sequence[str], model: LoadedModel, *, verdicts: bool = True
+    ) -> None:
         super().__init__(sensors)
+        self.verdicts = verdicts
         unknown = [s for s in model.sensors if s not in self.sensors]
         if unknown:
             raise ValueError(f"model {model.info.run_id} needs unconfigured sensors {unknown}")
@@ -64,6 +73,9 @@ class IsolationForestDetector(Detector):
             return out
         rows = x[complete]
         score = self._model.anomaly_score(rows)
+        if not self.verdicts:
+            out.score[complete] = score
+            return out
         if self._threshold is None:
             flagged = np.asarray(self._model.is_anomaly(rows), bool)
         else:

@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from faultline.config import Settings, load_settings
 from faultline.evaluate.benchmark import NabRun, run_nab, write_results
 from faultline.evaluate.classification import Classification, classify
 from faultline.evaluate.detectors import DEFAULT_DETECTOR, EVAL_DETECTORS, eval_detector
@@ -28,6 +29,10 @@ def add_eval_parser(
     parser = subparsers.add_parser("eval", help=text, description=text)
     sources = parser.add_subparsers(dest="eval_source", required=True, metavar="SOURCE")
     detectors = ", ".join(f"{d.name} ({d.summary})" for d in EVAL_DETECTORS.values())
+    chosen = (
+        f"default {DEFAULT_DETECTOR}: the deployed set, built from the same settings "
+        "(--config, FAULTLINE_*) as the engine"
+    )
 
     text = "Score a detector on the Numenta Anomaly Benchmark (58 series, 116 windows)."
     nab = sources.add_parser("nab", parents=list(parents), help=text, description=text)
@@ -36,7 +41,7 @@ def add_eval_parser(
         "--detector",
         default=DEFAULT_DETECTOR,
         choices=sorted(EVAL_DETECTORS),
-        help=f"default {DEFAULT_DETECTOR}; one of: {detectors}",
+        help=f"{chosen}; one of: {detectors}",
     )
     nab.add_argument("--json", action="store_true", help="print only a JSON object of scores")
     nab.add_argument("--out", type=Path, help="write NAB-layout CSVs, PNGs and a summary here")
@@ -67,7 +72,7 @@ def add_eval_parser(
         "--detector",
         default=DEFAULT_DETECTOR,
         choices=sorted(EVAL_DETECTORS),
-        help=f"default {DEFAULT_DETECTOR}",
+        help=chosen,
     )
     sim.add_argument("--json", action="store_true", help="print only a JSON object of results")
     sim.add_argument("--out", type=Path, help="write the JSON results here as simulate.json")
@@ -101,7 +106,7 @@ def add_eval_parser(
         "--detector",
         default=DEFAULT_DETECTOR,
         choices=sorted(EVAL_DETECTORS),
-        help=f"default {DEFAULT_DETECTOR}",
+        help=chosen,
     )
     csv.add_argument(
         "--json",
@@ -110,6 +115,11 @@ def add_eval_parser(
     )
     csv.set_defaults(handler=cmd_eval_csv)
     return parser
+
+
+def _eval_settings(args: argparse.Namespace) -> Settings:
+    """The settings the engine would read: the --config file, FAULTLINE_* and the defaults."""
+    return load_settings(getattr(args, "config", None))
 
 
 def _names(text: str) -> list[str]:
@@ -124,7 +134,7 @@ def cmd_eval_nab(args: argparse.Namespace) -> int:
     if root is None:
         raise FileNotFoundError("NAB corpus not found: pass --data or set FAULTLINE_SHARED")
     corpus = load_corpus(Path(root))
-    run = run_nab(corpus, eval_detector(args.detector))
+    run = run_nab(corpus, eval_detector(args.detector, _eval_settings(args)))
     if args.out:
         write_results(run, corpus, args.out)
     if args.json:
@@ -158,7 +168,7 @@ def nab_table(run: NabRun, files: int, windows: int) -> str:
 
 def cmd_eval_simulate(args: argparse.Namespace) -> int:
     from faultline.api.station_routes import silent_after_ms  # the API's rule, loaded when used
-    from faultline.config import Settings, SimulateSettings
+    from faultline.config import SimulateSettings
 
     interval_ms = SimulationSetup().interval_ms
     setup = SimulationSetup(
@@ -170,7 +180,8 @@ def cmd_eval_simulate(args: argparse.Namespace) -> int:
         interval_ms=interval_ms,
         silent_ms=silent_after_ms(Settings(simulate=SimulateSettings(rate_hz=1000 / interval_ms))),
     )
-    run = run_simulation(eval_detector(args.detector), setup)
+    settings = _eval_settings(args)
+    run = run_simulation(eval_detector(args.detector, settings), setup, sensors=settings.sensors)
     document = run.as_json()
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +235,7 @@ def cmd_eval_csv(args: argparse.Namespace) -> int:
         args.files, args.time_column, args.label_column, args.sep, args.features, args.ignore
     )
     sensors = sorted({c for item in labelled for c in item.series.values.columns})
-    spec = eval_detector(args.detector)
+    spec = eval_detector(args.detector, _eval_settings(args))
     heads = [item.series.head(args.train_rows) for item in labelled]
     detector = spec.build(sensors, readings_frame(heads, sensors))
     scored = replay_after_training(detector, [item.series for item in labelled], args.train_rows)

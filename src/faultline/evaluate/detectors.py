@@ -1,4 +1,11 @@
-"""The detectors `faultline eval` can measure, by name, each built for the sensors of the data."""
+"""The detectors `faultline eval` can measure: the registry's kinds (faultline.detect.factory),
+built from the same settings as the engine, for the sensors of the data.
+
+The default is `deployed`, what `faultline up` runs: the settings' streaming detector and seed
+000's forest, ORed as the pipeline ORs them. Its forest is fitted on the evaluation's training
+rows with the settings' model parameters, as the engine's first model is fitted on simulated
+normal readings (models/champion.py).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +14,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from faultline.config import DetectSettings, ModelSettings
-from faultline.detect.band_filter import BandFilterDetector
+from faultline.config import Settings, load_settings
 from faultline.detect.base import Detector
-from faultline.detect.isolation_forest import IsolationForestDetector
-from faultline.detect.likelihood import AlarmedDetector
-from faultline.detect.relations import RelationsDetector
-from faultline.detect.robust import RobustStreamingDetector
-from faultline.detect.surprise import SurpriseDetector
-from faultline.models.base import ModelInfo
+from faultline.detect.factory import DEPLOYED, DETECTORS, build_detector, detector_kind
+from faultline.models.base import LoadedModel, ModelInfo
 
 
 @dataclass(frozen=True)
@@ -33,72 +35,40 @@ class EvalDetector:
     needs_training: bool = False
 
 
-def _isolation_forest(sensors: Sequence[str], training: pd.DataFrame) -> Detector:
+def fit_model(settings: Settings, sensors: Sequence[str], training: pd.DataFrame) -> LoadedModel:
+    """Seed 000's model of `training`, fitted and compiled with the settings' parameters."""
     # scikit-learn is imported here, not at module level: `faultline --help` lists these
     # detectors and should not pay for loading it.
+    from faultline.models.compiled import NotCompilable, compile_forest
     from faultline.models.isolation_forest import SklearnModel, train_isolation_forest
 
     if len(training) < 2:
-        raise ValueError("isolation_forest needs training rows (e.g. --train-rows N)")
-    settings = ModelSettings()
+        raise ValueError("seed 000's forest needs training rows (e.g. --train-rows N)")
+    m = settings.model
     pipeline = train_isolation_forest(
-        training,
-        sensors,
-        n_estimators=settings.n_estimators,
-        contamination=settings.contamination,
-        seed=settings.seed,
+        training, sensors, n_estimators=m.n_estimators, contamination=m.contamination, seed=m.seed
     )
-    info = ModelInfo(settings.name, "eval", "eval", "", 0, {"rows": str(len(training))})
-    return IsolationForestDetector(sensors, SklearnModel(pipeline, info, sensors, training))
-
-
-def _robust_z(sensors: Sequence[str]) -> RobustStreamingDetector:
-    d = DetectSettings()
-    return RobustStreamingDetector(sensors, threshold=d.threshold, warmup=d.warmup, alpha=d.alpha)
-
-
-EVAL_DETECTORS: dict[str, EvalDetector] = {
-    d.name: d
-    for d in (
-        EvalDetector(
-            "band_filter",
-            "seed 003: readings outside mean ± 3 std of a 60-reading window, > 1 per window",
-            lambda sensors, _: BandFilterDetector(sensors, window=60),
-        ),
-        EvalDetector(
-            "robust_z",
-            "robust EWMA z-score per sensor (the engine's streaming detector)",
-            lambda sensors, _: _robust_z(sensors),
-        ),
-        EvalDetector(
-            "robust_z_likelihood",
-            "robust_z through the anomaly-likelihood and hysteresis alarm layer",
-            lambda sensors, _: AlarmedDetector(_robust_z(sensors)),
-        ),
-        EvalDetector(
-            "surprise",
-            "calibrated multi-feature surprise with peak alarms (production-default candidate)",
-            lambda sensors, _: SurpriseDetector(sensors),
-        ),
-        EvalDetector(
-            "relations",
-            "streaming PCA of a station's sensors together: Hotelling's T² and residual Q",
-            lambda sensors, _: RelationsDetector(sensors),
-        ),
-        EvalDetector(
-            "isolation_forest",
-            "seed 000: StandardScaler + IsolationForest (1000 trees, contamination 0.00125)",
-            _isolation_forest,
-            needs_training=True,
-        ),
-    )
-}
-DEFAULT_DETECTOR = "surprise"
-
-
-def eval_detector(name: str) -> EvalDetector:
     try:
-        return EVAL_DETECTORS[name]
-    except KeyError:
-        known = ", ".join(sorted(EVAL_DETECTORS))
-        raise ValueError(f"unknown detector {name!r}: choose one of {known}") from None
+        compiled = compile_forest(pipeline)  # scores exactly as scikit-learn, many times faster
+    except NotCompilable:
+        compiled = None
+    info = ModelInfo(m.name, "eval", "eval", "", 0, {"rows": str(len(training))})
+    reference = training.sample(n=min(len(training), 5000), random_state=m.seed)
+    return SklearnModel(pipeline, info, sensors, reference, compiled)
+
+
+def eval_detector(name: str = DEPLOYED, settings: Settings | None = None) -> EvalDetector:
+    """The registry's kind `name` built from `settings` (default: the defaults and the
+    environment, as `load_settings()` reads them when the detector is built)."""
+    kind = detector_kind(name)
+
+    def build(sensors: Sequence[str], training: pd.DataFrame) -> Detector:
+        s = settings if settings is not None else load_settings()
+        model = fit_model(s, sensors, training) if kind.needs_model else None
+        return build_detector(name, s, model, sensors)
+
+    return EvalDetector(kind.name, kind.summary, build, needs_training=kind.needs_model)
+
+
+EVAL_DETECTORS: dict[str, EvalDetector] = {name: eval_detector(name) for name in DETECTORS}
+DEFAULT_DETECTOR = DEPLOYED

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from faultline.detect.band_filter import BandFilterDetector
-from tests.evaluate.frames import station_frame
+from tests.detect.frames import station_frame
 
 
 def test_the_band_includes_the_reading_itself_as_the_seed_computed_it() -> None:

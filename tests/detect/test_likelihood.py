@@ -10,7 +10,7 @@ import pytest
 
 from faultline.detect.likelihood import Alarm, AlarmedDetector, AnomalyLikelihood, probability
 from faultline.detect.robust import RobustStreamingDetector
-from tests.evaluate.frames import station_frame
+from tests.detect.frames import station_frame
 
 
 def stations(n: int, name: str = "s1") -> np.ndarray:

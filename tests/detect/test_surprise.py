@@ -13,7 +13,7 @@ from faultline.evaluate.benchmark import run_nab
 from faultline.evaluate.detectors import eval_detector
 from faultline.evaluate.nab import NabCorpus
 from faultline.schema import STATION_ID
-from tests.evaluate.frames import station_frame
+from tests.detect.frames import station_frame
 
 
 def readings(values: np.ndarray) -> pd.DataFrame:
