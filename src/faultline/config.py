@@ -88,7 +88,9 @@ class DetectSettings(_Frozen):
     or `relations` (a station's sensors together, faultline.detect.relations). Every detector,
     in the engines and in `faultline eval`, is built from these (faultline.detect.factory).
 
-    `warmup` (readings of a station before its first verdict) serves all; `threshold` and
+    `warmup` (readings of a station before its first verdict) serves all; surprise then scores a
+    station but raises no alarm until each sensor has learned `calibrating` readings (its tail
+    estimates are too young before: decision 0020). `threshold` and
     `alpha` are robust_z's (in z-scores), `surprise_threshold` surprise's and
     `relations_threshold` relations' (both -log10 p); `band_window` seed 003's band filter's
     (an `eval` baseline).
@@ -99,6 +101,7 @@ class DetectSettings(_Frozen):
     surprise_threshold: float = Field(default=4.0, gt=0)
     relations_threshold: float = Field(default=4.0, gt=0)
     warmup: int = Field(default=100, ge=2)
+    calibrating: int = Field(default=600, ge=0)
     alpha: float = Field(default=0.02, gt=0, lt=1)
     band_window: int = Field(default=60, ge=3)
 
@@ -119,7 +122,7 @@ class ModelSettings(_Frozen):
     seed: int = 0
     # Whether the forest's verdicts count in the detector set's OR, or it contributes its score
     # only (docs/decisions/0020); its own decision for seed 000's /predict is unchanged.
-    forest_verdicts: bool = True
+    forest_verdicts: bool = False
 
     @model_validator(mode="after")
     def _aliases_differ(self) -> ModelSettings:

@@ -79,11 +79,11 @@ def small_model() -> SklearnModel:
 
 
 WARMUP = 25
-# The registry's settings for the suite: short warm-ups and windows, so frames stay small.
-SETTINGS: Settings = load_settings(detect={"warmup": WARMUP, "band_window": 10})
-SCORE_ONLY: Settings = load_settings(
-    detect={"warmup": WARMUP, "band_window": 10}, model={"forest_verdicts": False}
-)
+# The registry's settings for the suite: short warm-ups, calibrating stages and windows, so
+# frames stay small; the forest votes (and, beside it, only scores).
+_DETECT = {"warmup": WARMUP, "calibrating": WARMUP + 10, "band_window": 10}
+SETTINGS: Settings = load_settings(detect=_DETECT, model={"forest_verdicts": True})
+SCORE_ONLY: Settings = load_settings(detect=_DETECT, model={"forest_verdicts": False})
 # How many readings each kind withholds a verdict for under SETTINGS.
 _WARMUPS = {
     "isolation_forest": 0,

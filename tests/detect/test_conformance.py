@@ -92,6 +92,10 @@ def check_shape(scores: Scores, n: int) -> None:
     assert scores.is_anomaly.dtype == bool
     assert scores.sensor_mask.dtype == np.int64
     assert not scores.is_anomaly[np.isnan(scores.score)].any()
+    if scores.learning is not None:  # still calibrating: scored, never anomalous
+        assert scores.learning.shape == (n,) and scores.learning.dtype == bool
+        assert not scores.is_anomaly[scores.learning].any()
+        assert not scores.learning[np.isnan(scores.score)].any()
     assert (scores.sensor_mask >= 0).all()
     assert (scores.sensor_mask < 1 << len(SENSORS)).all()
 

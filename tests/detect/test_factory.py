@@ -81,7 +81,10 @@ def test_the_engine_and_eval_build_the_same_detectors_from_the_same_settings() -
     # What `faultline up` runs (the pipeline of build_detectors over the champion) and what
     # `faultline eval` measures by default (the deployed kind over a model of its training
     # rows) give the same verdicts, reading for reading, for the same settings and model.
-    settings = load_settings(detect={"warmup": 12}, model={"n_estimators": 20})
+    settings = load_settings(
+        detect={"warmup": 12, "calibrating": 40},
+        model={"n_estimators": 20, "forest_verdicts": True},
+    )
     training = normal_frame(stations=1, rounds=3000, seed=21)
     spec = eval_detector(DEPLOYED, settings)
     measured = spec.build(SENSORS, training)

@@ -27,15 +27,27 @@ from faultline.schema import STATION_ID
 
 @dataclass(frozen=True)
 class Scores:
-    """One detector's output for a batch, row-aligned with it."""
+    """One detector's output for a batch, row-aligned with it.
+
+    `learning` marks readings the detector scored while it is still calibrating the station:
+    the score ranks them, but the detector withholds its verdict (never anomalous), as it does
+    for the NaN of its warm-up. None: no reading is.
+    """
 
     score: np.ndarray  # float64; NaN = no verdict
-    is_anomaly: np.ndarray  # bool; False wherever score is NaN
+    is_anomaly: np.ndarray  # bool; False wherever score is NaN or learning
     sensor_mask: np.ndarray  # int64; bit i = sensor i of the configured order is responsible
+    learning: np.ndarray | None = None  # bool, or None
 
     @staticmethod
     def empty(n: int) -> Scores:
         return Scores(np.full(n, np.nan), np.zeros(n, bool), np.zeros(n, np.int64))
+
+    @property
+    def judged(self) -> np.ndarray:
+        """Where the detector gave a verdict: a score, and no longer learning."""
+        judged = ~np.isnan(self.score)
+        return judged if self.learning is None else judged & ~self.learning
 
 
 class Detector(ABC):
@@ -101,14 +113,17 @@ class Detector(ABC):
         if n == 0:
             return Scores.empty(0)
         out = Scores.empty(n)
+        learning = np.zeros(n, bool)
         for rows in rounds(frame):
             part = frame.iloc[rows]
             scored = self.score(part)
             out.score[rows] = scored.score
             out.is_anomaly[rows] = scored.is_anomaly
             out.sensor_mask[rows] = scored.sensor_mask
+            if scored.learning is not None:
+                learning[rows] = scored.learning
             self.learn(part)
-        return out
+        return Scores(out.score, out.is_anomaly, out.sensor_mask, learning)
 
 
 def rounds(frame: pd.DataFrame) -> list[np.ndarray]:

@@ -40,7 +40,9 @@ class DetectorKind:
 
 def _surprise(s: Settings, sensors: Sequence[str], _: LoadedModel | None) -> Detector:
     d = s.detect
-    return SurpriseDetector(sensors, threshold=d.surprise_threshold, warmup=d.warmup)
+    return SurpriseDetector(
+        sensors, threshold=d.surprise_threshold, warmup=d.warmup, calibrating=d.calibrating
+    )
 
 
 def _relations(s: Settings, sensors: Sequence[str], _: LoadedModel | None) -> Detector:

@@ -2,7 +2,8 @@
 
 A reading is anomalous when any detector flags it, and its responsible sensors are those of the
 detectors that flagged it; but a station whose first detector (the streaming one, which learns
-the station) has no verdict yet is still learning, and then the set gives none either: a model
+the station) has no verdict yet, or is still calibrating (`Scores.learning`), is still learning,
+and then the set gives none either: a model
 fitted elsewhere must not raise alarms about a station nobody has learned yet.
 `DetectorPipeline` writes the result into the batch (the engines), `Ensemble` is the same set
 as one `Detector` (`faultline eval` measures the deployed set through it).
@@ -99,14 +100,15 @@ def pool(each: Sequence[Scores]) -> Scores:
     """The verdict of a set of detectors (module docstring): the first one's score, any one's
     flag where the first has a verdict, the responsible sensors of those that flagged."""
     first = each[0]
-    learned = ~np.isnan(first.score)
+    learned = first.judged
     anomaly = np.zeros(len(first.score), bool)
     mask = np.zeros(len(first.score), np.int64)
     for scores in each:
         flagged = scores.is_anomaly & learned
         anomaly |= flagged
         mask |= np.where(flagged, scores.sensor_mask, 0)
-    return Scores(first.score.copy(), anomaly, mask)
+    learning = None if first.learning is None else first.learning.copy()
+    return Scores(first.score.copy(), anomaly, mask, learning)
 
 
 class Ensemble(Detector):

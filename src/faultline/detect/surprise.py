@@ -48,7 +48,10 @@ times as surprising as every reading of the station's current *episode*, and 0 o
 episode ends once the station has been calm (surprise below half the threshold) for `calm`
 readings in a row. A long fault shows as one scored onset (and any stronger escalation), not
 hundreds of scored readings. `is_anomaly` follows the surprise through a hysteresis alarm (on at
-`threshold`, off below half of it). NaN (no verdict) until a sensor has learned `warmup` values.
+`threshold`, off below half of it). NaN (no verdict) until a sensor has learned `warmup` values;
+then, until every sensor judged has learned `calibrating` values, a reading is scored but
+`learning`: its tail estimates are too young to trust, so it starts no alarm (a station's first
+minutes raised most of the simulator's false alarms before, docs/decisions/0020).
 The per-reading work is the numba kernel in `faultline.detect.surprise_kernel`.
 """
 
@@ -89,10 +92,11 @@ class SurpriseDetector(Detector):
         fast: float = 1 / 12,
         adapt: float = 1 / 20,
         calm: int = 80,
+        calibrating: int = 0,
     ) -> None:
         super().__init__(sensors)
-        if warmup < 2 or short < 1 or calm < 1:
-            raise ValueError("need warmup >= 2, short >= 1 and calm >= 1")
+        if warmup < 2 or short < 1 or calm < 1 or calibrating < 0:
+            raise ValueError("need warmup >= 2, short >= 1, calm >= 1 and calibrating >= 0")
         if not all(0 < v < 1 for v in (alpha, slow, fast, adapt)) or not threshold > 0:
             raise ValueError(
                 "alpha, slow, fast and adapt must lie in (0, 1) and threshold be positive"
@@ -101,8 +105,9 @@ class SurpriseDetector(Detector):
             raise ValueError("at most 62 sensors: the responsible ones are bits of an int64")
         self.threshold, self.warmup, self.alpha, self.slow = threshold, warmup, alpha, slow
         self.short, self.fast, self.adapt, self.calm = short, fast, adapt, calm
+        self.calibrating = calibrating
         self._params = np.array(
-            [threshold, warmup, alpha, slow, short, fast, adapt, calm], np.float64
+            [threshold, warmup, alpha, slow, short, fast, adapt, calm, calibrating], np.float64
         )
         self._slots = StationSlots()
         m = len(self.sensors)
@@ -124,7 +129,9 @@ class SurpriseDetector(Detector):
         return self._run(slots, frame, learn=True)
 
     def _run(self, slots: np.ndarray, frame: pd.DataFrame, *, learn: bool) -> Scores:
-        out = Scores.empty(len(frame))
+        empty = Scores.empty(len(frame))
+        learning = np.zeros(len(frame), bool)
+        out = Scores(empty.score, empty.is_anomaly, empty.sensor_mask, learning)
         if len(frame):
             kernel.process(
                 slots,
@@ -140,6 +147,7 @@ class SurpriseDetector(Detector):
                 out.score,
                 out.is_anomaly,
                 out.sensor_mask,
+                learning,
             )
         return out
 

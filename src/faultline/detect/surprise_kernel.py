@@ -132,16 +132,20 @@ def process(
     score: np.ndarray,
     anomaly: np.ndarray,
     mask: np.ndarray,
+    learning: np.ndarray,
 ) -> None:
     """Judge every row of `x` (rows, sensors; event times `ts` in epoch ms) in order; learn it
     too when `learn`.
 
-    `params` = (threshold, warmup, alpha, slow, short, fast, adapt, calm). Rows of slot -1
-    (a station never seen) get no verdict. Outputs are written into `score`, `anomaly`, `mask`.
+    `params` = (threshold, warmup, alpha, slow, short, fast, adapt, calm, calibrating). Rows of
+    slot -1 (a station never seen) get no verdict. A reading some judged sensor of which has
+    learned fewer than `calibrating` values is scored but `learning`: it starts no alarm.
+    Outputs are written into `score`, `anomaly`, `mask`, `learning`.
     """
     threshold, warmup = params[0], params[1]
     short = int(params[4])
     calm = params[7]
+    calibrating = params[8]
     alarm_off = threshold / 2.0
     m = x.shape[1]
     features = np.zeros((m, _F))
@@ -158,6 +162,7 @@ def process(
         level = -np.inf
         raw_level = -np.inf
         worst = 0
+        young = False
         tail_rate = station[s, _TAIL_RATE] if station[s, _TAIL_RATE] > 0 else _NOMINAL_TAIL_RATE
         for j in range(m):
             v = x[r, j]
@@ -185,6 +190,7 @@ def process(
                 best = max(best, _tail_surprise(quantiles[s, j, f], features[j, f], MIN_SPREAD[f]))
             sensor[j] = best - _LOOKS
             judged_count += 1
+            young = young or n < calibrating
             if sensor[j] > level:
                 level = sensor[j]
                 worst = j
@@ -201,7 +207,10 @@ def process(
         # lasting at least `short`; no verdict leaves it as it was.
         age, quiet = station[s, _AGE], station[s, _QUIET]
         was_on = age > 0
-        starts = has and not was_on and level >= threshold
+        # Its quantile estimates of a sensor still calibrating are too young to trust their
+        # tails: such a reading is scored (the score still ranks it) but starts no alarm.
+        learning[r] = has and young
+        starts = has and not was_on and level >= threshold and not young
         if was_on and has and level < alarm_off:
             quiet += 1
         elif has and level >= alarm_off:

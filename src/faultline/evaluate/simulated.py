@@ -7,8 +7,9 @@ something. The readings go through `Detector.process` in the order the simulator
 (tick by tick, stations interleaved), in engine-sized batches, so each station's state is
 vectorised across stations exactly as in the engine. Only `process` is timed.
 
-Events that begin before a station's first verdict (the detector's warm-up) are not counted,
-and neither are the alarms that detect them. Matching and delays: `faultline.evaluate.events`.
+Events that begin before a station's first verdict (the detector's warm-up, and the readings it
+scores while still calibrating, `Scores.learning`) are not counted, and neither are the alarms
+that detect them. Matching and delays: `faultline.evaluate.events`.
 
 A dropout sends no readings, so a detector can only react to the first reading after it (within
 the grace). Live, the station-health layer is what sees a dropout: the API declares a station
@@ -151,7 +152,7 @@ def run_simulation(
             interval_ms=setup.interval_ms,
         )
         detector = spec.build(names, training)
-        flagged, mask, score, spent = _process(detector, frame)
+        flagged, mask, judged, spent = _process(detector, frame)
         readings += len(frame)
         seconds += spent
         codes, uniques = pd.factorize(frame[STATION_ID])
@@ -160,7 +161,7 @@ def run_simulation(
         ts = frame[TS].to_numpy(np.int64)
         alarms = alarm_onsets(codes, ts, flagged, mask)
         counted = (
-            events.start >= _first_verdict(codes, ts, score, len(station_code))[events.station]
+            events.start >= _first_verdict(codes, ts, judged, len(station_code))[events.station]
         )
         grace_ms = setup.grace * setup.interval_ms
         got = score_events(alarms, events, grace_ms, setup.interval_ms, counted)
@@ -179,7 +180,7 @@ def _process(
     n = len(frame)
     flagged = np.zeros(n, bool)
     mask = np.zeros(n, np.int64)
-    score = np.full(n, np.nan)
+    judged = np.zeros(n, bool)
     spent = 0.0
     for start in range(0, n, CHUNK_ROWS):
         rows = slice(start, min(start + CHUNK_ROWS, n))
@@ -187,8 +188,8 @@ def _process(
         began = time.perf_counter()
         got = detector.process(part)
         spent += time.perf_counter() - began
-        flagged[rows], mask[rows], score[rows] = got.is_anomaly, got.sensor_mask, got.score
-    return flagged, mask, score, spent
+        flagged[rows], mask[rows], judged[rows] = got.is_anomaly, got.sensor_mask, got.judged
+    return flagged, mask, judged, spent
 
 
 def _events(
@@ -211,10 +212,9 @@ def _events(
 
 
 def _first_verdict(
-    codes: np.ndarray, ts: np.ndarray, score: np.ndarray, stations: int
+    codes: np.ndarray, ts: np.ndarray, judged: np.ndarray, stations: int
 ) -> np.ndarray:
     """Per station code, the time of its first reading with a verdict (int64 max if none)."""
     first = np.full(stations, np.iinfo(np.int64).max)
-    judged = np.isfinite(score)
     np.minimum.at(first, codes[judged], ts[judged])
     return first
