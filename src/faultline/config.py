@@ -101,7 +101,7 @@ class DetectSettings(_Frozen):
     surprise_threshold: float = Field(default=4.0, gt=0)
     relations_threshold: float = Field(default=4.0, gt=0)
     warmup: int = Field(default=100, ge=2)
-    calibrating: int = Field(default=600, ge=0)
+    calibrating: int = Field(default=300, ge=0)
     alpha: float = Field(default=0.02, gt=0, lt=1)
     band_window: int = Field(default=60, ge=3)
 

@@ -37,6 +37,7 @@ TICK = 100  # readings that make the engine take a checkpoint (engine.checkpoint
 QUICK_ALARMS = {
     **SMALL_MODEL,
     "FAULTLINE_ALARMS__WARMUP_READINGS": "60",
+    "FAULTLINE_DETECT__CALIBRATING": "100",  # surprise may flag from its warm-up's end on
     "FAULTLINE_ALARMS__RULE__ON_DELAY_READINGS": "5",
     "FAULTLINE_ALARMS__RULE__SILENT_AFTER_S": str(SILENT_AFTER_S),
     # Checkpoints by count alone: the first batch's, then one per TICK readings.
