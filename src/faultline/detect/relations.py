@@ -33,6 +33,7 @@ station has learned `warmup` readings.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import msgspec
@@ -44,13 +45,41 @@ from faultline.detect.base import Scores
 from faultline.detect.per_station import PerStationDetector
 from faultline.detect.slots import grow, sensor_values, slot_rounds
 
-_DUMP_FORMAT = 1  # the layout of `dump`: raise it whenever the state arrays change shape
+_DUMP_FORMAT = 2  # the layout of `dump`: raise it whenever the state arrays change shape
 _TINY = 1e-12  # a standard deviation below this (relative to the level) is a constant sensor
 _P_FLOOR = 1e-300  # tail probabilities are floored here: a score at most 300
+_LOOKS = 3  # T², Q and the smoothed view: the Bonferroni allowance for looking three times
+# An eigenvalue of the smoothed view's second moment below this share of the largest is taken
+# as no variance at all (a constant sensor, or fewer readings than sensors): not inverted.
+_RANK_FLOOR = 1e-10
+_SMOOTH_FIELDS = ("n_cov", "n_cal", "mean", "square")
+_N_COV, _N_CAL, _MEAN, _SQUARE = range(len(_SMOOTH_FIELDS))
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """A round of readings judged, and the per-reading state judging them would leave."""
+
+    score: np.ndarray  # NaN = no verdict
+    anomaly: np.ndarray
+    contributions: np.ndarray  # per sensor, to the statistic that fired
+    present: np.ndarray  # sensors the reading has (and the model knows)
+    smooth: np.ndarray  # the smoothed view after the reading
+    d: np.ndarray  # its statistic
+    alarm: np.ndarray  # (on, readings in a row below `release`) after the reading
+
+
+def _pseudo_inverse(moment: np.ndarray, ready: np.ndarray) -> np.ndarray:
+    """The pseudo-inverses of symmetric `moment` matrices; zero where not `ready`."""
+    eig, vec = np.linalg.eigh(moment)
+    floor = _RANK_FLOOR * np.maximum(eig.max(axis=1, initial=0.0), _TINY)[:, None]
+    inv = np.where(eig > floor, 1.0 / np.where(eig > floor, eig, 1.0), 0.0)
+    out = np.einsum("sij,sj,skj->sik", vec, inv, vec)
+    return np.where(ready[:, None, None], out, 0.0)
 
 
 class RelationsDetector(PerStationDetector):
-    """Streaming PCA of a station's sensors; T² and Q as one calibrated score."""
+    """Streaming PCA of a station's sensors; T² and Q, and a smoothed view, as one score."""
 
     name: ClassVar[str] = "relations"
 
@@ -64,6 +93,10 @@ class RelationsDetector(PerStationDetector):
         variance: float = 0.9,
         refit: int = 50,
         calm: int = 50,
+        smoothing: float = 0.3,
+        calibration: int = 250,
+        release: float = 2.0,
+        hold: int = 3,
     ) -> None:
         super().__init__(sensors)
         if len(self.sensors) > 62:
@@ -72,8 +105,16 @@ class RelationsDetector(PerStationDetector):
             raise ValueError("need warmup >= 2, refit >= 1, calm >= 0 and memory >= warmup")
         if not (0 < variance <= 1 and threshold > 0):
             raise ValueError("variance must lie in (0, 1] and threshold be positive")
+        if not (0 < smoothing <= 1 and calibration >= 1 and 0 < release <= threshold):
+            raise ValueError(
+                "need smoothing in (0, 1], calibration >= 1, release in (0, threshold]"
+            )
+        if hold < 0:
+            raise ValueError("hold must be >= 0")
         self.threshold, self.warmup, self.memory = threshold, warmup, memory
         self.variance, self.refit, self.calm = variance, refit, calm
+        self.smoothing, self.calibration = smoothing, calibration
+        self.release, self.hold = release, hold
         # A covariance of m sensors from fewer than about 10·m readings is mostly noise: a
         # model judging by it flags ordinary readings and, learning no flagged one, would keep
         # its noise. So a station learns every reading until it has `settle` of them.
@@ -91,8 +132,17 @@ class RelationsDetector(PerStationDetector):
         self._eig = np.zeros((0, m))
         self._keep = np.zeros((0, m))
         self._box = np.zeros((0, 2))
-        # Readings judged since the station's last flagged one.
+        # The smoothed view: the EWMA of the standardised readings, the second moment of it
+        # over learned readings and its (pseudo-)inverse as of the last fit, and the moments
+        # of its statistic (_N_COV, _N_CAL, mean, mean square; see _SMOOTH_FIELDS).
+        self._smooth = np.zeros((0, m))
+        self._smooth_cov = np.zeros((0, m, m))
+        self._smooth_inv = np.zeros((0, m, m))
+        self._smooth_stats = np.zeros((0, len(_SMOOTH_FIELDS)))
+        # Readings judged since the station's last flagged one; the alarm (on, readings in a
+        # row below `release` while on).
         self._quiet = np.zeros(0)
+        self._alarm = np.zeros((0, 2))
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -105,7 +155,12 @@ class RelationsDetector(PerStationDetector):
             "eig": self._eig,
             "keep": self._keep,
             "box": self._box,
+            "smooth": self._smooth,
+            "smooth_cov": self._smooth_cov,
+            "smooth_inv": self._smooth_inv,
+            "smooth_stats": self._smooth_stats,
             "quiet": self._quiet,
+            "alarm": self._alarm,
         }
 
     def _ensure_rows(self, rows: int) -> None:
@@ -118,10 +173,8 @@ class RelationsDetector(PerStationDetector):
 
     # -- judging ---------------------------------------------------------------------------
 
-    def _statistics(
-        self, slots: np.ndarray, x: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(score, contributions, present) of readings `x` of `slots`; NaN score = no verdict."""
+    def _statistics(self, slots: np.ndarray, x: np.ndarray) -> _Judged:
+        """How readings `x` of `slots` are judged, and the state they would leave; no change."""
         scale = self._scale[slots]
         present = np.isfinite(x) & (scale > 0)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -138,25 +191,58 @@ class RelationsDetector(PerStationDetector):
         p_t = np.where(k > 0, chdtrc(np.maximum(k, 1), t2), 1.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             p_q = np.where(h > 0, chdtrc(np.maximum(h, _TINY), q / np.maximum(g, _TINY)), 1.0)
-        p = np.maximum(np.minimum(p_t, p_q), _P_FLOOR)
-        score = np.maximum(-np.log10(2 * p), 0.0)
-        by_q = p_q < p_t
+        # The smoothed view: a missing sensor keeps its smoothed value (it said nothing new).
+        old = self._smooth[slots]
+        smooth = np.where(present, old + self.smoothing * (z - old), old)
+        pulled = np.einsum("sjk,sk->sj", self._smooth_inv[slots], smooth)
+        d = (smooth * pulled).sum(axis=1)
+        p_s = self._smooth_tail(slots, d)
+        p = np.maximum(np.minimum(np.minimum(p_t, p_q), p_s), _P_FLOOR)
+        score = np.maximum(-np.log10(_LOOKS * p), 0.0)
         t2_part = z * np.einsum("sjk,sk->sj", axes, t * inv)
-        contributions = np.where(by_q[:, None], residual * residual, t2_part)
-        warm = (self._count[slots] >= self.warmup) & present.any(axis=1)
-        return np.where(warm, score, np.nan), contributions, present
+        contributions = np.where(
+            (p_s <= np.minimum(p_t, p_q))[:, None],
+            smooth * pulled,
+            np.where((p_q < p_t)[:, None], residual * residual, t2_part),
+        )
+        judged = (self._count[slots] >= self.warmup) & present.any(axis=1)
+        score = np.where(judged, score, np.nan)
+        # The alarm: on at `threshold`, off once `hold` readings in a row fell below `release`.
+        on, low = self._alarm[slots, 0] > 0, self._alarm[slots, 1]
+        fire = score >= self.threshold  # False for NaN
+        low = np.where(fire, 0.0, np.where(on & (score < self.release), low + 1, 0.0))
+        on = fire | (on & (low <= self.hold - 1))
+        low = np.where(on, low, 0.0)
+        alarm = np.stack([on.astype(np.float64), low], axis=1)
+        anomaly = judged & on
+        # Readings with no verdict leave the smoothed view and the alarm as they were.
+        smooth = np.where(judged[:, None], smooth, old)
+        alarm = np.where(judged[:, None], alarm, self._alarm[slots])
+        return _Judged(score, anomaly, contributions, present, smooth, d, alarm)
+
+    def _smooth_tail(self, slots: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Tail probability of the smoothed statistic `d`: a scaled χ² (g·χ²_h) whose mean and
+        variance match those the statistic had on the station's learned readings, which were
+        each judged before they were learned; 1 until `calibration` of them were seen."""
+        stats = self._smooth_stats[slots]
+        mean, square = stats[:, _MEAN], stats[:, _SQUARE]
+        var = square - mean * mean
+        ready = (stats[:, _N_CAL] >= self.calibration) & (mean > 0) & (var > 0)
+        safe_mean = np.where(ready, mean, 1.0)
+        safe_var = np.where(ready, var, 2.0)
+        g = safe_var / (2 * safe_mean)
+        h = 2 * safe_mean * safe_mean / safe_var
+        return np.where(ready, chdtrc(h, np.maximum(d, 0.0) / g), 1.0)
 
     def _judge(self, slots: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self._verdict(*self._statistics(slots, x))
+        return self._verdict(self._statistics(slots, x))
 
-    def _verdict(
-        self, score: np.ndarray, contributions: np.ndarray, present: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        anomaly = score >= self.threshold  # False for NaN
+    def _verdict(self, judged: _Judged) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        contributions, present = judged.contributions, judged.present
         top = np.where(present, contributions, 0.0).max(axis=1, initial=0.0)
         named = present & (contributions > 0) & (contributions >= 0.5 * top[:, None])
-        bits = (named & anomaly[:, None]).astype(np.int64) << np.arange(len(self.sensors))
-        return score, anomaly, bits.sum(axis=1)
+        bits = (named & judged.anomaly[:, None]).astype(np.int64) << np.arange(len(self.sensors))
+        return judged.score, judged.anomaly, bits.sum(axis=1)
 
     # -- learning --------------------------------------------------------------------------
 
@@ -168,30 +254,33 @@ class RelationsDetector(PerStationDetector):
         out = Scores.empty(len(frame))
         for rows in slot_rounds(slots):
             mine = slots[rows]
-            known = self._statistics(mine, x[rows])
-            out.score[rows], out.is_anomaly[rows], out.sensor_mask[rows] = self._verdict(*known)
-            self._absorb(mine, x[rows], known[0])
+            judged = self._statistics(mine, x[rows])
+            out.score[rows], out.is_anomaly[rows], out.sensor_mask[rows] = self._verdict(judged)
+            self._absorb(mine, x[rows], judged)
         return out
 
-    def _absorb(self, slots: np.ndarray, x: np.ndarray, score: np.ndarray | None = None) -> None:
+    def _absorb(self, slots: np.ndarray, x: np.ndarray, judged: _Judged | None = None) -> None:
+        if judged is None:
+            judged = self._statistics(slots, x)
+        self._smooth[slots] = judged.smooth
+        self._alarm[slots] = judged.alarm
         seen = np.isfinite(x).any(axis=1)
         count = self._count[slots]
         warming = count < self.settle
+        verdict = np.isfinite(judged.score)
         if (~warming).any():
-            if score is None:
-                score = self._statistics(slots, x)[0]
             # Once the model stands it learns only a reading it does not flag, in a calm spell
             # of `calm` readings without a flag: the quiet readings within a fault (those
             # where the broken relation happens to hold) are not learned either.
-            judged = np.isfinite(score)
-            flagged = judged & (score >= self.threshold)
             quiet = self._quiet[slots]
-            seen &= warming | (judged & ~flagged & (quiet >= self.calm))
-            self._quiet[slots] = np.where(flagged, 0.0, np.where(judged, quiet + 1, quiet))
-        slots, x, count = slots[seen], x[seen], count[seen] + 1
+            seen &= warming | (verdict & ~judged.anomaly & (quiet >= self.calm))
+            self._quiet[slots] = np.where(judged.anomaly, 0.0, np.where(verdict, quiet + 1, quiet))
+        keep = np.flatnonzero(seen)
+        slots, x, count = slots[keep], x[keep], count[keep] + 1
         if len(slots) == 0:
             return
-        w = np.maximum(1.0 / count, 1.0 / self.memory)
+        self._learn_smooth(slots, judged.smooth[keep], judged.d[keep], verdict[keep])
+        w = np.where(count <= self.settle, 1.0 / count, 1.0 / self.memory)
         mean = self._mean[slots]
         d = np.where(np.isfinite(x), x - mean, 0.0)
         self._mean[slots] = mean + w[:, None] * d
@@ -202,6 +291,30 @@ class RelationsDetector(PerStationDetector):
         due = (count >= self.warmup) & ((count == self.warmup) | (self._since[slots] >= self.refit))
         if due.any():
             self._fit(slots[due])
+
+    def _learn_smooth(
+        self, slots: np.ndarray, smooth: np.ndarray, d: np.ndarray, verdict: np.ndarray
+    ) -> None:
+        """Learn the smoothed view of readings judged by a fitted model (before that the
+        readings are not standardised yet): its second moment, and the moments of its
+        statistic once an inverse stands."""
+        slots, smooth, d = slots[verdict], smooth[verdict], d[verdict]
+        stats = self._smooth_stats[slots]
+        n_cov = stats[:, _N_COV] + 1
+        w = np.maximum(1.0 / n_cov, 1.0 / self.memory)[:, None, None]
+        self._smooth_cov[slots] += w * (
+            smooth[:, :, None] * smooth[:, None, :] - self._smooth_cov[slots]
+        )
+        stats[:, _N_COV] = n_cov
+        # Only statistics of an inverse that stands are calibrated; the calibration forgets
+        # at 1/`calibration`, so the immature models of the first fits soon stop counting.
+        inverted = self._smooth_inv[slots].any(axis=(1, 2))
+        n_cal = stats[:, _N_CAL] + inverted
+        v = np.where(inverted, 1.0 / np.maximum(np.minimum(n_cal, self.calibration), 1), 0.0)
+        stats[:, _MEAN] += v * (d - stats[:, _MEAN])
+        stats[:, _SQUARE] += v * (d * d - stats[:, _SQUARE])
+        stats[:, _N_CAL] = n_cal
+        self._smooth_stats[slots] = stats
 
     def _fit(self, slots: np.ndarray) -> None:
         """Refit the components of `slots` from their covariance (one batched eigh)."""
@@ -231,6 +344,9 @@ class RelationsDetector(PerStationDetector):
         self._eig[slots] = eig
         self._keep[slots] = keep
         self._box[slots] = np.stack([g, h], axis=1)
+        self._smooth_inv[slots] = _pseudo_inverse(
+            self._smooth_cov[slots], self._smooth_stats[slots, _N_COV] > len(self.sensors)
+        )
         self._since[slots] = 0.0
         first = self._count[slots] == self.warmup
         self._quiet[slots[first]] = self.calm  # the warm-up readings were a calm spell
