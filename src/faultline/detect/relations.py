@@ -52,8 +52,12 @@ _LOOKS = 3  # T², Q and the smoothed view: the Bonferroni allowance for looking
 # An eigenvalue of the smoothed view's second moment below this share of the largest is taken
 # as no variance at all (a constant sensor, or fewer readings than sensors): not inverted.
 _RANK_FLOOR = 1e-10
-_SMOOTH_FIELDS = ("n_cov", "n_cal", "mean", "square")
-_N_COV, _N_CAL, _MEAN, _SQUARE = range(len(_SMOOTH_FIELDS))
+VIEWS = ("t2", "q", "smooth")  # the statistics a reading is judged by, each calibrated
+# Per station: readings in the smoothed view's second moment, and how many readings each
+# model was fitted on (the raw model, the smoothed view's inverse).
+_COUNT_FIELDS = ("n_smooth", "fit_raw", "fit_smooth")
+_N_SMOOTH, _FIT_RAW, _FIT_SMOOTH = range(len(_COUNT_FIELDS))
+_N, _MEAN, _SQUARE = range(3)  # per view: statistics calibrated, their mean and mean square
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,25 @@ class _Judged:
     contributions: np.ndarray  # per sensor, to the statistic that fired
     present: np.ndarray  # sensors the reading has (and the model knows)
     smooth: np.ndarray  # the smoothed view after the reading
-    d: np.ndarray  # its statistic
+    views: np.ndarray  # (T², Q, the smoothed view's statistic) of each reading
     alarm: np.ndarray  # (on, readings in a row below `release`) after the reading
+
+
+def _calibrated_tail(
+    calib: np.ndarray, statistic: np.ndarray, prior: np.ndarray, needed: int
+) -> np.ndarray:
+    """The tail probability of `statistic` under a scaled χ² (g·χ²_h) with the mean and
+    variance of the view's calibration; `prior` until `needed` statistics were calibrated."""
+    mean, square = calib[:, _MEAN], calib[:, _SQUARE]
+    var = square - mean * mean
+    ready = (calib[:, _N] >= needed) & (mean > 0) & (var > 0)
+    safe_mean = np.where(ready, mean, 1.0)
+    safe_var = np.where(ready, var, 2.0)
+    g = safe_var / (2 * safe_mean)
+    h = 2 * safe_mean * safe_mean / safe_var
+    with np.errstate(invalid="ignore"):
+        fitted = chdtrc(h, np.maximum(statistic, 0.0) / g)
+    return np.where(ready, fitted, prior)
 
 
 def _pseudo_inverse(moment: np.ndarray, ready: np.ndarray) -> np.ndarray:
@@ -93,8 +114,9 @@ class RelationsDetector(PerStationDetector):
         variance: float = 0.9,
         refit: int = 50,
         calm: int = 50,
-        smoothing: float = 0.3,
+        smoothing: float = 0.5,
         calibration: int = 250,
+        mature: float = 3.0,
         release: float = 2.0,
         hold: int = 3,
     ) -> None:
@@ -109,11 +131,11 @@ class RelationsDetector(PerStationDetector):
             raise ValueError(
                 "need smoothing in (0, 1], calibration >= 1, release in (0, threshold]"
             )
-        if hold < 0:
-            raise ValueError("hold must be >= 0")
+        if hold < 0 or mature < 0:
+            raise ValueError("hold and mature must be >= 0")
         self.threshold, self.warmup, self.memory = threshold, warmup, memory
         self.variance, self.refit, self.calm = variance, refit, calm
-        self.smoothing, self.calibration = smoothing, calibration
+        self.smoothing, self.calibration, self.mature = smoothing, calibration, mature
         self.release, self.hold = release, hold
         # A covariance of m sensors from fewer than about 10·m readings is mostly noise: a
         # model judging by it flags ordinary readings and, learning no flagged one, would keep
@@ -133,12 +155,13 @@ class RelationsDetector(PerStationDetector):
         self._keep = np.zeros((0, m))
         self._box = np.zeros((0, 2))
         # The smoothed view: the EWMA of the standardised readings, the second moment of it
-        # over learned readings and its (pseudo-)inverse as of the last fit, and the moments
-        # of its statistic (_N_COV, _N_CAL, mean, mean square; see _SMOOTH_FIELDS).
+        # over learned readings and its (pseudo-)inverse as of the last fit.
         self._smooth = np.zeros((0, m))
         self._smooth_cov = np.zeros((0, m, m))
         self._smooth_inv = np.zeros((0, m, m))
-        self._smooth_stats = np.zeros((0, len(_SMOOTH_FIELDS)))
+        self._counts = np.zeros((0, len(_COUNT_FIELDS)))
+        # Each view's calibration: how many statistics, their mean and mean square.
+        self._calib = np.zeros((0, len(VIEWS), 3))
         # Readings judged since the station's last flagged one; the alarm (on, readings in a
         # row below `release` while on).
         self._quiet = np.zeros(0)
@@ -158,7 +181,8 @@ class RelationsDetector(PerStationDetector):
             "smooth": self._smooth,
             "smooth_cov": self._smooth_cov,
             "smooth_inv": self._smooth_inv,
-            "smooth_stats": self._smooth_stats,
+            "counts": self._counts,
+            "calib": self._calib,
             "quiet": self._quiet,
             "alarm": self._alarm,
         }
@@ -188,15 +212,19 @@ class RelationsDetector(PerStationDetector):
         q = (residual * residual).sum(axis=1)
         k = keep.sum(axis=1)
         g, h = self._box[slots, 0], self._box[slots, 1]
+        # Before a view is calibrated, T² is read as χ²_k and Q as Box's g·χ²_h.
         p_t = np.where(k > 0, chdtrc(np.maximum(k, 1), t2), 1.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             p_q = np.where(h > 0, chdtrc(np.maximum(h, _TINY), q / np.maximum(g, _TINY)), 1.0)
+        calib = self._calib[slots]
+        p_t = _calibrated_tail(calib[:, 0], t2, p_t, self.calibration)
+        p_q = _calibrated_tail(calib[:, 1], q, p_q, self.calibration)
         # The smoothed view: a missing sensor keeps its smoothed value (it said nothing new).
         old = self._smooth[slots]
         smooth = np.where(present, old + self.smoothing * (z - old), old)
         pulled = np.einsum("sjk,sk->sj", self._smooth_inv[slots], smooth)
         d = (smooth * pulled).sum(axis=1)
-        p_s = self._smooth_tail(slots, d)
+        p_s = _calibrated_tail(calib[:, 2], d, np.ones_like(d), self.calibration)
         p = np.maximum(np.minimum(np.minimum(p_t, p_q), p_s), _P_FLOOR)
         score = np.maximum(-np.log10(_LOOKS * p), 0.0)
         t2_part = z * np.einsum("sjk,sk->sj", axes, t * inv)
@@ -218,21 +246,8 @@ class RelationsDetector(PerStationDetector):
         # Readings with no verdict leave the smoothed view and the alarm as they were.
         smooth = np.where(judged[:, None], smooth, old)
         alarm = np.where(judged[:, None], alarm, self._alarm[slots])
-        return _Judged(score, anomaly, contributions, present, smooth, d, alarm)
-
-    def _smooth_tail(self, slots: np.ndarray, d: np.ndarray) -> np.ndarray:
-        """Tail probability of the smoothed statistic `d`: a scaled χ² (g·χ²_h) whose mean and
-        variance match those the statistic had on the station's learned readings, which were
-        each judged before they were learned; 1 until `calibration` of them were seen."""
-        stats = self._smooth_stats[slots]
-        mean, square = stats[:, _MEAN], stats[:, _SQUARE]
-        var = square - mean * mean
-        ready = (stats[:, _N_CAL] >= self.calibration) & (mean > 0) & (var > 0)
-        safe_mean = np.where(ready, mean, 1.0)
-        safe_var = np.where(ready, var, 2.0)
-        g = safe_var / (2 * safe_mean)
-        h = 2 * safe_mean * safe_mean / safe_var
-        return np.where(ready, chdtrc(h, np.maximum(d, 0.0) / g), 1.0)
+        views = np.stack([t2, q, d], axis=1)
+        return _Judged(score, anomaly, contributions, present, smooth, views, alarm)
 
     def _judge(self, slots: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self._verdict(self._statistics(slots, x))
@@ -279,7 +294,7 @@ class RelationsDetector(PerStationDetector):
         slots, x, count = slots[keep], x[keep], count[keep] + 1
         if len(slots) == 0:
             return
-        self._learn_smooth(slots, judged.smooth[keep], judged.d[keep], verdict[keep])
+        self._learn_views(slots, judged.smooth[keep], judged.views[keep], verdict[keep])
         w = np.where(count <= self.settle, 1.0 / count, 1.0 / self.memory)
         mean = self._mean[slots]
         d = np.where(np.isfinite(x), x - mean, 0.0)
@@ -292,29 +307,35 @@ class RelationsDetector(PerStationDetector):
         if due.any():
             self._fit(slots[due])
 
-    def _learn_smooth(
-        self, slots: np.ndarray, smooth: np.ndarray, d: np.ndarray, verdict: np.ndarray
+    def _learn_views(
+        self, slots: np.ndarray, smooth: np.ndarray, views: np.ndarray, verdict: np.ndarray
     ) -> None:
-        """Learn the smoothed view of readings judged by a fitted model (before that the
-        readings are not standardised yet): its second moment, and the moments of its
-        statistic once an inverse stands."""
-        slots, smooth, d = slots[verdict], smooth[verdict], d[verdict]
-        stats = self._smooth_stats[slots]
-        n_cov = stats[:, _N_COV] + 1
-        w = np.maximum(1.0 / n_cov, 1.0 / self.memory)[:, None, None]
-        self._smooth_cov[slots] += w * (
-            smooth[:, :, None] * smooth[:, None, :] - self._smooth_cov[slots]
+        """Learn what the views need of readings judged by a fitted model (before the first
+        fit the readings are not standardised yet): the smoothed view's second moment, and
+        each view's calibration from statistics of models fitted on `mature` readings per
+        sensor. Each statistic was computed before its reading was learned, so calibration
+        sees the out-of-sample spread that an in-sample fit would understate."""
+        slots, smooth, views = slots[verdict], smooth[verdict], views[verdict]
+        counts = self._counts[slots]
+        n = counts[:, _N_SMOOTH] + 1
+        w = np.maximum(1.0 / n, 1.0 / self.memory)[:, None, None]
+        outer = smooth[:, :, None] * smooth[:, None, :]
+        self._smooth_cov[slots] += w * (outer - self._smooth_cov[slots])
+        counts[:, _N_SMOOTH] = n
+        self._counts[slots] = counts
+        # The calibration forgets at 1/`calibration`, so the models of the first fits, which
+        # judge worse than the later ones, soon stop counting.
+        floor = self.mature * len(self.sensors)
+        mature = np.stack(
+            [counts[:, _FIT_RAW] >= floor] * 2 + [counts[:, _FIT_SMOOTH] >= floor], axis=1
         )
-        stats[:, _N_COV] = n_cov
-        # Only statistics of an inverse that stands are calibrated; the calibration forgets
-        # at 1/`calibration`, so the immature models of the first fits soon stop counting.
-        inverted = self._smooth_inv[slots].any(axis=(1, 2))
-        n_cal = stats[:, _N_CAL] + inverted
-        v = np.where(inverted, 1.0 / np.maximum(np.minimum(n_cal, self.calibration), 1), 0.0)
-        stats[:, _MEAN] += v * (d - stats[:, _MEAN])
-        stats[:, _SQUARE] += v * (d * d - stats[:, _SQUARE])
-        stats[:, _N_CAL] = n_cal
-        self._smooth_stats[slots] = stats
+        calib = self._calib[slots]
+        seen = calib[:, :, _N] + mature
+        v = np.where(mature, 1.0 / np.maximum(np.minimum(seen, self.calibration), 1), 0.0)
+        calib[:, :, _MEAN] += v * (views - calib[:, :, _MEAN])
+        calib[:, :, _SQUARE] += v * (views * views - calib[:, :, _SQUARE])
+        calib[:, :, _N] = seen
+        self._calib[slots] = calib
 
     def _fit(self, slots: np.ndarray) -> None:
         """Refit the components of `slots` from their covariance (one batched eigh)."""
@@ -344,9 +365,11 @@ class RelationsDetector(PerStationDetector):
         self._eig[slots] = eig
         self._keep[slots] = keep
         self._box[slots] = np.stack([g, h], axis=1)
-        self._smooth_inv[slots] = _pseudo_inverse(
-            self._smooth_cov[slots], self._smooth_stats[slots, _N_COV] > len(self.sensors)
-        )
+        n_smooth = self._counts[slots, _N_SMOOTH]
+        ready = n_smooth > len(self.sensors)
+        self._smooth_inv[slots] = _pseudo_inverse(self._smooth_cov[slots], ready)
+        self._counts[slots, _FIT_RAW] = self._count[slots]
+        self._counts[slots, _FIT_SMOOTH] = np.where(ready, n_smooth, 0.0)
         self._since[slots] = 0.0
         first = self._count[slots] == self.warmup
         self._quiet[slots[first]] = self.calm  # the warm-up readings were a calm spell
