@@ -1,4 +1,4 @@
-"""A station model of the relations between its sensors: streaming PCA with T² and Q.
+"""A station model of the relations between its sensors: streaming PCA, T², Q and a smoothed view.
 
 Per-sensor detectors judge each sensor against its own past, so two coupled sensors that
 decouple while each stays in its usual range pass unnoticed. This detector keeps, per station,
@@ -6,19 +6,28 @@ an exponentially weighted mean and covariance of all its sensors (O(m²) per rea
 from it a principal component model of the standardised readings: the components that explain
 `variance` of the variance span the station's normal movement, the rest its relations.
 
-Each reading is judged by two statistics of its standardised form z:
+Each reading is judged by three statistics of its standardised form z:
 
 * Hotelling's T² = Σ t_k² / λ_k over the retained components t = Pᵀz (an unusual point within
   the normal subspace: a large but coordinated move);
-* Q, the squared residual |z - P_k t_k|² outside them (a broken relation), compared with the
-  scaled χ² of Box (g = θ₂/θ₁, h = θ₁²/θ₂ over the residual eigenvalues).
+* Q, the squared residual |z - P_k t_k|² outside them (a broken relation);
+* the smoothed view D = sᵀ M⁺ s of s, an EWMA (weight `smoothing`) of z, against M, the second
+  moment of s over learned readings (a MEWMA chart): a small shift that lasts, in a sensor or
+  in a relation, adds up in s while the noise averages out, and M, which keeps all of s's
+  small directions, holds the tight relations of a controlled plant (docs/decisions/0021).
 
-The score is -log10 of the smaller of their two tail probabilities (χ²_k for T²) times 2, the
-Bonferroni allowance for looking twice: 3 reads as one normal reading in a thousand, if the
-readings were Gaussian and independent; real ones are neither, so the threshold is set by
-measurement (docs/EVALUATION.md). The sensors named responsible are those contributing at least
-half as much as the largest contributor to the statistic that fired: squared residuals for Q,
-z_j (Σ_k⁻¹ z)_j for T².
+Each statistic is read as a scaled χ² (g·χ²_h) whose mean and variance match those the statistic
+had on the station's own learned readings, each judged before it was learned (out of sample),
+by models fitted on at least `mature` readings per sensor; until `calibration` of them were
+seen, T² is read as χ²_k, Q by Box's g and h, and the smoothed view not at all. The score is
+-log10 of three times the smallest tail probability (the Bonferroni allowance for looking three
+times). The sensors named responsible are those contributing at least half as much as the
+largest contributor to the statistic that fired: squared residuals for Q, z_j (Σ_k⁻¹ z)_j for
+T², s_j (M⁺ s)_j for the smoothed view.
+
+A verdict lasts as long as the fault: `is_anomaly` is an alarm that goes on at `threshold` and
+off only once `hold` readings in a row scored below `release`, and the smoothed view stays up
+for as long as the shift it sums does.
 
 The model does not learn a fault into its normal: up to `warmup` readings, or ten per sensor when
 that is more, it learns every reading with weight 1/n, then only readings it does not flag, with
@@ -26,8 +35,9 @@ weight 1/`memory`, so a long fault stays flagged as long as it lasts, and a slow
 only as fast as `memory` allows. Nor does it learn the readings within a fault that happen to keep
 the relation: after a flag it learns again only once `calm` readings in a row went unflagged. The
 components are refitted (one batched eigendecomposition) every `refit` readings learned. A missing
-sensor is taken at its mean: it contributes nothing and is never named. No verdict (NaN) until a
-station has learned `warmup` readings.
+sensor is taken at its mean (its smoothed value stays as it was): it contributes nothing new and
+is never named. No verdict (NaN) until a station has learned `warmup` readings; a reading with no
+sensor at all changes no state.
 """
 
 from __future__ import annotations
