@@ -304,7 +304,8 @@ class RelationsDetector(PerStationDetector):
         slots, x, count = slots[keep], x[keep], count[keep] + 1
         if len(slots) == 0:
             return
-        self._learn_views(slots, judged.smooth[keep], judged.views[keep], verdict[keep])
+        settled = count > self.settle
+        self._learn_views(slots, judged.smooth[keep], judged.views[keep], verdict[keep], settled)
         w = np.where(count <= self.settle, 1.0 / count, 1.0 / self.memory)
         mean = self._mean[slots]
         d = np.where(np.isfinite(x), x - mean, 0.0)
@@ -318,7 +319,12 @@ class RelationsDetector(PerStationDetector):
             self._fit(slots[due])
 
     def _learn_views(
-        self, slots: np.ndarray, smooth: np.ndarray, views: np.ndarray, verdict: np.ndarray
+        self,
+        slots: np.ndarray,
+        smooth: np.ndarray,
+        views: np.ndarray,
+        verdict: np.ndarray,
+        settled: np.ndarray,
     ) -> None:
         """Learn what the views need of readings judged by a fitted model (before the first
         fit the readings are not standardised yet): the smoothed view's second moment, and
@@ -326,6 +332,7 @@ class RelationsDetector(PerStationDetector):
         sensor. Each statistic was computed before its reading was learned, so calibration
         sees the out-of-sample spread that an in-sample fit would understate."""
         slots, smooth, views = slots[verdict], smooth[verdict], views[verdict]
+        settled = settled[verdict]
         counts = self._counts[slots]
         n = counts[:, _N_SMOOTH] + 1
         w = np.maximum(1.0 / n, 1.0 / self.memory)[:, None, None]
@@ -341,7 +348,12 @@ class RelationsDetector(PerStationDetector):
         )
         calib = self._calib[slots]
         seen = calib[:, :, _N] + mature
-        v = np.where(mature, 1.0 / np.maximum(np.minimum(seen, self.calibration), 1), 0.0)
+        rate = np.where(
+            settled[:, None],
+            1.0 / self.memory,
+            1.0 / np.maximum(np.minimum(seen, self.calibration), 1),
+        )
+        v = np.where(mature, rate, 0.0)
         calib[:, :, _MEAN] += v * (views - calib[:, :, _MEAN])
         calib[:, :, _SQUARE] += v * (views * views - calib[:, :, _SQUARE])
         calib[:, :, _N] = seen
