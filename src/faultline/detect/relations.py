@@ -335,7 +335,10 @@ class RelationsDetector(PerStationDetector):
         settled = settled[verdict]
         counts = self._counts[slots]
         n = counts[:, _N_SMOOTH] + 1
-        w = np.maximum(1.0 / n, 1.0 / self.memory)[:, None, None]
+        # Like the model, the second moment learns at 1/`memory` once the station has settled
+        # (and it holds `calibration` readings), so an unflagged slow drift is not learned.
+        slow = settled & (n > self.calibration)
+        w = np.where(slow, 1.0 / self.memory, 1.0 / n)[:, None, None]
         outer = smooth[:, :, None] * smooth[:, None, :]
         self._smooth_cov[slots] += w * (outer - self._smooth_cov[slots])
         counts[:, _N_SMOOTH] = n
@@ -348,11 +351,10 @@ class RelationsDetector(PerStationDetector):
         )
         calib = self._calib[slots]
         seen = calib[:, :, _N] + mature
-        rate = np.where(
-            settled[:, None],
-            1.0 / self.memory,
-            1.0 / np.maximum(np.minimum(seen, self.calibration), 1),
-        )
+        # The first `calibration` statistics weigh alike (a station that settles sooner still
+        # gets a full sample); then 1/`calibration` while it settles, 1/`memory` after.
+        later = np.where(settled[:, None], 1.0 / self.memory, 1.0 / self.calibration)
+        rate = np.where(seen <= self.calibration, 1.0 / np.maximum(seen, 1), later)
         v = np.where(mature, rate, 0.0)
         calib[:, :, _MEAN] += v * (views - calib[:, :, _MEAN])
         calib[:, :, _SQUARE] += v * (views * views - calib[:, :, _SQUARE])
