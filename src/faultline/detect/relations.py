@@ -29,9 +29,10 @@ A verdict lasts as long as the fault: `is_anomaly` is an alarm that goes on at `
 off only once `hold` readings in a row scored below `release`, and the smoothed view stays up
 for as long as the shift it sums does.
 
-The model does not learn a fault into its normal: up to `warmup` readings, or ten per sensor when
-that is more, it learns every reading with weight 1/n, then only readings it does not flag, with
-weight 1/`memory`, so a long fault stays flagged as long as it lasts, and a slow drift is learned
+The model does not learn a fault into its normal: up to `warmup` readings, ten per sensor or
+`calibration`, whichever is most, it learns every reading with weight 1/n, then only readings it
+does not flag, with weight 1/`memory` (the smoothed view's second moment and the calibrations
+alike), so a long fault stays flagged as long as it lasts, and a slow drift is learned
 only as fast as `memory` allows. Nor does it learn the readings within a fault that happen to keep
 the relation: after a flag it learns again only once `calm` readings in a row went unflagged. The
 components are refitted (one batched eigendecomposition) every `refit` readings learned. A missing
@@ -149,8 +150,11 @@ class RelationsDetector(PerStationDetector):
         self.release, self.hold = release, hold
         # A covariance of m sensors from fewer than about 10·m readings is mostly noise: a
         # model judging by it flags ordinary readings and, learning no flagged one, would keep
-        # its noise. So a station learns every reading until it has `settle` of them.
-        self.settle = max(warmup, 10 * len(self.sensors))
+        # its noise. So a station learns every reading until it has `settle` of them, and at
+        # least as many as its views' calibration needs: a 3-sensor station that slowed its
+        # learning after 100 readings raised 87-246 false alarms per simulated station-day
+        # against 21 (docs/decisions/0021).
+        self.settle = max(warmup, 10 * len(self.sensors), calibration)
         m = len(self.sensors)
         # Learned state: readings learned, learned since the last fit, mean, covariance.
         self._count = np.zeros(0)
