@@ -91,14 +91,14 @@ def _calibrated_tail(
     variance of the view's calibration; `prior` until `needed` statistics were calibrated."""
     mean, square = calib[:, _MEAN], calib[:, _SQUARE]
     var = square - mean * mean
-    ready = (calib[:, _N] >= needed) & (mean > 0) & (var > 0)
-    safe_mean = np.where(ready, mean, 1.0)
-    safe_var = np.where(ready, var, 2.0)
-    g = safe_var / (2 * safe_mean)
-    h = 2 * safe_mean * safe_mean / safe_var
-    with np.errstate(invalid="ignore"):
-        fitted = chdtrc(h, np.maximum(statistic, 0.0) / g)
-    return np.where(ready, fitted, prior)
+    ready = np.flatnonzero((calib[:, _N] >= needed) & (mean > 0) & (var > 0))
+    out = prior.copy()
+    if len(ready):  # only where calibrated: the tail function is a large share of the work
+        mean, var = mean[ready], var[ready]
+        g, h = var / (2 * mean), 2 * mean * mean / var
+        with np.errstate(invalid="ignore"):
+            out[ready] = chdtrc(h, np.maximum(statistic[ready], 0.0) / g)
+    return out
 
 
 def _pseudo_inverse(moment: np.ndarray, ready: np.ndarray) -> np.ndarray:
