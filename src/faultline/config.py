@@ -32,6 +32,9 @@ class SensorSpec(_Frozen):
     """One kind of sensor: its normal behaviour (for the simulator) and its physical range.
 
     A reading outside [min, max] cannot be a real measurement and is dead-lettered, not scored.
+    `load_coupling` is the simulator's correlation of the sensor with its station's load (a
+    shared, slowly wandering signal; faultline.simulate.simulator): two sensors with couplings a
+    and b move together with correlation a·b, and a relation fault breaks that and nothing else.
     """
 
     mean: float
@@ -39,6 +42,7 @@ class SensorSpec(_Frozen):
     min: float
     max: float
     unit: str = ""
+    load_coupling: float = Field(default=0.0, ge=-1.0, le=1.0)
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> SensorSpec:
@@ -51,6 +55,13 @@ DEFAULT_SENSORS: dict[str, SensorSpec] = {
     "temperature": SensorSpec(mean=25.0, std=2.0, min=-60.0, max=200.0, unit="°C"),
     "humidity": SensorSpec(mean=60.0, std=3.0, min=0.0, max=100.0, unit="%"),
     "noise_level": SensorSpec(mean=50.0, std=3.0, min=0.0, max=200.0, unit="dB"),
+}
+
+# The same sensors on a station whose machine's load drives them as physics does: more load,
+# more heat and more noise; warmer air holding the same water has a lower relative humidity.
+COUPLED_SENSORS: dict[str, SensorSpec] = {
+    name: spec.model_copy(update={"load_coupling": coupling})
+    for (name, spec), coupling in zip(DEFAULT_SENSORS.items(), (0.8, -0.7, 0.8), strict=True)
 }
 
 

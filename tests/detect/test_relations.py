@@ -73,11 +73,31 @@ def test_it_does_not_learn_a_long_fault_into_its_normal() -> None:
     last = np.zeros(len(frame), bool)
     last[3000:] = True
     assert got.is_anomaly[last & visible].mean() > 0.95
-    # And the model it keeps is the one learned before the fault: the relation recovers.
+    # And the model it keeps is the one learned before the fault: the relation recovers, once
+    # the smoothed view has forgotten the fault (a few readings) and the alarm has been held.
     after = coupled(600, slice(0, 0), seed=2)
     after[TS] += 10**8
     recovered = detector.process(after)
-    assert recovered.is_anomaly.mean() < 0.01
+    assert not recovered.is_anomaly[20:40].any()
+    assert recovered.is_anomaly[20:].mean() < 0.01
+
+
+def test_a_persisting_fault_keeps_being_flagged() -> None:
+    # The outlet moves off its relation by a little, 4 residual standard deviations: a reading
+    # judged on its own (no smoothing, no held alarm) shows it about half the time.
+    frame = coupled(3000, slice(0, 0), seed=3)
+    fault = slice(2000, 2600)
+    frame.loc[frame.index[fault], "outlet"] += 0.4
+    got = RelationsDetector(SENSORS).process(frame)
+    unsmoothed = RelationsDetector(SENSORS, smoothing=1.0, hold=0).process(frame)
+    lasting = np.zeros(len(frame), bool)
+    lasting[fault.start + 10 : fault.stop] = True
+    assert got.is_anomaly[lasting].mean() > 0.95
+    assert unsmoothed.is_anomaly[lasting].mean() < 0.7
+    assert got.is_anomaly[500:2000].mean() < 0.01  # no more false alarms for it
+    assert got.is_anomaly[fault.stop + 20 :].mean() < 0.01  # and it ends with the fault
+    named = got.sensor_mask[lasting & got.is_anomaly]
+    assert ((named & 0b11) > 0).all() and not (named & 0b1100).any()
 
 
 def tep_root() -> Path:
@@ -91,18 +111,33 @@ def tep_root() -> Path:
     return root
 
 
-def test_on_tennessee_eastman_it_flags_the_steps_textbook_pca_flags() -> None:
-    # Faults 1 and 6 (feed steps) at a limit with 1 % false alarms on the fault-free run; the
-    # whole protocol is bench/bench_tep.py.
+# Detection rates at the limit with 1 % false alarms on fault_00, measured on the commit that
+# set them (bench/bench_tep.py prints them all), less a margin: faults a static PCA misses
+# (textbook: 0.25 0.47 0.36 0.52 for 5 10 16 20), a step and a sticking valve it finds.
+TEP_FLOORS = {1: 0.95, 5: 0.95, 10: 0.7, 14: 0.95, 16: 0.7, 20: 0.8}
+# The sensors the literature names for a fault, which it should name most often: fault 5, the
+# condenser's cooling water inlet temperature, moves the condenser's cooling water flow; fault
+# 14, the reactor's sticking cooling water valve, its cooling water flow and temperature.
+TEP_CULPRITS = {5: {"xmv_11"}, 14: {"xmv_10", "xmeas_9"}}
+
+
+def test_on_tennessee_eastman_it_keeps_its_measured_detection_rates() -> None:
     root = tep_root()
-    files = [root / f"fault_{n:02d}.csv" for n in (0, 1, 6)]
+    files = [root / f"fault_{n:02d}.csv" for n in (0, *TEP_FLOORS)]
     labelled = read_labelled_csvs(files, "timestamp", "label")
     sensors = sorted(labelled[0].series.values.columns)
     scored = replay_after_training(
         RelationsDetector(sensors), [item.series for item in labelled], 500
     )
-    limit = np.nanquantile(scored[0].score, 0.99)
-    for item, got in zip(labelled[1:], scored[1:], strict=True):
+    assert scored[0].is_anomaly.mean() <= 0.01  # its own threshold: FAR within 1 %
+    limit = np.quantile(scored[0].score, 0.99)
+    for (fault, floor), item, got in zip(TEP_FLOORS.items(), labelled[1:], scored[1:], strict=True):
         faulty = item.labels[500:]
-        assert np.mean(got.score[faulty] > limit) > 0.95
-        assert np.mean(got.score[~faulty] > limit) < 0.05
+        assert np.mean(got.score[faulty] > limit) >= floor, f"fault {fault}"
+        assert np.mean(got.is_anomaly[faulty]) >= floor, f"fault {fault} at the threshold"
+        assert np.mean(got.is_anomaly[~faulty]) < 0.02, f"fault {fault} before its onset"
+        if fault in TEP_CULPRITS:
+            masks = got.sensor_mask[faulty & got.is_anomaly]
+            named = np.array([(masks >> j & 1).sum() for j in range(len(sensors))])
+            top = {sensors[j] for j in np.argsort(named)[::-1][: len(TEP_CULPRITS[fault])]}
+            assert top == TEP_CULPRITS[fault], f"fault {fault} names {top} most often"

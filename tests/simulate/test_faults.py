@@ -9,15 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from faultline.config import DEFAULT_SENSORS
+from faultline.config import COUPLED_SENSORS, DEFAULT_SENSORS, SensorSpec
 from faultline.schema import STATION_ID, TS, FaultLabel
 from faultline.simulate import (
     DEFAULT_START_MS,
     FAULT_SHAPES,
     MALFUNCTION_NOISE_MEAN,
+    RELATION_KINDS,
     STATION_WIDE,
     FaultKind,
     Simulator,
+    fault_kinds,
     simulate_frame,
 )
 
@@ -29,6 +31,11 @@ STATIONS = 10
 RESOLUTION = 1.5e-3  # values are rounded to 3 decimals
 
 
+def sensors_for(kind: str) -> dict[str, SensorSpec]:
+    """The default sensors, coupled to their station's load for the kinds that need it."""
+    return COUPLED_SENSORS if FaultKind(kind) in RELATION_KINDS else DEFAULT_SENSORS
+
+
 def run(kind: str, seed: int = 21) -> tuple[pd.DataFrame, list[FaultLabel]]:
     """A faulty run of one kind, row-aligned with its fault-free twin (same seed).
 
@@ -36,14 +43,14 @@ def run(kind: str, seed: int = 21) -> tuple[pd.DataFrame, list[FaultLabel]]:
     faulty run sent nothing).
     """
     faulty, labels = simulate_frame(
-        DEFAULT_SENSORS,
+        sensors_for(kind),
         TICKS,
         stations=STATIONS,
         seed=seed,
         faults_per_station_hour=6.0,
         fault_weights={kind: 1.0},
     )
-    clean, _ = simulate_frame(DEFAULT_SENSORS, TICKS, stations=STATIONS, seed=seed)
+    clean, _ = simulate_frame(sensors_for(kind), TICKS, stations=STATIONS, seed=seed)
     merged = clean.merge(
         faulty[[STATION_ID, TS, *SENSORS]],
         on=[STATION_ID, TS],
@@ -73,7 +80,7 @@ def inside(frame: pd.DataFrame, label: FaultLabel) -> pd.DataFrame:
     return frame[rows]
 
 
-@pytest.mark.parametrize("kind", [k.value for k in FaultKind])
+@pytest.mark.parametrize("kind", [k.value for k in fault_kinds(coupled=True)])
 def test_a_fault_changes_nothing_outside_its_label(kind: str) -> None:
     frame, labels = run(kind)
     for name in SENSORS:
@@ -169,7 +176,7 @@ def test_fault_durations_fit_one_hertz() -> None:
     lengths: dict[str, list[float]] = defaultdict(list)
     for label in labels:
         lengths[label.kind].append((label.end_ts - label.start_ts) / 1000 + 1)
-    assert set(lengths) == {k.value for k in FaultKind}
+    assert set(lengths) == {k.value for k in fault_kinds(coupled=False)}
     for kind, seconds in lengths.items():
         shape = FAULT_SHAPES[FaultKind(kind)]
         low, high = (1, 1) if kind == "spike" else (shape.min_s, shape.max_s + 1)

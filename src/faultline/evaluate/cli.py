@@ -74,6 +74,12 @@ def add_eval_parser(
         choices=sorted(EVAL_DETECTORS),
         help=chosen,
     )
+    sim.add_argument(
+        "--coupled",
+        action="store_true",
+        help="stations whose sensors follow their machine's load (config.COUPLED_SENSORS), "
+        "with the relation faults (decouple, reversed) that no single sensor shows",
+    )
     sim.add_argument("--json", action="store_true", help="print only a JSON object of results")
     sim.add_argument("--out", type=Path, help="write the JSON results here as simulate.json")
     sim.set_defaults(handler=cmd_eval_simulate)
@@ -168,7 +174,7 @@ def nab_table(run: NabRun, files: int, windows: int) -> str:
 
 def cmd_eval_simulate(args: argparse.Namespace) -> int:
     from faultline.api.station_routes import silent_after_ms  # the API's rule, loaded when used
-    from faultline.config import SimulateSettings
+    from faultline.config import COUPLED_SENSORS, SimulateSettings
 
     interval_ms = SimulationSetup().interval_ms
     setup = SimulationSetup(
@@ -181,7 +187,8 @@ def cmd_eval_simulate(args: argparse.Namespace) -> int:
         silent_ms=silent_after_ms(Settings(simulate=SimulateSettings(rate_hz=1000 / interval_ms))),
     )
     settings = _eval_settings(args)
-    run = run_simulation(eval_detector(args.detector, settings), setup, sensors=settings.sensors)
+    sensors = COUPLED_SENSORS if args.coupled else settings.sensors
+    run = run_simulation(eval_detector(args.detector, settings), setup, sensors=sensors)
     document = run.as_json()
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

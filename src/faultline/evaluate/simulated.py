@@ -40,7 +40,7 @@ from faultline.evaluate.events import (
 )
 from faultline.evaluate.replay import CHUNK_ROWS
 from faultline.schema import STATION_ID, TS, FaultLabel
-from faultline.simulate import STATION_WIDE, FaultKind, normal_frame, simulate_frame
+from faultline.simulate import STATION_WIDE, FaultKind, fault_kinds, normal_frame, simulate_frame
 
 DAY_MS = 86_400_000
 TRAINING_ROWS = 20_000  # fault-free readings an offline model is fitted on, as `faultline train`
@@ -127,10 +127,13 @@ class SimulationRun:
 def run_simulation(
     spec: EvalDetector,
     setup: SimulationSetup,
-    kinds: Sequence[str] = tuple(FaultKind),
+    kinds: Sequence[str] | None = None,
     sensors: Mapping[str, SensorSpec] = DEFAULT_SENSORS,
 ) -> SimulationRun:
-    """One run per fault kind through a fresh detector each; see the module docstring."""
+    """One run per fault kind (by default every kind the sensors allow: the relation kinds when
+    some sensor is coupled) through a fresh detector each; see the module docstring."""
+    if kinds is None:
+        kinds = fault_kinds(any(s.load_coupling for s in sensors.values()))
     names = tuple(sensors)
     training = (
         normal_frame(dict(sensors), TRAINING_ROWS, seed=setup.seed + 1)

@@ -4,6 +4,13 @@ Sizes are in units of the sensor's configured spread (std), so a fault is equall
 sensor, except seed 003's malfunction, whose exponential noise has an absolute mean (≈ 33).
 Durations are in seconds of station time and are turned into ticks with the simulator's tick
 length, so at 1 Hz a fault lasts tens of seconds to minutes.
+
+Two kinds are visible in no single sensor: on a station whose sensors follow its load
+(`SensorSpec.load_coupling`), `decouple` makes one sensor stop following it (its share of the
+load is replaced by an independent walk of the same spread, as a sensor torn off its machine
+still reads the room) and `reversed` makes it follow the load the wrong way (as a swapped pair
+of wires). Each leaves the sensor's mean, spread and correlation time exactly as they were;
+only its relation to the station's other sensors changes.
 """
 
 from __future__ import annotations
@@ -29,6 +36,12 @@ class FaultKind(StrEnum):
     VARIANCE = "variance"  # the same level, a much wider spread
     MALFUNCTION = "malfunction"  # seed 003: a steady signal plus exponential noise
     DROPOUT = "dropout"  # the station sends nothing
+    DECOUPLE = "decouple"  # a sensor stops following its station's load
+    REVERSED = "reversed"  # a sensor follows its station's load the wrong way round
+
+
+# The kinds that need a sensor coupled to its station's load, and change nothing else.
+RELATION_KINDS = frozenset({FaultKind.DECOUPLE, FaultKind.REVERSED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +62,9 @@ FAULT_SHAPES: Mapping[FaultKind, FaultShape] = {
     FaultKind.VARIANCE: FaultShape(30.0, 180.0, 4.0, 5.0),  # size multiplies the std
     FaultKind.MALFUNCTION: FaultShape(30.0, 300.0),
     FaultKind.DROPOUT: FaultShape(20.0, 180.0),
+    # Long enough to span several correlation times: a relation shows over many readings.
+    FaultKind.DECOUPLE: FaultShape(120.0, 600.0),
+    FaultKind.REVERSED: FaultShape(120.0, 600.0),
 }
 
 # Spikes are the commonest fault in plant data; each other kind shows up now and then.
@@ -61,11 +77,30 @@ DEFAULT_FAULT_WEIGHTS: Mapping[FaultKind, float] = {
     FaultKind.MALFUNCTION: 1.0,
     FaultKind.DROPOUT: 1.0,
 }
+# Added to the defaults on a station with coupled sensors.
+RELATION_FAULT_WEIGHTS: Mapping[FaultKind, float] = {
+    FaultKind.DECOUPLE: 1.0,
+    FaultKind.REVERSED: 1.0,
+}
 
 
-def weight_table(weights: Mapping[str, float] | None) -> tuple[tuple[FaultKind, ...], np.ndarray]:
-    """Validated kinds and their cumulative probabilities (for drawing with one uniform)."""
-    chosen = DEFAULT_FAULT_WEIGHTS if weights is None else weights
+def fault_kinds(coupled: bool) -> tuple[FaultKind, ...]:
+    """The kinds a simulator can inject: the relation kinds only when some sensor is coupled."""
+    return tuple(k for k in FaultKind if coupled or k not in RELATION_KINDS)
+
+
+def weight_table(
+    weights: Mapping[str, float] | None, coupled: bool = False
+) -> tuple[tuple[FaultKind, ...], np.ndarray]:
+    """Validated kinds and their cumulative probabilities (for drawing with one uniform).
+
+    `coupled` says whether some sensor follows the station's load, which the relation kinds need.
+    """
+    if weights is None:
+        defaults = {**DEFAULT_FAULT_WEIGHTS, **(RELATION_FAULT_WEIGHTS if coupled else {})}
+        chosen: Mapping[str, float] = {k.value: w for k, w in defaults.items()}
+    else:
+        chosen = weights
     kinds: list[FaultKind] = []
     values: list[float] = []
     for name, weight in chosen.items():
@@ -76,6 +111,11 @@ def weight_table(weights: Mapping[str, float] | None) -> tuple[tuple[FaultKind, 
             raise ValueError(f"unknown fault kind {name!r}: valid kinds are {valid}") from None
         if not (math.isfinite(weight) and weight >= 0):
             raise ValueError(f"fault weight for {kind.value} must be a finite number >= 0")
+        if kind in RELATION_KINDS and weight > 0 and not coupled:
+            raise ValueError(
+                f"fault kind {kind.value} needs sensors that follow their station's load: "
+                "give some sensor a load_coupling"
+            )
         kinds.append(kind)
         values.append(weight)
     total = sum(values)
@@ -102,11 +142,21 @@ class Fault:
     start_ts: int = 0
 
     def apply(
-        self, values: np.ndarray, present: np.ndarray, ts: np.ndarray, first: int, mean: np.ndarray
+        self,
+        values: np.ndarray,
+        present: np.ndarray,
+        ts: np.ndarray,
+        first: int,
+        mean: np.ndarray,
+        load: np.ndarray | None = None,
+        load_share: np.ndarray | None = None,
     ) -> None:
         """Change this block's (tick, station, sensor) `values` and `present` where the fault acts.
 
-        `first` is the tick of the block's first row and `ts` its event times.
+        `first` is the tick of the block's first row and `ts` its event times; `load` is the
+        block's (tick, station) load in units of its spread and `load_share` each sensor's part
+        of it (coupling * std), which the relation kinds take out or turn round (only they
+        need them).
         """
         lo = max(self.start, first)
         hi = min(self.end, first + len(values) - 1)
@@ -133,6 +183,13 @@ class Fault:
             values[rows, s, k] = self.held
         elif kind is FaultKind.VARIANCE:
             values[rows, s, k] += self.noise[along]
+        elif kind in RELATION_KINDS:
+            if load is None or load_share is None:
+                raise ValueError(f"a {kind.value} fault needs the station's load")
+            if kind is FaultKind.DECOUPLE:
+                values[rows, s, k] += load_share[k] * (self.noise[along] - load[rows, s])
+            else:
+                values[rows, s, k] -= 2.0 * load_share[k] * load[rows, s]
         else:
             values[rows, s, k] = mean[k] + self.noise[along]
 
@@ -151,11 +208,15 @@ def draw_fault(
     std: np.ndarray,
     tick_s: float,
     malfunction_mean: float,
+    coupled: np.ndarray | None = None,
+    phi: float = 0.0,
 ) -> Fault:
     """A fault starting at `tick`; always consumes the same number of draws from `rng`.
 
     The fixed number of draws keeps the fault stream identical however ticks are grouped into
     blocks. Per-tick noise comes from a generator of the fault's own, seeded from `rng`.
+    `coupled` holds the sensors that follow the load (the only ones a relation kind can hit) and
+    `phi` the signal's one-tick autocorrelation, which a decoupled sensor's own walk keeps.
     """
     u_kind, u_sensor, u_duration, u_size, u_sign = rng.random(5)
     noise_seed = int(rng.integers(2**62))
@@ -163,7 +224,14 @@ def draw_fault(
     shape = FAULT_SHAPES[kind]
     seconds = shape.min_s + u_duration * (shape.max_s - shape.min_s)
     ticks = 1 if kind is FaultKind.SPIKE else max(1, round(seconds / tick_s))
-    sensor = -1 if kind is FaultKind.DROPOUT else min(int(u_sensor * len(std)), len(std) - 1)
+    if kind is FaultKind.DROPOUT:
+        sensor = -1
+    elif kind in RELATION_KINDS:
+        if coupled is None or not len(coupled):
+            raise ValueError(f"a {kind.value} fault needs a sensor coupled to the load")
+        sensor = int(coupled[min(int(u_sensor * len(coupled)), len(coupled) - 1)])
+    else:
+        sensor = min(int(u_sensor * len(std)), len(std) - 1)
     size = shape.min_size + u_size * (shape.max_size - shape.min_size)
     sign = 1.0 if u_sign < 0.5 else -1.0
     fault = Fault(kind, station, sensor, tick, tick + ticks - 1)
@@ -176,4 +244,15 @@ def draw_fault(
         fault.noise = np.random.default_rng(noise_seed).normal(0.0, extra, ticks)
     elif kind is FaultKind.MALFUNCTION:
         fault.noise = np.random.default_rng(noise_seed).exponential(malfunction_mean, ticks)
+    elif kind is FaultKind.DECOUPLE:
+        fault.noise = unit_walk(np.random.default_rng(noise_seed), ticks, phi)
     return fault
+
+
+def unit_walk(rng: np.random.Generator, ticks: int, phi: float) -> np.ndarray:
+    """`ticks` steps of a stationary AR(1) walk of spread 1 and one-tick autocorrelation `phi`."""
+    steps = rng.standard_normal(ticks)
+    steps[1:] *= math.sqrt(1.0 - phi * phi)
+    for t in range(1, ticks):
+        steps[t] += phi * steps[t - 1]
+    return steps

@@ -5,6 +5,13 @@ sensor's configured mean with correlation time `correlation_s`, and its stationa
 the configured std, so a fault-free stream has the configured mean and std from the first tick
 (the state starts from the stationary distribution; no burn-in).
 
+A station's sensors can move together as physics couples them: each station has a load, an
+Ornstein-Uhlenbeck walk of spread 1 with the same correlation time, and a sensor with
+`load_coupling` a is mean + a·std·load + √(1-a²)·(its own walk), so its mean, spread and
+correlation time are unchanged while two coupled sensors correlate by the product of their
+couplings. The load comes from a random stream of its own, so uncoupled sensors read exactly as
+they did before coupling existed.
+
 Faults are laid over that signal (see `faultline.simulate.faults`). The simulator does not own time:
 the caller gives each tick its event time, so the same simulator serves a paced live run, a run as
 fast as possible and offline frames. Determinism: the signal, the fault starts and the fault
@@ -135,10 +142,14 @@ class Simulator:
         self.sensors = tuple(sensors)
         self.station_ids = station_ids(stations, station_prefix)
         self.tick_s = tick_s
-        self._kinds, self._cumulative = weight_table(fault_weights)
         specs = list(sensors.values())
+        coupling = np.array([s.load_coupling for s in specs])
+        self._coupled = np.flatnonzero(coupling != 0.0)
+        self._kinds, self._cumulative = weight_table(fault_weights, len(self._coupled) > 0)
         self._mean = np.array([s.mean for s in specs])
         self._std = np.array([s.std for s in specs])
+        self._load_share = coupling * self._std
+        self._own_share = np.sqrt(1.0 - coupling**2)
         self._low = np.array([s.min for s in specs])
         self._high = np.array([s.max for s in specs])
         self._phi = math.exp(-tick_s / correlation_s)
@@ -147,11 +158,15 @@ class Simulator:
         # Poisson starts: the chance that a free station begins a fault in one tick.
         self._start_p = -math.expm1(-faults_per_station_hour * tick_s / 3600.0)
 
-        signal, starts, params = np.random.SeedSequence(seed).spawn(3)
+        # A child of a SeedSequence depends on its index alone: adding the load's stream left
+        # the other three, and so every uncoupled reading, as they were.
+        signal, starts, params, load = np.random.SeedSequence(seed).spawn(4)
         self._signal_rng = np.random.default_rng(signal)
         self._start_rng = np.random.default_rng(starts)
         self._param_rng = np.random.default_rng(params)
+        self._load_rng = np.random.default_rng(load)
         self._deviation = self._std * self._signal_rng.standard_normal((stations, len(specs)))
+        self._load = self._load_rng.standard_normal(stations)
         self._tick = 0  # ticks generated so far
         self._last_ts = 0
         self._next_seq = np.zeros(stations, np.int64)
@@ -187,13 +202,18 @@ class Simulator:
         n_ticks, n_stations, n_sensors = len(times), self.stations, len(self.sensors)
         first, last = self._tick, self._tick + n_ticks - 1
         values = self._signal(n_ticks)
+        load = self._station_load(n_ticks)
+        if len(self._coupled):
+            values *= self._own_share
+            values += load[:, :, None] * self._load_share
+        values += self._mean
         present = np.ones((n_ticks, n_stations), bool)
         self._start_faults(first, n_ticks)
 
         ended: list[Fault] = []
         ongoing: list[Fault] = []
         for fault in self._faults:
-            fault.apply(values, present, times, first, self._mean)
+            fault.apply(values, present, times, first, self._mean, load, self._load_share)
             (ended if fault.end <= last else ongoing).append(fault)
         self._faults = ongoing
         # In the order they end, so that labels come out the same however ticks are grouped.
@@ -236,7 +256,8 @@ class Simulator:
         return labels
 
     def _signal(self, n_ticks: int) -> np.ndarray:
-        """The fault-free values of the next `n_ticks` ticks, (ticks, stations, sensors)."""
+        """The sensors' own walks over the next `n_ticks` ticks, (ticks, stations, sensors),
+        as deviations from their means."""
         steps = self._signal_rng.standard_normal((n_ticks, *self._deviation.shape))
         steps *= self._innovation
         deviation = self._deviation
@@ -245,7 +266,21 @@ class Simulator:
             deviation = phi * deviation + steps[t]
             steps[t] = deviation
         self._deviation = deviation
-        steps += self._mean
+        return steps
+
+    def _station_load(self, n_ticks: int) -> np.ndarray:
+        """The stations' loads over the next `n_ticks` ticks, (ticks, stations), spread 1.
+
+        Drawn only when some sensor follows it, so an uncoupled run costs nothing more."""
+        if not len(self._coupled):
+            return np.zeros((n_ticks, self.stations))
+        steps = self._load_rng.standard_normal((n_ticks, self.stations))
+        steps *= math.sqrt(1.0 - self._phi**2)
+        load = self._load
+        for t in range(n_ticks):
+            load = self._phi * load + steps[t]
+            steps[t] = load
+        self._load = load
         return steps
 
     def _start_faults(self, first: int, n_ticks: int) -> None:
@@ -263,6 +298,8 @@ class Simulator:
                 station=station,
                 tick=tick,
                 std=self._std,
+                coupled=self._coupled,
+                phi=self._phi,
                 tick_s=self.tick_s,
                 malfunction_mean=self._malfunction_mean,
             )
