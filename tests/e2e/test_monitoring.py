@@ -110,6 +110,9 @@ def run_and_check(tmp_path: Path, stack: ExitStack) -> None:
         **{k: v for k, v in os.environ.items() if not k.startswith("FAULTLINE_")},
         "FAULTLINE_MODEL__N_ESTIMATORS": "50",
         "FAULTLINE_MODEL__TRAIN_SAMPLES": "2000",
+        # 120 readings a station, ending in a spike: a warm-up and calibrating stage that short.
+        "FAULTLINE_DETECT__WARMUP": "30",
+        "FAULTLINE_DETECT__CALIBRATING": "30",
         "FAULTLINE_NOTIFY__RECEIVERS": json.dumps(receivers),
     }
     token = ingest_token_in(tmp_path / "data")

@@ -160,7 +160,7 @@ def test_the_engine_s_detectors_score_with_the_compiled_form_as_with_sklearn() -
     from faultline.models.isolation_forest import SklearnModel
     from faultline.simulate import simulate_frame
 
-    settings = load_settings()
+    settings = load_settings(model={"forest_verdicts": True})  # so its verdicts compare too
     pipeline, _ = fitted(n_estimators=30)
     reference = normal_readings(500, seed=2)
     info = ModelInfo("m", "1", "run", "champion", 0)

@@ -64,7 +64,7 @@ def make_settings(
             "store_url": f"sqlite:///{tmp_path / 'spark.db'}",
             "readings_topic": f"spark-{uuid.uuid4().hex[:10]}",
             "model": {"n_estimators": 40, "train_samples": 2000},
-            "detect": {"warmup": 10},
+            "detect": {"warmup": 10, "calibrating": 10},
         }
         return load_settings(**{**values, **overrides})
 

@@ -147,6 +147,7 @@ def test_the_spark_process_serves_what_its_executors_counted_on_the_metrics_port
         "FAULTLINE_MODEL__N_ESTIMATORS": str(settings.model.n_estimators),
         "FAULTLINE_MODEL__TRAIN_SAMPLES": str(settings.model.train_samples),
         "FAULTLINE_DETECT__WARMUP": str(settings.detect.warmup),
+        "FAULTLINE_DETECT__CALIBRATING": str(settings.detect.calibrating),
         "FAULTLINE_ENGINE__METRICS_PORT": str(port),
         # The connector from the cache the test session filled, not the home directory's.
         "PYSPARK_SUBMIT_ARGS": f"--conf spark.jars.ivy={IVY_DIR} pyspark-shell",
