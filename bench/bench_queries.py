@@ -46,7 +46,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,12 +80,13 @@ from faultline.schema import (
 from faultline.store import (
     AnomalyCount,
     LatestAnomalies,
-    Query,
     StationReadings,
     Stations,
     Store,
     open_store,
 )
+from faultline.store.postgres import PostgresStore
+from faultline.store.sqlite import SqliteStore
 from faultline.tokens import TokenStore
 
 DAY_MS = 86_400_000
@@ -210,15 +212,6 @@ async def latencies(
     return out, time.perf_counter() - began
 
 
-def store_query_ms(store: Store, q: Query[Any], repeats: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        began = time.perf_counter()
-        store.query(q)
-        best = min(best, time.perf_counter() - began)
-    return 1000 * best
-
-
 def measure(
     url: str, store: Store, args: argparse.Namespace, start: int, end: int, nodelay: bool
 ) -> dict:
@@ -250,7 +243,7 @@ def measure(
             single, _ = asyncio.run(latencies(base, path, 1, args.requests))
             many, took = asyncio.run(latencies(base, path, args.clients, args.requests))
             results[query] = {
-                "store_query_ms": store_query_ms(store, alone[query]),
+                "store_query_ms": best_ms(lambda q=alone[query]: store.query(q)),
                 "one_client_p50_ms": float(np.percentile(single, 50)),
                 "p50_ms": float(np.percentile(many, 50)),
                 "p99_ms": float(np.percentile(many, 99)),
@@ -262,6 +255,63 @@ def measure(
         assert server.stdin is not None
         server.stdin.close()
         server.wait(30)
+
+
+def count_30_days(store: Store, sensors: tuple[str, ...], anomalies: int) -> dict[str, float]:
+    """AnomalyCount over 30 days with `anomalies` anomalous readings spread over them (so every
+    minute of anomaly_minutes is there), against counting them in the readings' partial index
+    of anomalies, as the store did before anomaly_minutes (the baseline, same store)."""
+    end = SystemClock().now_ms() // 60_000 * 60_000 - 1  # a partial minute at the end
+    start = end - 30 * DAY_MS
+    stations = 10
+    ticks = anomalies // stations
+    step = 30 * DAY_MS // ticks
+    for first in range(0, ticks, 10_000):
+        n = min(10_000, ticks - first)
+        tick = first + np.repeat(np.arange(n), stations)
+        ts = start + tick * step + np.tile(np.arange(stations), n)
+        rows = len(ts)
+        frame = pd.DataFrame(
+            {
+                STATION_ID: np.tile(np.array([f"c-{k}" for k in range(stations)], object), n),
+                TS: ts,
+                SEQ: tick,
+                TS_ASSIGNED: np.zeros(rows, bool),
+                RECEIVED_AT: ts + 40,
+            }
+        )
+        for name in sensors:
+            frame[name] = 25.0
+        frame[IS_ANOMALY] = True
+        frame[SENSOR_MASK] = 1
+        frame[MODEL_VERSION] = "1"
+        for name in DETECTORS:
+            frame[score_column(name)] = 0.9
+        store.write(WriteBatch(sensors, DETECTORS, frame, int(ts.max()) + 100))
+    q = AnomalyCount(start, end)
+    anomalous = "is_anomaly" if isinstance(store, PostgresStore) else "is_anomaly = 1"
+    mark = "%s" if isinstance(store, PostgresStore) else "?"
+    index_sql = f"SELECT count(*) FROM readings WHERE {anomalous} AND ts >= {mark} AND ts < {mark}"
+    assert isinstance(store, SqliteStore | PostgresStore)
+    reader = store._reader
+
+    def by_index() -> int:
+        with reader() as conn:
+            return int(conn.execute(index_sql, (start, end)).fetchall()[0][0])
+
+    assert store.query(q) == by_index() == ticks * stations
+    minutes_ms = best_ms(lambda: store.query(q))
+    index_ms = best_ms(by_index)
+    return {"anomalies": ticks * stations, "minutes_ms": minutes_ms, "index_ms": index_ms}
+
+
+def best_ms(work: Callable[[], object], repeats: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - began)
+    return 1000 * best
 
 
 def run_backend(name: str, url: str, store: Store, args: argparse.Namespace) -> dict:
@@ -291,6 +341,28 @@ def run_backend(name: str, url: str, store: Store, args: argparse.Namespace) -> 
     return out
 
 
+@contextmanager
+def backend_url(name: str, data_dir: Path | None) -> Iterator[str | None]:
+    """A store URL of its own for `name` (None: PostgreSQL without FAULTLINE_TEST_POSTGRES):
+    a file in a temporary directory, or a PostgreSQL schema, dropped afterwards."""
+    if name == "sqlite":
+        with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
+            yield f"sqlite:///{Path(tmp) / 'faultline.db'}"
+        return
+    base = os.environ.get("FAULTLINE_TEST_POSTGRES")
+    if not base:
+        yield None
+        return
+    schema = f"bench_queries_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{base}?options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=100_000_000)
@@ -301,6 +373,7 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgres"])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--count-anomalies", type=int, default=1_000_000)
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--nodelay", action="store_true", help=argparse.SUPPRESS)
@@ -315,32 +388,33 @@ def main() -> None:
         f"{args.interval_s:g} s each ({days:.1f} days), 1 in {args.anomaly_every} anomalous; "
         f"{args.clients} clients x {args.requests} requests"
     )
-    out: list[dict] = []
-    if "sqlite" in args.backends:
-        with tempfile.TemporaryDirectory(dir=args.data_dir) as tmp:
-            url = f"sqlite:///{Path(tmp) / 'faultline.db'}"
+    out: list[dict[str, Any]] = []
+    for name in args.backends:
+        with backend_url(name, args.data_dir) as url:
+            if url is None:
+                print(f"\n[{name}] skipped: FAULTLINE_TEST_POSTGRES is not set")
+                continue
             store = open_store(url)
             try:
-                out.append(run_backend("sqlite", url, store, args))
+                result = run_backend(name, url, store, args) if args.readings else {"backend": name}
             finally:
                 store.close()
-    base = os.environ.get("FAULTLINE_TEST_POSTGRES")
-    if "postgres" in args.backends and base:
-        schema = f"bench_queries_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(base, autocommit=True) as admin:
-            admin.execute(f"CREATE SCHEMA {schema}")
-        url = f"{base}?options={quote(f'-csearch_path={schema}')}"
-        try:
-            store = open_store(url)
-            try:
-                out.append(run_backend("postgres", url, store, args))
-            finally:
-                store.close()
-        finally:
-            with psycopg.connect(base, autocommit=True) as admin:
-                admin.execute(f"DROP SCHEMA {schema} CASCADE")
-    elif "postgres" in args.backends:
-        print("\n[postgres] skipped: FAULTLINE_TEST_POSTGRES is not set")
+        if args.count_anomalies:
+            with backend_url(name, args.data_dir) as url:
+                assert url is not None
+                store = open_store(url)
+                try:
+                    count = count_30_days(store, load_settings().sensor_names, args.count_anomalies)
+                finally:
+                    store.close()
+            print(
+                f"  outliers_count 30d over {count['anomalies']:,} anomalies spread over the "
+                f"30 days: {count['minutes_ms']:.1f} ms from anomaly_minutes, "
+                f"{count['index_ms']:.1f} ms counting the anomaly index "
+                f"(x{count['index_ms'] / count['minutes_ms']:.0f})"
+            )
+            result["count_30_days"] = count
+        out.append(result)
     print(
         json.dumps(
             {
