@@ -149,6 +149,7 @@ class TimedConnection:
             sqlite_store._INSERT_READINGS: "store: insert readings",
             sqlite_store._UPDATE_STATION: "store: station summaries",
             sqlite_store._ADD_MINUTE: "store: minute aggregates",
+            sqlite_store._ADD_ANOMALY_MINUTE: "store: minute aggregates",
             "BEGIN IMMEDIATE": "store: begin + commit",
             "COMMIT": "store: begin + commit",
         }
@@ -194,6 +195,7 @@ def instrument(stages: Stages, engine: Engine, store: SqliteStore, streaming: st
         wrap(BatchColumns, method, "store: station summaries")
     wrap(sqlite_store, "_station_rows", "store: station summaries")
     wrap(BatchColumns, "minute_partials", "store: minute aggregates")
+    wrap(BatchColumns, "anomaly_minutes", "store: minute aggregates")
     wrap(sqlite_store, "partial_rows", "store: minute aggregates")
     wrap(AlarmWrites, "store", "store: alarms")
     store._writer = TimedConnection(store._writer, stages)  # type: ignore[assignment]
