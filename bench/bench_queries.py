@@ -19,11 +19,9 @@ concurrency costs):
 The store's query alone, in this process, is printed beside each (best of a few), so what the
 API adds shows too. Prints a table and, last, one JSON line.
 
-Each is measured twice: with the server as `faultline serve` runs it (api/server.py's
-ApiServer), and with TCP_NODELAY set on its listening socket. ApiServer binds the socket itself
-and hands it to uvicorn, and the connections it accepts then answer with Nagle's algorithm on:
-every response waits about 40 ms for the client's delayed acknowledgement, whatever the query
-costs. The second row is what the one-line fix in ApiServer would give.
+The server is the one `faultline serve` runs (api/server.py's ApiServer). Until ApiServer
+marked its socket TCP, its connections answered with Nagle's algorithm on and every response
+waited about 40 ms for the client's delayed acknowledgement (docs/PERFORMANCE.md).
 
     PYTHONPATH=src .venv/bin/python bench/bench_queries.py [--readings 100000000]
         [--stations 1000] [--interval-s 1] [--backends sqlite postgres] [--clients 20]
@@ -40,7 +38,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -146,10 +143,9 @@ def generate(store: Store, sensors: tuple[str, ...], args: argparse.Namespace, e
     return ticks * stations / (time.perf_counter() - began)
 
 
-def serve(url: str, nodelay: bool) -> None:
+def serve(url: str) -> None:
     """The server process: the API app over the store at `url` on a free port, printed as its
-    first line; it stops when its standard input closes. `nodelay`: with TCP_NODELAY on the
-    listening socket, which the connections it accepts inherit (see the module docstring)."""
+    first line; it stops when its standard input closes."""
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(data_dir=Path(tmp))
         store = open_store(url)
@@ -164,8 +160,6 @@ def serve(url: str, nodelay: bool) -> None:
         )
         server = ApiServer(create_app(ctx), port=0)
         server.start()
-        if nodelay:
-            server._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
         print(server.url, flush=True)
         sys.stdin.read()
         server.stop()
@@ -212,12 +206,10 @@ async def latencies(
     return out, time.perf_counter() - began
 
 
-def measure(
-    url: str, store: Store, args: argparse.Namespace, start: int, end: int, nodelay: bool
-) -> dict:
+def measure(url: str, store: Store, args: argparse.Namespace, start: int, end: int) -> dict:
     """Every query through the API: one client, then `args.clients` at once."""
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", url, *(["--nodelay"] if nodelay else [])],
+        [sys.executable, __file__, "--serve", url],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -325,19 +317,18 @@ def run_backend(name: str, url: str, store: Store, args: argparse.Namespace) -> 
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("ANALYZE")
     out: dict[str, Any] = {"backend": name, "write_rps": rate}
-    for mode, nodelay in (("as deployed", False), ("TCP_NODELAY", True)):
-        results = measure(url, store, args, start, end, nodelay)
+    results = measure(url, store, args, start, end)
+    print(
+        f"  {'query':<24} {'store alone':>11} {'1 client p50':>12} "
+        f"{args.clients} clients: {'p50':>7} {'p99':>8} {'req/s':>7} {'p99/alone':>9}"
+    )
+    for query, r in results.items():
         print(
-            f"  {mode + ':':<24} {'store alone':>11} {'1 client p50':>12} "
-            f"{args.clients} clients: {'p50':>7} {'p99':>8} {'req/s':>7} {'p99/alone':>9}"
+            f"  {query:<24} {r['store_query_ms']:8.1f} ms {r['one_client_p50_ms']:9.1f} ms "
+            f"{'':>12}{r['p50_ms']:7.1f} {r['p99_ms']:8.1f} {r['requests_per_s']:7.0f} "
+            f"{r['p99_vs_one_client_p50']:9.1f}"
         )
-        for query, r in results.items():
-            print(
-                f"  {query:<24} {r['store_query_ms']:8.1f} ms {r['one_client_p50_ms']:9.1f} ms "
-                f"{'':>12}{r['p50_ms']:7.1f} {r['p99_ms']:8.1f} {r['requests_per_s']:7.0f} "
-                f"{r['p99_vs_one_client_p50']:9.1f}"
-            )
-        out["nodelay" if nodelay else "deployed"] = results
+    out["deployed"] = results
     return out
 
 
@@ -376,10 +367,9 @@ def main() -> None:
     parser.add_argument("--count-anomalies", type=int, default=1_000_000)
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
-    parser.add_argument("--nodelay", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.nodelay)
+        serve(args.serve)
         return
 
     days = args.readings // args.stations * args.interval_s / 86_400
