@@ -30,7 +30,7 @@ KEPT_VERSIONS = 2
 # What decides the model; other settings (store, topic) share it.
 _MODEL_SETTINGS = {"mlflow_uri", "data_dir", "model"}
 _models: dict[str, LoadedModel] = {}
-_versions: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+_versions: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
 _registries: dict[str, ChampionSource] = {}
 _readers: dict[Path, ScheduleReader] = {}
 _stores: dict[str, Store] = {}
@@ -65,8 +65,10 @@ def batch_model(settings: Settings, schedule: Path | None, batch_id: int | None)
     if entry is None:
         return worker_model(settings)
     key = settings.model_dump_json(include=_MODEL_SETTINGS)
+    # The run too: a schedule naming a version as another run must be refused, not served.
+    kept = (key, entry.version, entry.run_id)
     with _lock:
-        model = _versions.get((key, entry.version))
+        model = _versions.get(kept)
         if model is None:
             model = _registry(key, settings).load_version(entry.version)
             if model.info.run_id != entry.run_id:
@@ -75,11 +77,11 @@ def batch_model(settings: Settings, schedule: Path | None, batch_id: int | None)
                     f"{entry.version}, the registry at {settings.mlflow_uri} run "
                     f"{model.info.run_id}: run the checkpoint's job against its own registry"
                 )
-            _versions[(key, entry.version)] = model
+            _versions[kept] = model
             while len(_versions) > KEPT_VERSIONS:
                 _versions.popitem(last=False)
             log.info("worker: loaded model version %s (run %s)", entry.version, entry.run_id)
-        _versions.move_to_end((key, entry.version))
+        _versions.move_to_end(kept)
         return model
 
 
