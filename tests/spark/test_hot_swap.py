@@ -5,6 +5,7 @@ running stream on a real local Spark and a real Kafka broker."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass
 from itertools import groupby
@@ -105,6 +106,16 @@ def test_the_schedule_file_is_replaced_whole_and_read_again_only_when_replaced(
     assert path.stat().st_ino != inode
     assert [p.name for p in path.parent.iterdir()] == [path.name]
     assert read_schedule(path) == schedule and reader.entry_for(3) == Entry(3, "2", "run-2")
+    # Rewritten in place to the same size with its times put back: the file looks unchanged.
+    # What the reader holds stays right for the micro-batches it saw started, whose entries
+    # never change; one started after them makes it read again.
+    stat = path.stat()
+    marked = Schedule(4, (Entry(0, "1", "run-1"), Entry(3, "2", "run-9")))
+    path.write_text(marked.to_json())
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_ino, path.stat().st_size) == (stat.st_ino, stat.st_size)
+    assert reader.entry_for(3) == Entry(3, "2", "run-2")
+    assert reader.entry_for(4) == Entry(3, "2", "run-9")
     path.unlink()
     assert reader.entry_for(3) is None
     path.write_text(json.dumps({"format": 99, "started": 0, "entries": []}))

@@ -196,8 +196,13 @@ class ScheduleKeeper:
 
 
 class ScheduleReader:
-    """The workers' side: the schedule at `path`, read again only when the file was replaced
-    (its inode, modification time or size changed)."""
+    """The workers' side: the schedule at `path`, read again when the file was replaced (its
+    inode, modification time or size changed) or when it predates the micro-batch asked about.
+
+    The second test is the one correctness rests on: the driver records micro-batch N as started
+    before any task of N runs, so a schedule whose `started` is below N is stale, whatever the
+    file's times say (a reused inode and a coarse clock can make two versions look alike).
+    """
 
     def __init__(self, path: Path) -> None:
         self._path = Path(path)
@@ -215,7 +220,8 @@ class ScheduleReader:
                 self._signature = self._schedule = None
                 return None
             signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            if signature != self._signature:
+            stale = self._schedule is not None and self._schedule.started < batch_id
+            if signature != self._signature or stale:
                 self._schedule = read_schedule(self._path)
                 self._signature = signature
             return None if self._schedule is None else self._schedule.entry_for(batch_id)
