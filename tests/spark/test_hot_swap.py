@@ -314,7 +314,9 @@ def test_a_promotion_and_a_rollback_switch_the_running_job_at_micro_batch_bounda
     }
     versions = [first.run_id, second.run_id, first.run_id]
     # Per Kafka partition in offset order: the first version, the second, the first again.
-    for partition in {p for p, _ in version_at}:
+    partitions = {p for p, _ in version_at}
+    assert len(partitions) > 1, "one partition cannot show partitions switching together"
+    for partition in partitions:
         ordered = [v for (p, _), v in sorted(version_at.items()) if p == partition]
         assert [v for v, _ in groupby(ordered)] == versions, f"partition {partition}"
     # The driver decided twice, and every micro-batch, in all its partitions, scored with the
