@@ -127,8 +127,9 @@ def read_schedule(path: Path) -> Schedule | None:
 def write_schedule(path: Path, schedule: Schedule) -> None:
     """Replace the schedule at `path` whole: readers see the old file or the new, never part.
 
-    Synced before the rename, so the record that a micro-batch started is on disk before any of
-    its rows can be: after a power loss a replay still finds the version it must use.
+    The file is synced before the rename and the directory after it, so the record that a
+    micro-batch started is on disk before any of its rows can be: after a power loss a replay
+    still finds the version it must use.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +139,11 @@ def write_schedule(path: Path, schedule: Schedule) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 class ScheduleKeeper:
@@ -160,10 +166,6 @@ class ScheduleKeeper:
         # The version the job scores with until its next micro-batch says otherwise.
         self._run_id = champion().info.run_id if latest is None else latest.run_id
         metrics.model_info.labels(name=name, version=self._run_id).set(1)
-
-    @property
-    def schedule(self) -> Schedule:
-        return self._schedule
 
     def begin(self, batch_id: int) -> Entry | None:
         """Record that micro-batch `batch_id` starts; the entry it scores with."""
