@@ -36,9 +36,10 @@ system-deps:
 SERVICES ?= kafka kafka-cluster cassandra postgres mosquitto mosquitto-tls alertmanager
 
 ## test: install test extras and system packages, start the real services, run the whole suite
+##       (the 40 slowest tests are listed at the end, to keep the suite inside its time budget)
 ##       (svc.py installs and starts the services, runs pytest against them, then stops them)
 test: $(VENV)/.installed-test system-deps
-	python3 scripts/services/svc.py run $(SERVICES) -- $(BIN)/pytest $(ARGS)
+	python3 scripts/services/svc.py run $(SERVICES) -- $(BIN)/pytest --durations=40 $(ARGS)
 
 ## lint: ruff, mypy and the layers of docs/ARCHITECTURE.md ([tool.importlinter] in pyproject.toml)
 lint: $(VENV)/.installed-test

@@ -33,6 +33,20 @@ def test_port_zero_picks_a_free_port_that_answers_at_once() -> None:
         server.stop()
 
 
+def test_connections_send_responses_without_waiting_for_the_clients_ack() -> None:
+    """Nagle's algorithm off: asyncio turns it off for an accepted socket only when the listener
+    is marked TCP, and the listener's own TCP_NODELAY is what accepted sockets inherit."""
+    server = ApiServer(_app(), "127.0.0.1", 0)
+    server.start()
+    try:
+        listener = server._socket
+        assert listener is not None and listener.proto == socket.IPPROTO_TCP
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert httpx.get(f"{server.url}/ping").json() == {"pong": "yes"}
+    finally:
+        server.stop()
+
+
 def test_stop_frees_the_port_for_the_next_server() -> None:
     with ApiServer(_app(), "127.0.0.1", 0) as first:
         port = first.port

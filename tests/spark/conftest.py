@@ -19,6 +19,16 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 IVY_DIR = REPO / ".cache" / "spark-ivy"
+HERE = Path(__file__).parent
+# A Spark job test takes one to four minutes on the 2-core box, close to the suite's 300 s limit
+# when the box is busy; the limit is there to catch a hang, not to time a job.
+JOB_TIMEOUT_S = 900
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(HERE) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(JOB_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")

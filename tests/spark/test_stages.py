@@ -187,7 +187,7 @@ def test_a_reading_detection_chokes_on_becomes_a_dead_letter_not_a_failed_job(
     victim = decoded.index[(~is_dead(decoded)) & (decoded[STATION_ID] != "")][17]
     decoded.loc[victim, "temperature"] = POISON
     monkeypatch.setattr(
-        stages, "fresh_pipeline", lambda s: DetectorPipeline([Choking(s.sensor_names)])
+        stages, "fresh_pipeline", lambda s, _model: DetectorPipeline([Choking(s.sensor_names)])
     )
     state = GroupState()
 

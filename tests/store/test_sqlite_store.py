@@ -68,7 +68,8 @@ def fill(store: SqliteStore, n: int = 20_000) -> None:
     [
         (LatestAnomalies(limit=10), "USING INDEX anomalies_by_time"),
         (LatestAnomalies(limit=10, station_id="s-1"), "USING INDEX anomalies_by_station"),
-        (AnomalyCount(T0, T0 + 86_400_000), "USING COVERING INDEX anomalies_by_time"),
+        # Within one minute (longer ranges: tests/batch/test_sqlite_plans.py).
+        (AnomalyCount(T0 + 1000, T0 + 30_000), "USING COVERING INDEX anomalies_by_time"),
         (StationReadings("s-1", T0, T0 + 60_000), "USING INDEX readings_by_station"),
         (
             StationReadings("s-1", T0, T0 + 60_000, after=(T0 + 5000, 5)),
@@ -375,3 +376,23 @@ def test_a_fifth_version_database_keeps_its_readings_and_gains_alarms(
 
 def test_an_engine_and_an_api_process_writing_the_same_alarms_keep_both_parts(path: Path) -> None:
     race_two_writers(SqliteStore(path), SqliteStore(path))
+
+
+def test_a_sixth_version_database_gains_anomaly_counts_of_the_readings_it_holds(
+    path: Path,
+) -> None:
+    old = SqliteStore(path)
+    times = [T0 - 90_000 + 7_000 * i for i in range(40)]  # across several minutes
+    old.write(write_batch(reading_frame("s-1", times, sensor_mask=[i % 2 for i in range(40)])))
+    old.close()
+    # As version 6 left it: the readings, and no counts of their anomalies.
+    with sqlite3.connect(path) as raw:
+        raw.execute("DROP TABLE anomaly_minutes")
+        raw.execute("PRAGMA user_version = 6")
+
+    store = SqliteStore(path)
+    assert store.query(AnomalyCount(T0 - 3_600_000, T0 + 3_600_000)) == 20
+    assert store.query(AnomalyCount(T0 - 60_000, T0 + 120_000)) == sum(
+        1 for i, ts in enumerate(times) if i % 2 and T0 - 60_000 <= ts < T0 + 120_000
+    )
+    store.close()

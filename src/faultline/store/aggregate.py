@@ -77,6 +77,14 @@ def minute_partials(readings: pd.DataFrame, sensors: Sequence[str]) -> pd.DataFr
     )
 
 
+def anomaly_minutes(ts: np.ndarray, is_anomaly: np.ndarray) -> list[tuple[int, int]]:
+    """(minute, anomalous readings) of the readings at `ts` (epoch ms) flagged by the boolean
+    `is_anomaly`, one per minute that has any, by minute: what a store adds to the anomaly
+    counts it answers AnomalyCount from."""
+    minutes, counts = np.unique(minute_start(ts[is_anomaly]), return_counts=True)
+    return list(zip(minutes.tolist(), counts.tolist(), strict=True))
+
+
 def partial_rows(partials: pd.DataFrame) -> list[AggregateRow]:
     """A minute_partials frame as plain tuples, for drivers and dicts."""
     return list(

@@ -35,7 +35,7 @@ from faultline.schema import (
     mask_to_sensors,
     score_column,
 )
-from faultline.store.aggregate import minute_partials
+from faultline.store.aggregate import anomaly_minutes, minute_partials
 from faultline.store.base import InvalidBatch, StoreError
 
 DAY_MS = 86_400_000
@@ -94,6 +94,10 @@ class BatchColumns:
         frame.insert(0, TS, self.ts[rows])
         frame.insert(0, STATION_ID, self.station_id[rows])
         return minute_partials(frame, self.sensors)
+
+    def anomaly_minutes(self, rows: np.ndarray) -> list[tuple[int, int]]:
+        """faultline.store.aggregate.anomaly_minutes of the rows the boolean mask `rows` picks."""
+        return anomaly_minutes(self.ts, rows & self.is_anomaly)
 
     def responsible_sensors(self) -> tuple[list[list[str]], np.ndarray]:
         """The distinct sensor-name lists the masks stand for, and each row's index into them."""

@@ -14,7 +14,9 @@ Layout, and why:
   transaction as the readings it summarises.
 * `dead_letters` is unique by source, `fault_labels` by (station_id, sensor, kind, start_ts).
 * `minute_aggregates` keeps count, sum, min and max per (station_id, minute, sensor), indexed by
-  minute for "every station's minutes in a range"; `global_anomalies` is keyed by (day,
+  minute for "every station's minutes in a range"; `anomaly_minutes` the anomalous readings per
+  minute, from which AnomalyCount sums whole minutes (faultline.store.aggregate_sql), locked
+  in minute order by every writer; `global_anomalies` is keyed by (day,
   station_id, sensor, minute), with an index for one station's days; `global_anomaly_runs`
   keeps each day's latest run record. A succeeded run deletes its day's anomalies and inserts
   its own in the transaction that records it, so a rerun leaves exactly what it found.
@@ -54,7 +56,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
 from faultline.store.aggregate import PARTIAL_COLUMNS
-from faultline.store.aggregate_sql import Sql, run_to_sql
+from faultline.store.aggregate_sql import Sql, anomaly_minutes_table, run_to_sql
 from faultline.store.alarm_sql import AlarmWrites, alarm_tables
 from faultline.store.base import (
     PING_TIMEOUT_S,
@@ -188,6 +190,7 @@ def migrations(partitioning: str) -> tuple[tuple[str, ...], ...]:
             )""",
         ),
         alarm_tables("bigint", 'text COLLATE "C"', ""),  # see faultline.store.alarm_sql
+        anomaly_minutes_table("bigint", "", _DIALECT.anomalous),  # see aggregate_sql
     )
 
 
@@ -232,6 +235,11 @@ _MERGE_STAGED = f"""WITH inserted AS (
         CASE WHEN count(*) < %(staged)s THEN array_agg(seq) END
     FROM inserted
 """
+# The anomalies per minute (faultline.store.aggregate_sql), one statement, in minute order for
+# the same reason as below.
+_ADD_ANOMALY_MINUTES = """INSERT INTO anomaly_minutes AS a (minute, anomalies)
+    SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS p (minute, anomalies) ORDER BY minute
+    ON CONFLICT (minute) DO UPDATE SET anomalies = a.anomalies + excluded.anomalies"""
 # One statement for all of a batch's minutes, in key order as every writer locks them, so
 # writers of the same minutes cannot deadlock.
 _ADD_MINUTES = """INSERT INTO minute_aggregates AS m
@@ -343,6 +351,12 @@ class PostgresStore(Store):
                             cur.execute(
                                 _ADD_MINUTES, [partials[c].tolist() for c in PARTIAL_COLUMNS]
                             )
+                            minutes = columns.anomaly_minutes(new)
+                            if minutes:
+                                cur.execute(
+                                    _ADD_ANOMALY_MINUTES,
+                                    [list(column) for column in zip(*minutes, strict=True)],
+                                )
                     if letters:
                         cur.executemany(_ADD_DEAD_LETTER, letters)
                     if faults:

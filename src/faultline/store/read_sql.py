@@ -21,6 +21,7 @@ from faultline.schema import FaultLabel
 from faultline.store.aggregate import aggregate_frame
 from faultline.store.aggregate_sql import (
     Sql,
+    anomaly_count_sql,
     global_anomalies_sql,
     global_anomaly_runs_sql,
     minute_aggregates_sql,
@@ -165,10 +166,7 @@ def _fault_labels_sql(q: FaultLabels, d: Dialect) -> Sql:
 
 _SQL: dict[type[Any], Callable[[Any, Dialect], Sql]] = {
     LatestAnomalies: _latest_anomalies_sql,
-    AnomalyCount: lambda q, d: (
-        f"SELECT count(*) FROM readings WHERE {d.anomalous} AND ts >= {d.mark} AND ts < {d.mark}",
-        (q.start_ms, q.end_ms),
-    ),
+    AnomalyCount: lambda q, d: anomaly_count_sql(q, d.mark, d.anomalous),
     StationReadings: _station_readings_sql,
     Stations: lambda _q, _d: (
         "SELECT station_id, last_ts, last_received_at, last_values, last_is_anomaly, readings, "

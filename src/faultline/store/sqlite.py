@@ -13,10 +13,12 @@ Layout, and why:
 * `dead_letters` is unique by source, `fault_labels` by (station_id, sensor, kind, start_ts).
 
 * `minute_aggregates` keeps count, sum, min and max per (station_id, minute, sensor), indexed
-  by minute for "every station's minutes in a range"; `global_anomalies` is keyed by (day,
-  station_id, sensor, minute), with an index for one station's days; `global_anomaly_runs`
-  keeps each day's latest run record. A succeeded run deletes its day's anomalies and inserts
-  its own in the transaction that records it, so a rerun leaves exactly what it found.
+  by minute for "every station's minutes in a range"; `anomaly_minutes` the anomalous readings
+  per minute, from which AnomalyCount sums whole minutes (faultline.store.aggregate_sql);
+  `global_anomalies` is keyed by (day, station_id, sensor, minute), with an index for one
+  station's days; `global_anomaly_runs` keeps each day's latest run record. A succeeded run
+  deletes its day's anomalies and inserts its own in the transaction that records it, so a
+  rerun leaves exactly what it found.
 * `checkpoints` keeps one detector checkpoint per (group, topic, partition), upserted in the
   batch's transaction (faultline.store.checkpoints).
 * `alarm_transitions` (the log) and `alarms` (one row per alarm) are laid out, written and read
@@ -50,7 +52,7 @@ import numpy as np
 
 from faultline.schema import RUN_SUCCEEDED, WriteBatch
 from faultline.store.aggregate import partial_rows
-from faultline.store.aggregate_sql import Sql, run_to_sql
+from faultline.store.aggregate_sql import Sql, anomaly_minutes_table, run_to_sql
 from faultline.store.alarm_sql import AlarmWrites, alarm_tables
 from faultline.store.base import Atomicity, DeadLetterRetention, Query, R, Store, StoreError
 from faultline.store.checkpoints import PUT_CHECKPOINT, checkpoint_rows
@@ -164,6 +166,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) STRICT, WITHOUT ROWID""",
     ),
     alarm_tables("INTEGER", "TEXT", " STRICT, WITHOUT ROWID"),  # see faultline.store.alarm_sql
+    anomaly_minutes_table("INTEGER", " STRICT", _DIALECT.anomalous),  # see aggregate_sql
 )
 
 # The columns in _reading_tuples' order, the key's (ts, station_id, seq) first.
@@ -188,6 +191,8 @@ _ADD_MINUTE = """INSERT INTO minute_aggregates (station_id, sensor, minute, coun
     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station_id, minute, sensor) DO UPDATE SET
     count = count + excluded.count, sum = sum + excluded.sum, min = min(min, excluded.min),
     max = max(max, excluded.max)"""
+_ADD_ANOMALY_MINUTE = """INSERT INTO anomaly_minutes (minute, anomalies) VALUES (?, ?)
+    ON CONFLICT (minute) DO UPDATE SET anomalies = anomalies + excluded.anomalies"""
 _ADD_GLOBAL_ANOMALY = """INSERT INTO global_anomalies
     (day, station_id, sensor, minute, value, expected, score) VALUES (?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (day, station_id, sensor, minute) DO UPDATE SET
@@ -252,6 +257,9 @@ class SqliteStore(Store):
                         added = columns.counts_per_station(new)
                         conn.executemany(_UPDATE_STATION, _station_rows(columns, readings, added))
                         conn.executemany(_ADD_MINUTE, partial_rows(columns.minute_partials(new)))
+                        minutes = columns.anomaly_minutes(new)
+                        if minutes:
+                            conn.executemany(_ADD_ANOMALY_MINUTE, minutes)
                 conn.executemany(_ADD_DEAD_LETTER, letters)
                 conn.executemany(_ADD_FAULT, faults)
                 if run is not None:

@@ -10,6 +10,13 @@ Spark's checkpoint holds the Kafka offsets and the detector state of every micro
 killed at any point resumes from the last committed micro-batch: the batch in flight is computed
 again from the same offsets and the same state, and the store ignores rows it already has.
 
+The champion model is hot-swapped between micro-batches (docs/decisions/0019-spark-hot-swap.md):
+a ChampionWatcher in the driver follows the registry's alias and loads a new version in a
+thread of its own; at the start of each micro-batch the driver writes the version it has loaded
+into the model schedule in the checkpoint directory, keyed by micro-batch id, and every worker
+scoring that micro-batch looks its version up there. One micro-batch, one version, in every
+bucket and in every attempt of it; the `model_version` column says which.
+
 The driver keeps the same `faultline_*` engine metrics as the in-process engine: `foreachBatch`
 counts what each micro-batch stored, and the consumer lag comes from each micro-batch's progress
 (the Kafka source reports the latest offsets beside the ones the batch read up to).
@@ -21,6 +28,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -40,6 +48,7 @@ from faultline.engine.spark.layout import (
     decoded_schema,
     verdict_schema,
 )
+from faultline.engine.spark.schedule import ScheduleKeeper, schedule_path
 from faultline.engine.spark.session import spark_session
 from faultline.engine.spark.sink import BatchSink, Writers, default_writers
 from faultline.engine.spark.stages import (
@@ -50,9 +59,11 @@ from faultline.engine.spark.stages import (
     decode_stage,
     detect_stage,
 )
-from faultline.engine.spark.worker_cache import fresh_pipeline
+from faultline.engine.spark.worker_cache import fresh_pipeline, worker_model
 from faultline.metrics import Metrics
+from faultline.models.base import LoadedModel
 from faultline.models.champion import ensure_model, model_registry
+from faultline.models.watch import ChampionWatcher
 from faultline.schema import RECEIVED_AT, STATION_ID
 from faultline.store import Store, open_store
 
@@ -87,10 +98,15 @@ def start_query(
     metrics: Metrics | None = None,
     station_buckets: int = DEFAULT_STATION_BUCKETS,
     clock: Clock | None = None,
+    champion: Callable[[], LoadedModel] | None = None,
 ) -> StreamingQuery:
     """Start the streaming query; the driver writes into `store`, or the executors write when
     it is None, and counts each micro-batch in `metrics`. The model must already be registered
     under the configured alias.
+
+    Each micro-batch scores with the version of `champion()` at its start (a ChampionWatcher's
+    model, to follow the alias); None scores with the alias's version at the query's start.
+    `checkpoint_dir` holds the model schedule too: the workers must see it.
 
     `station_buckets` is how many state groups the stations are hashed into; like the number of
     state partitions it is fixed for the life of a checkpoint.
@@ -119,7 +135,13 @@ def start_query(
         # The broker's log-append time: the in-process engine's received_at too.
         F.unix_millis(F.col("timestamp")).alias(RECEIVED_AT),
     )
-    detectors = fresh_pipeline(settings).names
+    if champion is None:
+        model = worker_model(settings)
+        champion = lambda: model  # noqa: E731 (the version at the start, for good)
+    metrics = metrics or Metrics()
+    schedule = schedule_path(checkpoint_dir)
+    keeper = ScheduleKeeper(schedule, champion, metrics, settings.model.name)
+    detectors = fresh_pipeline(settings, champion()).names
     sensors = settings.sensor_names
     decoded = records.mapInPandas(decode_stage(settings), decoded_schema(sensors))
     labels = F.array(*(F.lit(k) for k in bucket_keys(spark, station_buckets)))
@@ -132,7 +154,7 @@ def start_query(
         decoded.withColumn(BUCKET, bucket)
         .groupBy(BUCKET)
         .applyInPandasWithState(
-            detect_stage(settings, station_buckets),
+            detect_stage(settings, station_buckets, schedule),
             outputStructType=verdict_schema(sensors, detectors),
             stateStructType=STATE_SCHEMA,
             outputMode="append",
@@ -144,7 +166,7 @@ def start_query(
         verdicts.writeStream.queryName(QUERY_NAME)
         .option("checkpointLocation", str(Path(checkpoint_dir).resolve()))
         .trigger(processingTime=f"{trigger_s} seconds")
-        .foreachBatch(BatchSink(settings, detectors, store, metrics or Metrics(), clock))
+        .foreachBatch(BatchSink(settings, detectors, store, metrics, keeper, clock))
         .start()
     )
 
@@ -225,15 +247,23 @@ def run_spark_engine(
     `writers` None lets the store decide where writes happen (`sink.default_writers`).
     `metrics` receives the engine metrics (the caller serves them). Raises the query's error if
     the query fails.
+
+    The champion alias is followed every `lifecycle.swap_interval_s`: a promotion or rollback
+    takes effect from the next micro-batch the driver starts once the version has loaded.
     """
     metrics = metrics or Metrics()
     registry = model_registry(settings)
-    info = ensure_model(settings, registry)
-    metrics.model_info.labels(name=info.name, version=info.run_id).set(1)
+    ensure_model(settings, registry)
+    watcher = ChampionWatcher(registry, registry.current(), settings.lifecycle.swap_interval_s)
+    watching = threading.Event()
+    watch = threading.Thread(
+        target=watcher.run, args=(watching,), name="spark-model-watch", daemon=True
+    )
     writers = writers or default_writers(settings.store_url)
     own_session = spark is None
     session = spark or spark_session()
     store = open_store(settings.store_url) if writers == "driver" else None
+    watch.start()
     try:
         query = start_query(
             session,
@@ -244,6 +274,7 @@ def run_spark_engine(
             store=store,
             metrics=metrics,
             station_buckets=station_buckets,
+            champion=lambda: watcher.model,
         )
         log.info("spark engine: query %s running, checkpoint %s", query.id, checkpoint_dir)
         # The query is the engine worker: up while it runs, as the in-process engine's thread.
@@ -260,6 +291,8 @@ def run_spark_engine(
         # Returns at once now; raises the query's error if it failed.
         query.awaitTermination()
     finally:
+        watching.set()
+        watch.join()
         if store is not None:
             store.close()
         if own_session:

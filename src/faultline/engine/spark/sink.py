@@ -11,6 +11,10 @@ Two ways to write, chosen by the store (see docs/decisions/0005-spark-engine.md)
 Either way a micro-batch that Spark runs again after a failure writes the same rows again, and the
 store's keys make that a no-op. Each write's `BatchTally` (from the executors, as a JSON row) is
 added up in the driver into the engine metrics the in-process engine counts too.
+
+Before the micro-batch's (lazy) DataFrame is computed, the driver records in the model schedule
+that the micro-batch starts, and with which model version (`schedule.ScheduleKeeper`): the
+detection that computing it runs in the workers looks that version up.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from faultline.engine.spark.layout import (
     is_alarm,
     is_dead,
 )
+from faultline.engine.spark.schedule import ScheduleKeeper
 from faultline.engine.spark.worker_cache import worker_store
 from faultline.metrics import BatchTally, Metrics
 from faultline.schema import (
@@ -106,9 +111,10 @@ def write_batch(
 
 
 class BatchSink:
-    """The `foreachBatch` function: the driver writes into `store`, or, without one, the
-    executors write into the store `settings.store_url` names; either way the micro-batch is
-    counted in `metrics` once it is stored."""
+    """The `foreachBatch` function: `schedule` records the micro-batch's model version, then
+    the driver writes into `store`, or, without one, the executors write into the store
+    `settings.store_url` names; either way the micro-batch is counted in `metrics` once it is
+    stored."""
 
     def __init__(
         self,
@@ -116,15 +122,19 @@ class BatchSink:
         detectors: Sequence[str],
         store: Store | None,
         metrics: Metrics,
+        schedule: ScheduleKeeper,
         clock: Clock | None = None,
     ) -> None:
         self._settings = settings
         self._detectors = tuple(detectors)
         self._store = store
         self._metrics = metrics
+        self._schedule = schedule
         self._clock = clock or SystemClock()
 
     def __call__(self, df: DataFrame, batch_id: int) -> None:
+        # Before anything computes the batch: its workers look the version up.
+        self._schedule.begin(batch_id)
         # The DataFrame is lazy: collecting it runs the micro-batch's decode and detection too,
         # so this is the in-process engine's decode+detect+store time.
         started = time.perf_counter()

@@ -18,6 +18,10 @@ including the processing-time timeout Spark calls it with when the bucket got no
 while (timer-driven: no message has to arrive). A bucket with data judges silence against the
 newest bus acceptance time it got, so a job working through a backlog raises no false silence;
 a timed-out one against processing time.
+
+The model a bucket scores with is the one the driver's model schedule names for the micro-batch
+(`schedule`; the id comes from the task's local properties), so a promotion or rollback takes
+effect for all buckets in the same micro-batch, and a replayed micro-batch scores as before.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,8 +55,13 @@ from faultline.engine.spark.layout import (
     decoded_schema,
     verdict_schema,
 )
-from faultline.engine.spark.worker_cache import fresh_pipeline
+from faultline.engine.spark.worker_cache import batch_model, fresh_pipeline
 from faultline.schema import RECEIVED_AT, SEQ, STATION_ID, TS, DeadLetter
+
+# The local property Spark's micro-batch execution sets on every job of a micro-batch
+# (MicroBatchExecution.BATCH_ID_KEY); Spark passes local properties to each task, Python
+# workers included.
+BATCH_ID_PROPERTY = "streaming.sql.batchId"
 
 # The Kafka source's columns, as the job selects them.
 VALUE, TOPIC, KAFKA_PARTITION, KAFKA_OFFSET = "value", "topic", "partition", "offset"
@@ -136,16 +146,31 @@ def alarm_rows(transitions: Sequence[AlarmTransition]) -> pd.DataFrame:
     )
 
 
-def detect_stage(settings: Settings, buckets: int) -> StateStage:
+def current_batch_id() -> int | None:
+    """The id of the micro-batch the running task belongs to; None outside a streaming query."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    value = None if context is None else context.getLocalProperty(BATCH_ID_PROPERTY)
+    return None if value is None else int(value)
+
+
+def detect_stage(settings: Settings, buckets: int, schedule: Path | None = None) -> StateStage:
     """For `applyInPandasWithState` grouped by bucket: the detector pipeline and the alarm
     tracker over the bucket's rows, its stations' state restored before and saved after, the
-    silence watchdog on every call (timeouts included); dead letters pass through."""
+    silence watchdog on every call (timeouts included); dead letters pass through.
+
+    The pipeline scores with the model the driver's `schedule` names for the micro-batch (the
+    alias's version without one), so every bucket of a micro-batch, and every attempt of it,
+    scores with the same version. The streaming detectors' state comes from Spark's state as
+    ever; the model's detector has none, so another version is only another detector.
+    """
     timeout_ms = max(1, round(settings.alarms.rule.silent_after_s * 1000))
 
     def run(
         key: tuple[Any, ...], frames: Iterator[pd.DataFrame], state: Any
     ) -> Iterator[pd.DataFrame]:
-        pipeline = fresh_pipeline(settings)
+        pipeline = fresh_pipeline(settings, batch_model(settings, schedule, current_batch_id()))
         schema = verdict_schema(settings.sensor_names, pipeline.names)
         # A timed-out call may come with an empty frame rather than none: only rows count.
         parts = [f for f in frames if len(f)]
