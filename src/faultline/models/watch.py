@@ -46,8 +46,9 @@ class ChampionWatcher:
                 return False
             model = self._source.load_version(version)
         except Exception as exc:  # any registry failure: keep scoring with the model in use
-            self.last_error = f"model watch: {exc}"
+            # Logged before it is recorded: whoever sees `last_error` finds the log line too.
             log.warning("model watch: keeping version %s: %s", serving, exc)
+            self.last_error = f"model watch: {exc}"
             return False
         self.last_error = None
         log.info("model watch: the alias moved from version %s to %s: loaded", serving, version)
